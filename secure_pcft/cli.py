@@ -1,0 +1,114 @@
+"""``secure-pcft`` command line: parses arguments and calls the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from secure_pcft.errors import SecurePcftError
+
+
+def _progress_bar() -> object:
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, leave=True, file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _print_table(rows: list[dict[str, object]]) -> None:
+    print(f"{'strategy':<14}{'test ppl':>12}{'test acc':>10}{'ppl after warm-up':>20}{'bytes sent':>14}")
+    for r in rows:
+        print(
+            f"{r['strategy']!s:<14}{r['mean_test_ppl']:>12.2f}{r['mean_test_acc']:>10.3f}"
+            f"{r['mean_test_ppl_after_warmup']:>20.2f}{r['total_bytes_sent']:>14,}"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from secure_pcft.config import load_config
+    from secure_pcft.run import execute_run
+
+    cfg = load_config(args.config)
+    if args.output:
+        cfg = replace(cfg, output=replace(cfg.output, dir=args.output))
+    result = execute_run(cfg, progress=_progress_bar())  # type: ignore[arg-type]
+    _print_table([result.summary()])
+    print(f"results: {Path(cfg.output.dir) / 'results.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from secure_pcft.run import DEMO_STRATEGIES, compare_strategies, demo_config
+
+    cfg = demo_config(args.output)
+    print("secure-pcft demo: 6 peers (parliament speeches in de/es/nl, 2 peers per language),")
+    print("LoRA on the toolkit's small English base; strategies share one warm-up.")
+    results = compare_strategies(cfg, DEMO_STRATEGIES, progress=_progress_bar())  # type: ignore[arg-type]
+    _print_table([r.summary() for r in results])
+    print(f"results and adapters: {cfg.output.dir}/<strategy>/")
+    return 0
+
+
+def cmd_base(args: argparse.Namespace) -> int:
+    from secure_pcft.config import ModelConfig
+    from secure_pcft.model.loading import resolve_base_path
+
+    path = resolve_base_path(ModelConfig(base=args.which, cache_dir=args.cache_dir))
+    info = path / "build_info.json"
+    print(path)
+    if info.exists():
+        print(json.dumps(json.loads(info.read_text()), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="secure-pcft", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a collaboration from a TOML config")
+    run.add_argument("config", type=Path)
+    run.add_argument("--output", help="override [output] dir")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="compare local / fedavg / predictions on the embedded corpus")
+    demo.add_argument("--output", default="runs/demo")
+    demo.set_defaults(func=cmd_demo)
+
+    base = sub.add_parser("base", help="build (or find) a ready base model and print its path")
+    base.add_argument("which", choices=["small", "smollm2"])
+    base.add_argument("--cache-dir", default="~/.cache/secure-pcft")
+    base.set_defaults(func=cmd_base)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except SecurePcftError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The collaboration protocol: messages, trust strategies, aggregation, peers and rounds."""

@@ -1,0 +1,75 @@
+"""Channels: how a peer turns :class:`Message` objects into bytes on a transport and back.
+
+``PlainChannel`` only encodes/decodes (the foundation). The secure channel (crypto/) wraps the same
+bytes in signed, encrypted envelopes; peers see the same interface either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from secure_pcft.collab.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Message,
+    decode_message,
+    encode_message,
+)
+from secure_pcft.errors import MessageError
+from secure_pcft.transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A message a peer refused: who it claimed to be from and the error class (no content)."""
+
+    claimed_sender: str
+    error: str
+    reason: str
+
+
+class Channel(Protocol):
+    """A peer's end of the message layer."""
+
+    peer_id: str
+    rejections: list[Rejection]
+
+    def send(self, msg: Message) -> None: ...
+
+    def receive(self) -> list[Message]: ...
+
+
+class PlainChannel:
+    """Messages as plain bytes on the transport: integrity of format, not of origin."""
+
+    def __init__(
+        self, peer_id: str, transport: Transport, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self.peer_id = peer_id
+        self.transport = transport
+        self.max_bytes = max_bytes
+        self.rejections: list[Rejection] = []
+
+    def send(self, msg: Message) -> None:
+        if msg.sender != self.peer_id:
+            raise MessageError("a peer may only send messages in its own name")
+        self.transport.send(self.peer_id, msg.recipient, encode_message(msg))
+
+    def receive(self) -> list[Message]:
+        out: list[Message] = []
+        for claimed, data in self.transport.receive(self.peer_id):
+            try:
+                msg = decode_message(data, self.max_bytes)
+                if msg.recipient != self.peer_id:
+                    raise MessageError("message addressed to another peer")
+                if msg.sender != claimed:
+                    raise MessageError("header sender differs from the transport's sender")
+            except MessageError as exc:
+                self.rejections.append(Rejection(claimed, type(exc).__name__, str(exc)))
+                log.warning("%s rejected a message from %s: %s", self.peer_id, claimed, exc)
+                continue
+            out.append(msg)
+        return out

@@ -1,0 +1,141 @@
+"""The one message layer every peer-to-peer exchange goes through.
+
+Wire layout (all integers big-endian)::
+
+    b"SPCM" | u8 version | u32 header_len | header (canonical JSON, UTF-8) | safetensors bytes
+
+The header carries the message type, sender, recipient, round, free JSON metadata and the length of
+the tensor section. Tensors are safetensors; metadata is JSON. Nothing is ever unpickled, and every
+malformed input raises :class:`MessageError` (TM-02, TM-03).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from secure_pcft.errors import MessageError
+
+MAGIC = b"SPCM"
+VERSION = 1
+_PREFIX = struct.Struct(">4sBI")
+MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class MessageType(StrEnum):
+    """What a message carries."""
+
+    ADAPTER = "adapter"  # a peer's LoRA tensors
+    SIGNATURE = "signature"  # prediction signature on the public reference set
+    ADAPTER_REQUEST = "adapter-request"  # "please send me your adapter this round"
+    DECLINE = "decline"  # refusal of a request (no consent, budget exhausted, ...)
+    HE_CONTEXT = "he-context"  # public CKKS context (no secret key)
+    HE_QUERY = "he-query"  # encrypted similarity query
+    HE_ANSWER = "he-answer"  # encrypted, masked similarity answer
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded message. ``tensors`` are CPU tensors; ``meta`` is JSON-compatible."""
+
+    msg_type: MessageType
+    sender: str
+    recipient: str
+    round: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def encode_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Serialise tensors with safetensors (contiguous CPU copies)."""
+    return st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+
+
+def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes.
+
+    Raises:
+        MessageError: the bytes are not a valid safetensors blob.
+    """
+    if not data:
+        return {}
+    try:
+        return dict(st_load(data))
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        raise MessageError(f"undecodable tensor section: {type(exc).__name__}") from exc
+
+
+def encode_message(msg: Message) -> bytes:
+    """Serialise a message to bytes (see the module docstring for the layout)."""
+    body = encode_tensors(msg.tensors) if msg.tensors else b""
+    header = {
+        "type": str(msg.msg_type),
+        "sender": msg.sender,
+        "recipient": msg.recipient,
+        "round": msg.round,
+        "meta": msg.meta,
+        "body_len": len(body),
+    }
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    if len(raw) > MAX_HEADER_BYTES:
+        raise MessageError(f"message header is {len(raw)} bytes, over {MAX_HEADER_BYTES}")
+    return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw + body
+
+
+def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Parse bytes into a :class:`Message`.
+
+    Raises:
+        MessageError: oversize, bad magic/version, truncated, malformed header or tensor section.
+    """
+    if len(data) > max_bytes:
+        raise MessageError(f"message is {len(data)} bytes, over the {max_bytes}-byte limit")
+    if len(data) < _PREFIX.size:
+        raise MessageError("message is truncated (no prefix)")
+    magic, version, header_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise MessageError("not a secure-pcft message (bad magic)")
+    if version != VERSION:
+        raise MessageError(f"unsupported message version {version}")
+    if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
+        raise MessageError("message header length is out of bounds")
+    try:
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError("message header is not valid JSON") from exc
+    msg_type, sender, recipient, rnd, meta, body_len = _check_header(header)
+    body = data[_PREFIX.size + header_len :]
+    if len(body) != body_len:
+        raise MessageError(f"tensor section is {len(body)} bytes, header says {body_len}")
+    return Message(msg_type, sender, recipient, rnd, meta, decode_tensors(body))
+
+
+def _check_header(header: Any) -> tuple[MessageType, str, str, int, dict[str, Any], int]:
+    if not isinstance(header, dict):
+        raise MessageError("message header must be a JSON object")
+    expected = {"type", "sender", "recipient", "round", "meta", "body_len"}
+    if set(header) != expected:
+        raise MessageError("message header has missing or unexpected fields")
+    try:
+        msg_type = MessageType(header["type"])
+    except ValueError as exc:
+        raise MessageError("unknown message type") from exc
+    sender, recipient, rnd = header["sender"], header["recipient"], header["round"]
+    meta, body_len = header["meta"], header["body_len"]
+    if not (isinstance(sender, str) and sender and isinstance(recipient, str) and recipient):
+        raise MessageError("sender and recipient must be non-empty strings")
+    for name, value in (("round", rnd), ("body_len", body_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MessageError(f"header field {name} must be a non-negative integer")
+    if not isinstance(meta, dict):
+        raise MessageError("header field meta must be an object")
+    return msg_type, sender, recipient, rnd, meta, body_len

@@ -1,0 +1,174 @@
+"""A peer: its private data, its own LoRA model and trainer, and its end of the message layer.
+
+A peer never reads another peer's objects: everything it learns about others arrives as messages
+through its channel, is validated, and is then used by the protocol's phases.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from secure_pcft.collab.channel import Channel, Rejection
+from secure_pcft.collab.messages import Message, MessageType
+from secure_pcft.config import RunConfig
+from secure_pcft.data.corpus import PeerCorpus
+from secure_pcft.errors import AdapterRejectedError, MessageError
+from secure_pcft.model.lora import (
+    AdapterState,
+    adapter_spec,
+    adapter_state,
+    attach_lora,
+    load_adapter_state,
+)
+from secure_pcft.model.loading import BaseModel
+from secure_pcft.train.evaluate import LmScore, evaluate_lm
+from secure_pcft.train.local import LocalTrainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PeerBlocks:
+    """A peer's private token blocks, shape (N, T) each."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+
+
+@dataclass
+class Inbox:
+    """What a peer received during the current round (cleared at each round start)."""
+
+    adapters: dict[int, AdapterState] = field(default_factory=dict)
+    signatures: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    requests: set[int] = field(default_factory=set)
+    declines: set[int] = field(default_factory=set)
+
+
+class Peer:
+    """One participant of a collaboration run.
+
+    Args:
+        index: position of this peer in ``peer_ids``.
+        peer_ids: every peer of the run, in order.
+        corpus: this peer's private splits (and known domain mix, if any).
+        blocks: the same splits as token blocks.
+        base: the frozen base (its weights are shared, never modified).
+        cfg: the run configuration.
+        channel: this peer's end of the message layer.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        peer_ids: tuple[str, ...],
+        corpus: PeerCorpus,
+        blocks: PeerBlocks,
+        base: BaseModel,
+        cfg: RunConfig,
+        channel: Channel,
+    ) -> None:
+        self.index = index
+        self.peer_ids = peer_ids
+        self.peer_id = peer_ids[index]
+        self.corpus = corpus
+        self.blocks = blocks
+        self.cfg = cfg
+        self.channel = channel
+        self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
+        self.spec = adapter_spec(self.model)
+        generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + index)
+        self.trainer = LocalTrainer(self.model, blocks.train, cfg.train, generator)
+        self.inbox = Inbox()
+        self.round = 0
+
+    # ---- local work -------------------------------------------------------------------------
+    def train(self, steps: int) -> list[float]:
+        return self.trainer.train(steps)
+
+    def adapter(self) -> AdapterState:
+        return adapter_state(self.model)
+
+    def set_adapter(self, state: AdapterState) -> None:
+        load_adapter_state(self.model, state)
+
+    def evaluate(self, split: str = "test", max_batches: int | None = None) -> LmScore:
+        blocks = getattr(self.blocks, split)
+        return evaluate_lm(self.model, blocks, batch_size=16, max_batches=max_batches)
+
+    def validation_perplexity(self, state: AdapterState) -> float:
+        """Perplexity of ``state`` on this peer's private validation split (own adapter restored)."""
+        own = self.adapter()
+        try:
+            self.set_adapter(state)
+            return self.evaluate("val", max_batches=self.cfg.train.eval_batches).perplexity
+        finally:
+            self.set_adapter(own)
+
+    @torch.no_grad()
+    def reference_logits(self, reference: torch.Tensor) -> torch.Tensor:
+        """Last-position logits on public reference blocks (R, T) → (R, V)."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            return self.model(input_ids=reference).logits[:, -1, :].float()
+        finally:
+            self.model.train(was)
+
+    # ---- messages ---------------------------------------------------------------------------
+    def begin_round(self, rnd: int) -> None:
+        self.round = rnd
+        self.inbox = Inbox()
+
+    def send(self, recipient: int, msg_type: MessageType, tensors: dict[str, torch.Tensor] | None = None,
+             meta: dict[str, object] | None = None) -> None:
+        self.channel.send(
+            Message(msg_type, self.peer_id, self.peer_ids[recipient], self.round, dict(meta or {}),
+                    dict(tensors or {}))
+        )
+
+    def collect(self) -> None:
+        """Read the channel and file each valid message in the inbox; reject the rest."""
+        for msg in self.channel.receive():
+            try:
+                self._file(msg)
+            except MessageError as exc:
+                self.channel.rejections.append(Rejection(msg.sender, type(exc).__name__, str(exc)))
+                log.warning("%s rejected %s from %s: %s", self.peer_id, msg.msg_type, msg.sender, exc)
+
+    def _file(self, msg: Message) -> None:
+        if msg.sender not in self.peer_ids:
+            raise MessageError("sender is not a peer of this run")
+        if msg.round != self.round:
+            raise MessageError(f"message for round {msg.round} during round {self.round}")
+        j = self.peer_ids.index(msg.sender)
+        if msg.msg_type is MessageType.ADAPTER:
+            self.inbox.adapters[j] = self.check_adapter(msg.tensors)
+        elif msg.msg_type is MessageType.SIGNATURE:
+            self.inbox.signatures[j] = msg.tensors
+        elif msg.msg_type is MessageType.ADAPTER_REQUEST:
+            self.inbox.requests.add(j)
+        elif msg.msg_type is MessageType.DECLINE:
+            self.inbox.declines.add(j)
+        else:
+            raise MessageError(f"unexpected message type {msg.msg_type}")
+
+    def check_adapter(self, state: AdapterState) -> AdapterState:
+        """Accept a received adapter only if it fits this model exactly and is finite.
+
+        Raises:
+            AdapterRejectedError: missing/extra tensors, wrong shape/dtype, NaN/Inf.
+        """
+        if set(state) != set(self.spec):
+            raise AdapterRejectedError("adapter tensors do not match this model")
+        for name, (shape, dtype) in self.spec.items():
+            t = state[name]
+            if tuple(t.shape) != shape or t.dtype != dtype:
+                raise AdapterRejectedError(f"tensor {name}: wrong shape or dtype")
+            if not torch.isfinite(t).all():
+                raise AdapterRejectedError(f"tensor {name}: NaN or Inf")
+        return state

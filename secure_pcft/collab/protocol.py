@@ -1,0 +1,101 @@
+"""One aggregation round, as phases every peer runs (DESIGN.md, "One round").
+
+    discover → score → request adapters → answer requests → aggregate
+
+The loopback simulation calls the phases for all peers in turn; a distributed runtime schedules the
+same phases across machines. Between phases, messages travel only through the peers' channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from secure_pcft.collab.aggregation import check_row, weighted_average
+from secure_pcft.collab.messages import MessageType
+from secure_pcft.collab.peer import Peer
+from secure_pcft.collab.strategies.predictions import prediction_signature
+from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy
+
+
+def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> None:
+    """Phase 1: send what the strategy scores others by (nothing, signatures or adapters)."""
+    if strategy.discovery is Discovery.NONE:
+        return
+    if strategy.discovery is Discovery.SIGNATURES:
+        payload, kind = prediction_signature(peer.reference_logits(reference)), MessageType.SIGNATURE
+    else:
+        payload, kind = peer.adapter(), MessageType.ADAPTER
+    for j in range(len(peer.peer_ids)):
+        if j != peer.index:
+            peer.send(j, kind, payload)
+
+
+def score(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor,
+          domain_mixes: tuple[dict[str, float], ...]) -> torch.Tensor:
+    """Phase 2: compute this peer's trust row from its own state and what it received."""
+    peer.collect()
+    adapters = {peer.index: peer.adapter(), **peer.inbox.adapters}
+    signatures = dict(peer.inbox.signatures)
+    if strategy.discovery is Discovery.SIGNATURES:
+        signatures[peer.index] = prediction_signature(peer.reference_logits(reference))
+    ctx = TrustContext(
+        self_index=peer.index,
+        peer_ids=peer.peer_ids,
+        adapters=adapters,
+        signatures=signatures,
+        domain_mixes=domain_mixes,
+        validation_perplexity=peer.validation_perplexity,
+    )
+    row = strategy.row(ctx)
+    check_row(row, len(peer.peer_ids))
+    return row
+
+
+def request(peer: Peer, row: torch.Tensor) -> None:
+    """Phase 3: ask every trusted peer whose adapter this peer does not hold yet."""
+    for j in range(len(peer.peer_ids)):
+        if j != peer.index and float(row[j]) > 0 and j not in peer.inbox.adapters:
+            peer.send(j, MessageType.ADAPTER_REQUEST)
+
+
+def answer(peer: Peer) -> None:
+    """Phase 4: send this peer's adapter to each peer that asked for it."""
+    peer.collect()
+    if peer.inbox.requests:
+        state = peer.adapter()
+        for j in sorted(peer.inbox.requests):
+            peer.send(j, MessageType.ADAPTER, state)
+
+
+def aggregate(peer: Peer, row: torch.Tensor) -> torch.Tensor:
+    """Phase 5: θ_i ← Σ_j W_ij θ_j over the adapters actually received.
+
+    Peers that were trusted but never delivered (dropped out, rejected, declined) lose their weight;
+    the row is renormalised over the rest. Returns the row actually applied.
+    """
+    peer.collect()
+    states = {peer.index: peer.adapter(), **peer.inbox.adapters}
+    applied = row.clone()
+    for j in range(len(row)):
+        if j not in states:
+            applied[j] = 0.0
+    applied = applied / applied.sum()
+    peer.set_adapter(weighted_average(states, applied))
+    return applied
+
+
+def run_round(peers: Sequence[Peer], strategy: TrustStrategy, reference: torch.Tensor,
+              domain_mixes: tuple[dict[str, float], ...], rnd: int) -> torch.Tensor:
+    """All phases of round ``rnd`` for every peer; returns the applied trust matrix (N, N)."""
+    for p in peers:
+        p.begin_round(rnd)
+    for p in peers:
+        discover(p, strategy, reference)
+    rows = [score(p, strategy, reference, domain_mixes) for p in peers]
+    for p, row in zip(peers, rows, strict=True):
+        request(p, row)
+    for p in peers:
+        answer(p)
+    return torch.stack([aggregate(p, row) for p, row in zip(peers, rows, strict=True)])

@@ -1,0 +1,87 @@
+"""Run results: per round and per peer, as plain dataclasses that serialise to JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RoundRecord:
+    """State after one round (round 0 = end of the warm-up, before any aggregation).
+
+    Attributes:
+        round: aggregation round (0 = after warm-up).
+        step: local steps each peer has taken so far.
+        test_ppl, test_acc: per peer, on its own private test split.
+        trust: the applied trust matrix, rows = receiving peer (empty for round 0).
+        bytes_sent: bytes each peer put on the wire this round.
+        messages_sent: messages each peer sent this round.
+    """
+
+    round: int
+    step: int
+    test_ppl: list[float]
+    test_acc: list[float]
+    trust: list[list[float]] = field(default_factory=list)
+    bytes_sent: list[int] = field(default_factory=list)
+    messages_sent: list[int] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Everything a run reports; ``to_json`` is the machine-readable result file."""
+
+    strategy: str
+    peer_ids: list[str]
+    config: dict[str, Any]
+    config_hash: str
+    base_model: str
+    data: str
+    rounds: list[RoundRecord] = field(default_factory=list)
+    rejections: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> RoundRecord:
+        return self.rounds[-1]
+
+    def summary(self) -> dict[str, Any]:
+        f = self.final
+        return {
+            "strategy": self.strategy,
+            "mean_test_ppl": statistics.fmean(f.test_ppl),
+            "mean_test_acc": statistics.fmean(f.test_acc),
+            "mean_test_ppl_after_warmup": statistics.fmean(self.rounds[0].test_ppl),
+            "total_bytes_sent": sum(sum(r.bytes_sent) for r in self.rounds),
+            "rounds": len(self.rounds) - 1,
+            "seconds": self.seconds,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["summary"] = self.summary()
+        return d
+
+    def write_json(self, path: Path) -> Path:
+        """Write atomically (temp file + rename) so a killed run never leaves half a result."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False))
+        os.replace(tmp, path)
+        return path
+
+
+def _json_default(obj: object) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

@@ -1,0 +1,192 @@
+"""One-machine simulation of a collaboration: N peers on a loopback transport.
+
+Every message goes through the real message layer (and, with security on, the real envelopes), so
+byte counts and rejections are those a deployment would see.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from secure_pcft.collab.channel import Channel, PlainChannel
+from secure_pcft.collab.peer import Peer, PeerBlocks
+from secure_pcft.collab.protocol import run_round
+from secure_pcft.collab.results import RoundRecord, RunResult
+from secure_pcft.collab.strategy import TrustStrategy, make_strategy
+from secure_pcft.config import RunConfig
+from secure_pcft.data.blocks import encode_blocks
+from secure_pcft.data.corpus import Federation
+from secure_pcft.model.loading import BaseModel
+from secure_pcft.transport.loopback import LoopbackTransport
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+ChannelFactory = Callable[[str, LoopbackTransport], Channel]
+
+
+@dataclass
+class Snapshot:
+    """Local state of every peer at one point (for branching strategies off one warm-up)."""
+
+    adapters: list[dict[str, torch.Tensor]]
+    trainers: list[dict[str, Any]]
+    rng: torch.Tensor
+    record: RoundRecord
+
+
+class Simulation:
+    """Builds the peers of a run and drives warm-up and rounds on one machine."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        federation: Federation,
+        base: BaseModel,
+        channel_factory: ChannelFactory | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.federation = federation
+        self.base = base
+        self.peer_ids = federation.peer_ids
+        self.transport = LoopbackTransport(self.peer_ids)
+        make_channel = channel_factory or (lambda pid, t: PlainChannel(pid, t))
+        tok, bs = base.tokenizer, cfg.data.block_size
+        self.reference = encode_blocks(federation.reference, tok, bs)  # (R, T), public
+        self.peers = [
+            Peer(
+                i,
+                self.peer_ids,
+                corpus,
+                PeerBlocks(
+                    encode_blocks(corpus.train, tok, bs),
+                    encode_blocks(corpus.val, tok, bs),
+                    encode_blocks(corpus.test, tok, bs),
+                ),
+                base,
+                cfg,
+                make_channel(corpus.peer_id, self.transport),
+            )
+            for i, corpus in enumerate(federation.peers)
+        ]
+        self.domain_mixes = tuple(dict(c.domain_mix) for c in federation.peers)
+        self.records: list[RoundRecord] = []
+        self._rng_state = torch.Generator().manual_seed(cfg.train.seed).get_state()
+
+    # ---- phases ----------------------------------------------------------------------------
+    def _evaluate(self, rnd: int, trust: torch.Tensor | None) -> RoundRecord:
+        scores = [p.evaluate("test") for p in self.peers]
+        return RoundRecord(
+            round=rnd,
+            step=self.peers[0].trainer.steps_done,
+            test_ppl=[s.perplexity for s in scores],
+            test_acc=[s.accuracy for s in scores],
+            trust=[] if trust is None else trust.tolist(),
+            bytes_sent=[self.transport.bytes_sent[rnd].get(p, 0) for p in self.peer_ids],
+            messages_sent=[self.transport.messages_sent[rnd].get(p, 0) for p in self.peer_ids],
+        )
+
+    def _reference_batch(self, rnd: int) -> torch.Tensor:
+        # Public randomness: every peer derives the same reference batch for a round.
+        n = min(self.reference.shape[0], self.cfg.strategy.reference_batches * self.cfg.train.batch_size)
+        g = torch.Generator().manual_seed(self.cfg.lora.public_seed + 7 * rnd)
+        return self.reference[torch.randperm(self.reference.shape[0], generator=g)[:n]]
+
+    def _with_rng(self, fn: Callable[[], Any]) -> Any:
+        # Dropout draws from torch's global RNG; run it from our own saved state so a simulation
+        # is reproducible without touching the caller's global RNG.
+        with torch.random.fork_rng():
+            torch.set_rng_state(self._rng_state)
+            try:
+                return fn()
+            finally:
+                self._rng_state = torch.get_rng_state()
+
+    def warmup(self, progress: ProgressFn | None = None) -> RoundRecord:
+        """Purely local steps before the first aggregation; records round 0."""
+        steps = self.cfg.train.warmup_steps
+
+        def _run() -> None:
+            for i, p in enumerate(self.peers):
+                p.train(steps)
+                if progress:
+                    progress("warm-up", i + 1, len(self.peers))
+
+        self._with_rng(_run)
+        self.transport.round = 0
+        record = self._evaluate(0, None)
+        self.records = [record]
+        return record
+
+    def round(self, strategy: TrustStrategy, rnd: int) -> RoundRecord:
+        """Local steps for every peer, then one aggregation round."""
+
+        def _run() -> torch.Tensor:
+            for p in self.peers:
+                p.train(self.cfg.train.local_steps)
+            self.transport.round = rnd
+            return run_round(self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd)
+
+        trust = self._with_rng(_run)
+        record = self._evaluate(rnd, trust)
+        self.records.append(record)
+        return record
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            adapters=[p.adapter() for p in self.peers],
+            trainers=[copy.deepcopy(p.trainer.state_dict()) for p in self.peers],
+            rng=self._rng_state.clone(),
+            record=copy.deepcopy(self.records[-1]),
+        )
+
+    def restore(self, snap: Snapshot) -> None:
+        for p, a, t in zip(self.peers, snap.adapters, snap.trainers, strict=True):
+            p.set_adapter(a)
+            p.trainer.load_state_dict(copy.deepcopy(t))
+        self._rng_state = snap.rng.clone()
+        self.records = [copy.deepcopy(snap.record)]
+        self.transport.reset()
+        for p in self.peers:
+            p.channel.rejections.clear()
+
+    def run_rounds(self, strategy: TrustStrategy, progress: ProgressFn | None = None) -> None:
+        n = self.cfg.train.num_rounds
+        for r in range(1, n + 1):
+            self.round(strategy, r)
+            if progress:
+                progress(f"rounds ({strategy.name})", r, n)
+
+    def result(self, strategy: TrustStrategy, seconds: float) -> RunResult:
+        return RunResult(
+            strategy=strategy.name,
+            peer_ids=list(self.peer_ids),
+            config=self.cfg.to_dict(),
+            config_hash=self.cfg.digest(),
+            base_model=str(self.base.path),
+            data=self.federation.description,
+            rounds=list(self.records),
+            rejections={
+                p.peer_id: [r.__dict__ for r in p.channel.rejections] for p in self.peers
+            },
+            seconds=seconds,
+        )
+
+
+def run_collaboration(
+    cfg: RunConfig, federation: Federation, base: BaseModel, progress: ProgressFn | None = None
+) -> RunResult:
+    """Warm-up then all rounds with ``cfg.strategy``; the library entry point behind ``run``."""
+    start = time.perf_counter()
+    strategy = make_strategy(cfg.strategy)
+    sim = Simulation(cfg, federation, base)
+    sim.warmup(progress)
+    sim.run_rounds(strategy, progress)
+    return sim.result(strategy, time.perf_counter() - start)

@@ -1,0 +1,17 @@
+"""``local``: no collaboration, W_ii = 1 (baseline)."""
+
+from __future__ import annotations
+
+import torch
+
+from secure_pcft.collab.strategy import TrustContext, TrustStrategy, register_strategy
+
+
+@register_strategy
+class LocalTrust(TrustStrategy):
+    name = "local"
+
+    def row(self, ctx: TrustContext) -> torch.Tensor:
+        w = torch.zeros(ctx.num_peers, dtype=torch.float64)
+        w[ctx.self_index] = 1.0
+        return w

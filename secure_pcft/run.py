@@ -1,0 +1,74 @@
+"""Library entry points behind ``secure-pcft run`` and ``secure-pcft demo``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from secure_pcft.collab.results import RunResult
+from secure_pcft.collab.simulation import ProgressFn, Simulation
+from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.config import DataConfig, RunConfig, StrategyConfig
+from secure_pcft.data.settings import load_federation
+from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.model.lora import save_peft_adapter
+
+log = logging.getLogger(__name__)
+
+
+def execute_run(cfg: RunConfig, progress: ProgressFn | None = None) -> RunResult:
+    """Run one collaboration as configured and write ``results.json`` (+ adapters) to the output dir."""
+    results = compare_strategies(cfg, [cfg.strategy], progress)
+    return results[0]
+
+
+def compare_strategies(
+    cfg: RunConfig, strategies: Sequence[StrategyConfig], progress: ProgressFn | None = None
+) -> list[RunResult]:
+    """Run several strategies from one shared warm-up (identical peers, data and seeds).
+
+    The warm-up is purely local, so it is the same for every strategy; it is done once and each
+    strategy's rounds start from a snapshot of it. Each strategy's results go to
+    ``<output dir>/<strategy>/`` when more than one is compared, else to the output dir itself.
+    """
+    start = time.perf_counter()
+    base = load_base(resolve_base_path(cfg.model))
+    federation = load_federation(cfg.data)
+    sim = Simulation(cfg, federation, base)
+    sim.warmup(progress)
+    warm = sim.snapshot()
+    warmup_seconds = time.perf_counter() - start
+    out_root = Path(cfg.output.dir)
+    results = []
+    for scfg in strategies:
+        t0 = time.perf_counter()
+        sim.restore(warm)
+        sim.cfg = replace(cfg, strategy=scfg)
+        strategy = make_strategy(scfg)
+        sim.run_rounds(strategy, progress)
+        res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
+        out = out_root if len(strategies) == 1 else out_root / scfg.name
+        res.write_json(out / "results.json")
+        if cfg.output.save_adapters:
+            for p in sim.peers:
+                save_peft_adapter(p.model, out / "adapters" / p.peer_id)
+        results.append(res)
+    return results
+
+
+def demo_config(output_dir: str = "runs/demo") -> RunConfig:
+    """The demo: parliament speeches in German, Spanish and Dutch, 6 peers, on the small base."""
+    return RunConfig(
+        data=DataConfig(source="embedded"),
+        output=replace(RunConfig().output, dir=output_dir),
+    )
+
+
+DEMO_STRATEGIES = (
+    StrategyConfig(name="local"),
+    StrategyConfig(name="fedavg"),
+    StrategyConfig(name="predictions"),
+)

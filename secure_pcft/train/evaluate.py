@@ -1,0 +1,55 @@
+"""Perplexity and next-token accuracy of a causal LM on token blocks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LmScore:
+    """Mean next-token loss (nats/token), its perplexity, and top-1 next-token accuracy."""
+
+    loss: float
+    perplexity: float
+    accuracy: float
+    tokens: int
+
+
+@torch.no_grad()
+def evaluate_lm(
+    model: nn.Module, blocks: torch.Tensor, batch_size: int = 16, max_batches: int | None = None
+) -> LmScore:
+    """Score ``model`` on ``blocks`` (shape (N, T)) with teacher forcing.
+
+    Every block contributes T-1 predicted tokens. ``max_batches`` caps the work (the first batches
+    are used, so repeated calls score the same tokens).
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, total_correct, total_tokens = 0.0, 0, 0
+    try:
+        for b, start in enumerate(range(0, blocks.shape[0], batch_size)):
+            if max_batches is not None and b >= max_batches:
+                break
+            batch = blocks[start : start + batch_size]  # (B, T)
+            logits = model(input_ids=batch).logits[:, :-1, :]  # (B, T-1, V)
+            targets = batch[:, 1:]  # (B, T-1)
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+            )
+            total_loss += float(loss)
+            total_correct += int((logits.argmax(-1) == targets).sum())
+            total_tokens += targets.numel()
+    finally:
+        model.train(was_training)
+    mean = total_loss / max(total_tokens, 1)
+    return LmScore(
+        loss=mean,
+        perplexity=math.exp(min(mean, 50.0)),
+        accuracy=total_correct / max(total_tokens, 1),
+        tokens=total_tokens,
+    )

@@ -1,0 +1,1 @@
+"""Byte transports between peers: in-process loopback (tests, simulation); Flower (multi-machine)."""

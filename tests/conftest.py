@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny random GPT-2 base with its own tokenizer, and a tiny 3-peer federation.
+
+The tiny model is a stand-in for speed only: tests that make claims about the method's *quality*
+live in tests/slow and the benchmarks; these fixtures exercise the real peft/transformers code paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from secure_pcft.data.corpus import Federation, PeerCorpus
+from secure_pcft.model.loading import BaseModel, load_base
+
+EOS = "<|endoftext|>"
+
+# Tiny models gain nothing from intra-op threads, and oversubscribed threads are slow on CI boxes.
+torch.set_num_threads(1)
+
+_WORDS = {
+    "a": "the plant runs the line and the pump moves water to the tank every hour".split(),
+    "b": "der kessel heizt das wasser und die pumpe bringt es in den tank am morgen".split(),
+    "c": "la machine coupe le bois et le moteur tourne vite dans la salle du fond".split(),
+}
+
+
+def _sentences(domain: str, n: int, seed: int) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    words = _WORDS[domain]
+    out = []
+    for _ in range(n):
+        idx = torch.randint(len(words), (int(torch.randint(6, 12, (1,), generator=g)),), generator=g)
+        out.append(" ".join(words[int(i)] for i in idx))
+    return out
+
+
+def build_tiny_base(directory: Path) -> Path:
+    """A byte-level BPE tokenizer and a 2-layer, 32-wide GPT-2 (random weights), saved as HF dir."""
+    texts = [s for d in _WORDS for s in _sentences(d, 50, 1)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS, unk_token=EOS
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        cfg = GPT2Config(
+            vocab_size=len(fast), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+            bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id,
+        )
+        model = GPT2LMHeadModel(cfg)
+    model.save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture()
+def tiny_base(tiny_base_dir: Path) -> BaseModel:
+    return load_base(tiny_base_dir)
+
+
+def tiny_federation(num_peers: int = 3, docs: int = 24) -> Federation:
+    """Peers whose domain is peer index mod 3 (a, b, c), with disjoint random sentences."""
+    domains = ("a", "b", "c")
+    peers = []
+    for i in range(num_peers):
+        d = domains[i % 3]
+        s = _sentences(d, docs + 16, seed=100 + i)
+        peers.append(PeerCorpus(f"peer-{i}", tuple(s[:docs]), tuple(s[docs:docs + 8]),
+                                tuple(s[docs + 8:]), {d: 1.0}))
+    reference = tuple(x for d in domains for x in _sentences(d, 8, seed=999))
+    return Federation(tuple(peers), reference, domains, "tiny synthetic test federation")
+
+
+@pytest.fixture()
+def federation() -> Federation:
+    return tiny_federation()

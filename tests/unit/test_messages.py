@@ -1,0 +1,107 @@
+"""The message layer: round trips and rejection of malformed bytes."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secure_pcft.collab.messages import (
+    MAGIC,
+    Message,
+    MessageType,
+    decode_message,
+    encode_message,
+)
+from secure_pcft.errors import MessageError, SecurePcftError
+
+
+def sample() -> Message:
+    return Message(
+        MessageType.ADAPTER, "plant-a", "plant-b", 3, {"steps": 20},
+        {"w.lora_A": torch.randn(4, 8), "w.lora_B": torch.zeros(8, 4)},
+    )
+
+
+def test_round_trip() -> None:
+    msg = sample()
+    back = decode_message(encode_message(msg))
+    assert (back.msg_type, back.sender, back.recipient, back.round, back.meta) == (
+        msg.msg_type, msg.sender, msg.recipient, msg.round, msg.meta)
+    assert all(torch.equal(back.tensors[k], msg.tensors[k]) for k in msg.tensors)
+
+
+def test_no_pickle_on_the_wire() -> None:
+    data = encode_message(sample())
+    assert b"\x80\x04" not in data[:16] and data.startswith(MAGIC)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b[:3],  # truncated prefix
+        lambda b: b"XXXX" + b[4:],  # bad magic
+        lambda b: b[:4] + b"\x09" + b[5:],  # bad version
+        lambda b: b[:-10],  # truncated tensor section
+        lambda b: b + b"extra",  # trailing bytes
+    ],
+)
+def test_malformed_bytes_raise_message_error(mutate) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MessageError):
+        decode_message(mutate(encode_message(sample())))
+
+
+def _with_header(header: object, body: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return MAGIC + struct.pack(">BI", 1, len(raw)) + raw + body
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        [],
+        {"type": "adapter"},
+        {"type": "nope", "sender": "a", "recipient": "b", "round": 0, "meta": {}, "body_len": 0},
+        {"type": "adapter", "sender": "", "recipient": "b", "round": 0, "meta": {}, "body_len": 0},
+        {"type": "adapter", "sender": "a", "recipient": "b", "round": -1, "meta": {}, "body_len": 0},
+        {"type": "adapter", "sender": "a", "recipient": "b", "round": 0, "meta": [], "body_len": 0},
+    ],
+)
+def test_malformed_headers(header: object) -> None:
+    with pytest.raises(MessageError):
+        decode_message(_with_header(header))
+
+
+def test_garbage_tensor_section() -> None:
+    h = {"type": "adapter", "sender": "a", "recipient": "b", "round": 0, "meta": {}, "body_len": 5}
+    with pytest.raises(MessageError):
+        decode_message(_with_header(h, b"\x00\x01\x02\x03\x04"))
+
+
+def test_oversize_is_rejected_before_parsing() -> None:
+    with pytest.raises(MessageError, match="limit"):
+        decode_message(encode_message(sample()), max_bytes=100)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=512))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    try:
+        decode_message(data)
+    except SecurePcftError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 255))
+def test_bit_flips_never_crash(pos: int, flip: int) -> None:
+    data = bytearray(encode_message(sample()))
+    data[pos % len(data)] ^= flip
+    try:
+        decode_message(bytes(data))
+    except SecurePcftError:
+        pass

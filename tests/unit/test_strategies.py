@@ -1,0 +1,142 @@
+"""Trust strategies against hand-computed examples (the paper's formulas)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from secure_pcft.collab.strategies.predictions import prediction_signature, signature_distance
+from secure_pcft.collab.strategies.weights import rowwise_cosine
+from secure_pcft.collab.strategy import (
+    TrustContext,
+    TrustStrategy,
+    available_strategies,
+    make_strategy,
+    register_strategy,
+    select_and_softmax,
+)
+from secure_pcft.config import StrategyConfig
+from secure_pcft.errors import ConfigError, StrategyError
+
+IDS = ("p0", "p1", "p2")
+
+
+def ctx(**kw: object) -> TrustContext:
+    return TrustContext(self_index=0, peer_ids=IDS, **kw)  # type: ignore[arg-type]
+
+
+def test_registry_lists_the_six_builtins() -> None:
+    assert set(available_strategies()) >= {"local", "fedavg", "oracle", "weights", "predictions", "validation"}
+
+
+def test_registry_refuses_silent_overwrite() -> None:
+    class Fake(TrustStrategy):
+        name = "fedavg"
+
+        def row(self, ctx: TrustContext) -> torch.Tensor:
+            return torch.ones(1)
+
+    with pytest.raises(ConfigError):
+        register_strategy(Fake)
+
+
+def test_unknown_strategy_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        make_strategy(StrategyConfig(name="nope"))
+
+
+def test_local_and_fedavg_rows() -> None:
+    assert make_strategy(StrategyConfig(name="local")).row(ctx()).tolist() == [1.0, 0.0, 0.0]
+    row = make_strategy(StrategyConfig(name="fedavg")).row(ctx())
+    assert torch.allclose(row, torch.full((3,), 1 / 3, dtype=torch.float64))
+
+
+def test_oracle_uses_dot_product_of_mixes() -> None:
+    mixes = ({"de": 0.75, "fr": 0.25}, {"de": 1.0}, {"fr": 0.75, "it": 0.25})
+    row = make_strategy(StrategyConfig(name="oracle")).row(ctx(domain_mixes=mixes))
+    raw = [0.75**2 + 0.25**2, 0.75, 0.25 * 0.75]
+    assert torch.allclose(row, torch.tensor(raw, dtype=torch.float64) / sum(raw))
+
+
+def test_oracle_without_mixes_fails_loudly() -> None:
+    with pytest.raises(StrategyError):
+        make_strategy(StrategyConfig(name="oracle")).row(ctx())
+
+
+def test_rowwise_cosine_hand_example() -> None:
+    a = {"x": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    b = {"x": torch.tensor([[1.0, 0.0], [1.0, 0.0]])}
+    # row 0: cos = 1; row 1: cos = 0 → mean 0.5
+    assert rowwise_cosine(a, b) == pytest.approx(0.5)
+
+
+def test_weights_strategy_is_softmax_of_cosines() -> None:
+    a = {"x": torch.tensor([[1.0, 0.0]])}
+    b = {"x": torch.tensor([[0.0, 1.0]])}
+    c = {"x": torch.tensor([[-1.0, 0.0]])}
+    row = make_strategy(StrategyConfig(name="weights")).row(ctx(adapters={0: a, 1: b, 2: c}))
+    expected = torch.softmax(torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64), 0)
+    assert torch.allclose(row, expected)
+
+
+def test_signature_distance_counts_entries_outside_the_other_top_k() -> None:
+    a = {"indices": torch.tensor([[0, 1]]), "values": torch.tensor([[2.0, 1.0]])}
+    b = {"indices": torch.tensor([[0, 2]]), "values": torch.tensor([[1.0, 3.0]])}
+    # dense a = [2, 1, 0], b = [1, 0, 3] → L1 = 1 + 1 + 3 = 5
+    assert signature_distance(a, b) == pytest.approx(5.0)
+
+
+def test_predictions_strategy_paper_rule() -> None:
+    logits = torch.tensor([[3.0, 1.0, 0.0, 0.0]])
+    sigs = {
+        0: prediction_signature(logits, top_k=2),
+        1: prediction_signature(logits + torch.tensor([[0.0, 0.5, 0.0, 0.0]]), top_k=2),
+        2: prediction_signature(torch.tensor([[0.0, 0.0, 3.0, 1.0]]), top_k=2),
+    }
+    d = torch.tensor([0.0, signature_distance(sigs[0], sigs[1]), signature_distance(sigs[0], sigs[2])])
+    expected = torch.softmax(-10 * d / d.sum(), 0).to(torch.float64)
+    row = make_strategy(StrategyConfig(name="predictions")).row(ctx(signatures=sigs))
+    assert torch.allclose(row, expected)
+    assert row[0] > row[1] > row[2]
+
+
+def test_predictions_calibrated_sharpens_a_clear_group_structure() -> None:
+    # 9 peers, 3 groups: distances 0 within the group, 1 across (perfect separation).
+    n = 9
+    base = torch.eye(3)
+    sigs = {j: {"indices": torch.tensor([[0, 1, 2]]), "values": base[j % 3].unsqueeze(0) * 5} for j in range(n)}
+    c = TrustContext(self_index=0, peer_ids=tuple(f"p{i}" for i in range(n)), signatures=sigs)
+    paper = make_strategy(StrategyConfig(name="predictions")).row(c)
+    calibrated = make_strategy(StrategyConfig(name="predictions", calibrated=True)).row(c)
+    in_group = [0, 3, 6]
+    # the paper's rule caps the in-group mass (DESIGN.md: ≈0.73 for 9 peers / 3 groups)
+    assert float(paper[in_group].sum()) == pytest.approx(0.73, abs=0.01)
+    assert float(calibrated[in_group].sum()) > 0.95
+
+
+def test_validation_strategy_softmax_of_negative_perplexity() -> None:
+    states = {j: {"x": torch.full((1,), float(j))} for j in range(3)}
+    ppl = {0.0: 10.0, 1.0: 11.0, 2.0: 14.0}
+    c = ctx(adapters=states, validation_perplexity=lambda s: ppl[float(s["x"][0])])
+    row = make_strategy(StrategyConfig(name="validation")).row(c)
+    assert torch.allclose(row, torch.softmax(-torch.tensor([10.0, 11.0, 14.0], dtype=torch.float64), 0))
+
+
+def test_top_k_and_threshold_keep_self() -> None:
+    s = torch.tensor([0.0, 5.0, 4.0, -1.0], dtype=torch.float64)
+    row = select_and_softmax(s, self_index=0, top_k=2)
+    assert row[0] > 0 and row[1] > 0 and row[2] == 0 and row[3] == 0
+    assert math.isclose(float(row.sum()), 1.0)
+    row = select_and_softmax(s, self_index=3, threshold=4.5)
+    assert row[3] > 0 and row[1] > 0 and row[0] == 0 and row[2] == 0
+
+
+def test_temperature_flattens_the_row() -> None:
+    a = {"x": torch.tensor([[1.0, 0.0]])}
+    b = {"x": torch.tensor([[-1.0, 0.0]])}
+    states = {0: a, 1: b, 2: a}
+    hot = make_strategy(StrategyConfig(name="weights", temperature=10.0)).row(ctx(adapters=states))
+    cold = make_strategy(StrategyConfig(name="weights", temperature=0.1)).row(ctx(adapters=states))
+    assert float(hot[1]) > float(cold[1])

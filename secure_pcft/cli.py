@@ -31,7 +31,9 @@ def _progress_bar() -> object:
 
 
 def _print_table(rows: list[dict[str, object]]) -> None:
-    print(f"{'strategy':<14}{'test ppl':>12}{'test acc':>10}{'ppl after warm-up':>20}{'bytes sent':>14}")
+    print(
+        f"{'strategy':<14}{'test ppl':>12}{'test acc':>10}{'ppl after warm-up':>20}{'bytes sent':>14}"
+    )
     for r in rows:
         print(
             f"{r['strategy']!s:<14}{r['mean_test_ppl']:>12.2f}{r['mean_test_acc']:>10.3f}"
@@ -86,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="override [output] dir")
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="compare local / fedavg / predictions on the embedded corpus")
+    demo = sub.add_parser(
+        "demo", help="compare local / fedavg / predictions on the embedded corpus"
+    )
     demo.add_argument("--output", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
 

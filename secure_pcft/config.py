@@ -65,7 +65,7 @@ class LoraSettings:
     """
 
     r: int = 4
-    alpha: float = 32.0
+    alpha: int = 32
     dropout: float = 0.1
     targets: tuple[str, ...] = ()
     mode: AggregationMode = "paper"
@@ -113,14 +113,21 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.source in DATA_SOURCES, "data", "source", f"one of {DATA_SOURCES}")
         if self.source == "files":
-            _require(len(self.paths) >= 1, "data", "paths", "give one path per peer for source='files'")
+            _require(
+                len(self.paths) >= 1, "data", "paths", "give one path per peer for source='files'"
+            )
         else:
             _require(not self.reference_path, "data", "reference_path", "only for source='files'")
         _require(self.num_peers >= 0, "data", "num_peers", "count >= 0")
         _require(self.docs_per_peer >= 0, "data", "docs_per_peer", "documents >= 0")
         _require(0.0 < self.val_fraction < 0.5, "data", "val_fraction", "fraction in (0, 0.5)")
         _require(0.0 < self.test_fraction < 0.5, "data", "test_fraction", "fraction in (0, 0.5)")
-        _require(self.val_fraction + self.test_fraction < 0.9, "data", "val_fraction+test_fraction", "< 0.9")
+        _require(
+            self.val_fraction + self.test_fraction < 0.9,
+            "data",
+            "val_fraction+test_fraction",
+            "< 0.9",
+        )
         _require(self.reference_docs >= 1, "data", "reference_docs", "documents >= 1")
         _require(8 <= self.block_size <= 4096, "data", "block_size", "tokens in [8, 4096]")
 
@@ -155,7 +162,9 @@ class TrainConfig:
         _require(self.weight_decay >= 0, "train", "weight_decay", "must be >= 0")
         _require(self.warmup_steps >= 0, "train", "warmup_steps", "steps >= 0")
         _require(self.local_steps >= 1, "train", "local_steps", "steps >= 1")
-        _require(self.total_steps >= self.warmup_steps, "train", "total_steps", "steps >= warmup_steps")
+        _require(
+            self.total_steps >= self.warmup_steps, "train", "total_steps", "steps >= warmup_steps"
+        )
         _require(self.eval_batches >= 1, "train", "eval_batches", "batches >= 1")
 
     @property
@@ -325,7 +334,9 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}")
-    sections = {name: _build_section(cls, name, raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    sections = {
+        name: _build_section(cls, name, raw.get(name, {})) for name, cls in _SECTIONS.items()
+    }
     return RunConfig(**sections)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from secure_pcft.data.corpus import Federation, PeerCorpus
@@ -33,7 +33,9 @@ def _sentences(domain: str, n: int, seed: int) -> list[str]:
     words = _WORDS[domain]
     out = []
     for _ in range(n):
-        idx = torch.randint(len(words), (int(torch.randint(6, 12, (1,), generator=g)),), generator=g)
+        idx = torch.randint(
+            len(words), (int(torch.randint(6, 12, (1,), generator=g)),), generator=g
+        )
         out.append(" ".join(words[int(i)] for i in idx))
     return out
 
@@ -54,8 +56,13 @@ def build_tiny_base(directory: Path) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         cfg = GPT2Config(
-            vocab_size=len(fast), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-            bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id,
+            vocab_size=len(fast),
+            n_positions=64,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            bos_token_id=fast.eos_token_id,
+            eos_token_id=fast.eos_token_id,
         )
         model = GPT2LMHeadModel(cfg)
     model.save_pretrained(directory)
@@ -80,8 +87,15 @@ def tiny_federation(num_peers: int = 3, docs: int = 24) -> Federation:
     for i in range(num_peers):
         d = domains[i % 3]
         s = _sentences(d, docs + 16, seed=100 + i)
-        peers.append(PeerCorpus(f"peer-{i}", tuple(s[:docs]), tuple(s[docs:docs + 8]),
-                                tuple(s[docs + 8:]), {d: 1.0}))
+        peers.append(
+            PeerCorpus(
+                f"peer-{i}",
+                tuple(s[:docs]),
+                tuple(s[docs : docs + 8]),
+                tuple(s[docs + 8 :]),
+                {d: 1.0},
+            )
+        )
     reference = tuple(x for d in domains for x in _sentences(d, 8, seed=999))
     return Federation(tuple(peers), reference, domains, "tiny synthetic test federation")
 

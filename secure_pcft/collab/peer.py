@@ -16,6 +16,7 @@ from secure_pcft.collab.messages import Message, MessageType
 from secure_pcft.config import RunConfig
 from secure_pcft.data.corpus import PeerCorpus
 from secure_pcft.errors import AdapterRejectedError, MessageError
+from secure_pcft.model.loading import BaseModel
 from secure_pcft.model.lora import (
     AdapterState,
     adapter_spec,
@@ -23,7 +24,6 @@ from secure_pcft.model.lora import (
     attach_lora,
     load_adapter_state,
 )
-from secure_pcft.model.loading import BaseModel
 from secure_pcft.train.evaluate import LmScore, evaluate_lm
 from secure_pcft.train.local import LocalTrainer
 
@@ -124,11 +124,22 @@ class Peer:
         self.round = rnd
         self.inbox = Inbox()
 
-    def send(self, recipient: int, msg_type: MessageType, tensors: dict[str, torch.Tensor] | None = None,
-             meta: dict[str, object] | None = None) -> None:
+    def send(
+        self,
+        recipient: int,
+        msg_type: MessageType,
+        tensors: dict[str, torch.Tensor] | None = None,
+        meta: dict[str, object] | None = None,
+    ) -> None:
         self.channel.send(
-            Message(msg_type, self.peer_id, self.peer_ids[recipient], self.round, dict(meta or {}),
-                    dict(tensors or {}))
+            Message(
+                msg_type,
+                self.peer_id,
+                self.peer_ids[recipient],
+                self.round,
+                dict(meta or {}),
+                dict(tensors or {}),
+            )
         )
 
     def collect(self) -> None:
@@ -138,7 +149,9 @@ class Peer:
                 self._file(msg)
             except MessageError as exc:
                 self.channel.rejections.append(Rejection(msg.sender, type(exc).__name__, str(exc)))
-                log.warning("%s rejected %s from %s: %s", self.peer_id, msg.msg_type, msg.sender, exc)
+                log.warning(
+                    "%s rejected %s from %s: %s", self.peer_id, msg.msg_type, msg.sender, exc
+                )
 
     def _file(self, msg: Message) -> None:
         if msg.sender not in self.peer_ids:

@@ -24,7 +24,10 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
     if strategy.discovery is Discovery.NONE:
         return
     if strategy.discovery is Discovery.SIGNATURES:
-        payload, kind = prediction_signature(peer.reference_logits(reference)), MessageType.SIGNATURE
+        payload, kind = (
+            prediction_signature(peer.reference_logits(reference)),
+            MessageType.SIGNATURE,
+        )
     else:
         payload, kind = peer.adapter(), MessageType.ADAPTER
     for j in range(len(peer.peer_ids)):
@@ -32,8 +35,12 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
             peer.send(j, kind, payload)
 
 
-def score(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor,
-          domain_mixes: tuple[dict[str, float], ...]) -> torch.Tensor:
+def score(
+    peer: Peer,
+    strategy: TrustStrategy,
+    reference: torch.Tensor,
+    domain_mixes: tuple[dict[str, float], ...],
+) -> torch.Tensor:
     """Phase 2: compute this peer's trust row from its own state and what it received."""
     peer.collect()
     adapters = {peer.index: peer.adapter(), **peer.inbox.adapters}
@@ -86,8 +93,13 @@ def aggregate(peer: Peer, row: torch.Tensor) -> torch.Tensor:
     return applied
 
 
-def run_round(peers: Sequence[Peer], strategy: TrustStrategy, reference: torch.Tensor,
-              domain_mixes: tuple[dict[str, float], ...], rnd: int) -> torch.Tensor:
+def run_round(
+    peers: Sequence[Peer],
+    strategy: TrustStrategy,
+    reference: torch.Tensor,
+    domain_mixes: tuple[dict[str, float], ...],
+    rnd: int,
+) -> torch.Tensor:
     """All phases of round ``rnd`` for every peer; returns the applied trust matrix (N, N)."""
     for p in peers:
         p.begin_round(rnd)

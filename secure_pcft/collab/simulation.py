@@ -95,7 +95,9 @@ class Simulation:
 
     def _reference_batch(self, rnd: int) -> torch.Tensor:
         # Public randomness: every peer derives the same reference batch for a round.
-        n = min(self.reference.shape[0], self.cfg.strategy.reference_batches * self.cfg.train.batch_size)
+        n = min(
+            self.reference.shape[0], self.cfg.strategy.reference_batches * self.cfg.train.batch_size
+        )
         g = torch.Generator().manual_seed(self.cfg.lora.public_seed + 7 * rnd)
         return self.reference[torch.randperm(self.reference.shape[0], generator=g)[:n]]
 
@@ -132,7 +134,9 @@ class Simulation:
             for p in self.peers:
                 p.train(self.cfg.train.local_steps)
             self.transport.round = rnd
-            return run_round(self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd)
+            return run_round(
+                self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd
+            )
 
         trust = self._with_rng(_run)
         record = self._evaluate(rnd, trust)
@@ -173,9 +177,7 @@ class Simulation:
             base_model=str(self.base.path),
             data=self.federation.description,
             rounds=list(self.records),
-            rejections={
-                p.peer_id: [r.__dict__ for r in p.channel.rejections] for p in self.peers
-            },
+            rejections={p.peer_id: [r.__dict__ for r in p.channel.rejections] for p in self.peers},
             seconds=seconds,
         )
 

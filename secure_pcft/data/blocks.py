@@ -51,7 +51,8 @@ def encode_blocks(
     n_blocks = len(stream) // block_size
     if n_blocks == 0:
         raise DataError(
-            f"{len(texts)} documents give {len(stream)} tokens, fewer than one block of {block_size}; "
+            f"{len(texts)} documents give {len(stream)} tokens, fewer than one block of "
+            f"{block_size}; "
             "add documents or lower block_size"
         )
     return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(

@@ -82,5 +82,7 @@ def load_base(path: Path) -> BaseModel:
         tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(False)
     model.eval()
-    log.info("loaded base %s (%s, %d parameters)", path, model.config.model_type, model.num_parameters())
+    log.info(
+        "loaded base %s (%s, %d parameters)", path, model.config.model_type, model.num_parameters()
+    )
     return BaseModel(model=model, tokenizer=tokenizer, path=path)

@@ -11,7 +11,9 @@ from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConf
 from secure_pcft.data.corpus import Federation
 from secure_pcft.model.loading import BaseModel
 
-TRAIN = TrainConfig(batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=6, eval_batches=2)
+TRAIN = TrainConfig(
+    batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=6, eval_batches=2
+)
 
 
 def cfg(strategy: str, mode: str = "paper") -> RunConfig:
@@ -23,8 +25,12 @@ def cfg(strategy: str, mode: str = "paper") -> RunConfig:
     )
 
 
-@pytest.mark.parametrize("name", ["local", "fedavg", "oracle", "weights", "predictions", "validation"])
-def test_every_strategy_runs_rounds(name: str, tiny_base: BaseModel, federation: Federation) -> None:
+@pytest.mark.parametrize(
+    "name", ["local", "fedavg", "oracle", "weights", "predictions", "validation"]
+)
+def test_every_strategy_runs_rounds(
+    name: str, tiny_base: BaseModel, federation: Federation
+) -> None:
     sim = Simulation(cfg(name), federation, tiny_base)
     sim.warmup()
     strategy = make_strategy(cfg(name).strategy)
@@ -43,7 +49,9 @@ def test_every_strategy_runs_rounds(name: str, tiny_base: BaseModel, federation:
     assert all(not r for r in res.rejections.values())
 
 
-def test_fedavg_leaves_every_peer_with_the_same_adapter(tiny_base: BaseModel, federation: Federation) -> None:
+def test_fedavg_leaves_every_peer_with_the_same_adapter(
+    tiny_base: BaseModel, federation: Federation
+) -> None:
     sim = Simulation(cfg("fedavg", mode="shared-init"), federation, tiny_base)
     sim.warmup()
     sim.round(make_strategy(StrategyConfig(name="fedavg")), 1)
@@ -70,13 +78,17 @@ def test_frozen_a_sends_only_b(tiny_base: BaseModel, federation: Federation) -> 
     sim = Simulation(cfg("fedavg", mode="frozen-a"), federation, tiny_base)
     names = list(sim.peers[0].adapter())
     assert names and all(".lora_B." in n for n in names)
-    a_before = [p.detach().clone() for n, p in sim.peers[0].model.named_parameters() if ".lora_A." in n]
+    a_before = [
+        p.detach().clone() for n, p in sim.peers[0].model.named_parameters() if ".lora_A." in n
+    ]
     sim.warmup()
     a_after = [p for n, p in sim.peers[0].model.named_parameters() if ".lora_A." in n]
     assert all(torch.equal(x, y) for x, y in zip(a_before, a_after, strict=True))
 
 
-def test_shared_init_gives_every_peer_the_same_a(tiny_base: BaseModel, federation: Federation) -> None:
+def test_shared_init_gives_every_peer_the_same_a(
+    tiny_base: BaseModel, federation: Federation
+) -> None:
     shared = Simulation(cfg("fedavg", mode="shared-init"), federation, tiny_base)
     paper = Simulation(cfg("fedavg", mode="paper"), federation, tiny_base)
 
@@ -87,7 +99,9 @@ def test_shared_init_gives_every_peer_the_same_a(tiny_base: BaseModel, federatio
     assert not all(torch.equal(x, y) for x, y in zip(a_of(paper, 0), a_of(paper, 1), strict=True))
 
 
-def test_frozen_base_weights_are_shared_not_copied(tiny_base: BaseModel, federation: Federation) -> None:
+def test_frozen_base_weights_are_shared_not_copied(
+    tiny_base: BaseModel, federation: Federation
+) -> None:
     sim = Simulation(cfg("local"), federation, tiny_base)
     w0 = dict(sim.peers[0].model.named_parameters())
     w1 = dict(sim.peers[1].model.named_parameters())

@@ -13,7 +13,10 @@ from secure_pcft.errors import StrategyError
 
 def states(n: int, seed: int = 0) -> dict[int, dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return {j: {"A": torch.randn(2, 3, generator=g), "B": torch.randn(3, 2, generator=g)} for j in range(n)}
+    return {
+        j: {"A": torch.randn(2, 3, generator=g), "B": torch.randn(3, 2, generator=g)}
+        for j in range(n)
+    }
 
 
 def test_local_row_changes_nothing() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 
@@ -22,7 +23,11 @@ from secure_pcft.errors import MessageError, SecurePcftError
 
 def sample() -> Message:
     return Message(
-        MessageType.ADAPTER, "plant-a", "plant-b", 3, {"steps": 20},
+        MessageType.ADAPTER,
+        "plant-a",
+        "plant-b",
+        3,
+        {"steps": 20},
         {"w.lora_A": torch.randn(4, 8), "w.lora_B": torch.zeros(8, 4)},
     )
 
@@ -31,7 +36,12 @@ def test_round_trip() -> None:
     msg = sample()
     back = decode_message(encode_message(msg))
     assert (back.msg_type, back.sender, back.recipient, back.round, back.meta) == (
-        msg.msg_type, msg.sender, msg.recipient, msg.round, msg.meta)
+        msg.msg_type,
+        msg.sender,
+        msg.recipient,
+        msg.round,
+        msg.meta,
+    )
     assert all(torch.equal(back.tensors[k], msg.tensors[k]) for k in msg.tensors)
 
 
@@ -67,7 +77,14 @@ def _with_header(header: object, body: bytes = b"") -> bytes:
         {"type": "adapter"},
         {"type": "nope", "sender": "a", "recipient": "b", "round": 0, "meta": {}, "body_len": 0},
         {"type": "adapter", "sender": "", "recipient": "b", "round": 0, "meta": {}, "body_len": 0},
-        {"type": "adapter", "sender": "a", "recipient": "b", "round": -1, "meta": {}, "body_len": 0},
+        {
+            "type": "adapter",
+            "sender": "a",
+            "recipient": "b",
+            "round": -1,
+            "meta": {},
+            "body_len": 0,
+        },
         {"type": "adapter", "sender": "a", "recipient": "b", "round": 0, "meta": [], "body_len": 0},
     ],
 )
@@ -90,10 +107,8 @@ def test_oversize_is_rejected_before_parsing() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=512))
 def test_random_bytes_never_crash(data: bytes) -> None:
-    try:
+    with contextlib.suppress(SecurePcftError):
         decode_message(data)
-    except SecurePcftError:
-        pass
 
 
 @settings(max_examples=150, deadline=None)
@@ -101,7 +116,5 @@ def test_random_bytes_never_crash(data: bytes) -> None:
 def test_bit_flips_never_crash(pos: int, flip: int) -> None:
     data = bytearray(encode_message(sample()))
     data[pos % len(data)] ^= flip
-    try:
+    with contextlib.suppress(SecurePcftError):
         decode_message(bytes(data))
-    except SecurePcftError:
-        pass

@@ -28,7 +28,14 @@ def ctx(**kw: object) -> TrustContext:
 
 
 def test_registry_lists_the_six_builtins() -> None:
-    assert set(available_strategies()) >= {"local", "fedavg", "oracle", "weights", "predictions", "validation"}
+    assert set(available_strategies()) >= {
+        "local",
+        "fedavg",
+        "oracle",
+        "weights",
+        "predictions",
+        "validation",
+    }
 
 
 def test_registry_refuses_silent_overwrite() -> None:
@@ -95,7 +102,9 @@ def test_predictions_strategy_paper_rule() -> None:
         1: prediction_signature(logits + torch.tensor([[0.0, 0.5, 0.0, 0.0]]), top_k=2),
         2: prediction_signature(torch.tensor([[0.0, 0.0, 3.0, 1.0]]), top_k=2),
     }
-    d = torch.tensor([0.0, signature_distance(sigs[0], sigs[1]), signature_distance(sigs[0], sigs[2])])
+    d = torch.tensor(
+        [0.0, signature_distance(sigs[0], sigs[1]), signature_distance(sigs[0], sigs[2])]
+    )
     expected = torch.softmax(-10 * d / d.sum(), 0).to(torch.float64)
     row = make_strategy(StrategyConfig(name="predictions")).row(ctx(signatures=sigs))
     assert torch.allclose(row, expected)
@@ -106,7 +115,10 @@ def test_predictions_calibrated_sharpens_a_clear_group_structure() -> None:
     # 9 peers, 3 groups: distances 0 within the group, 1 across (perfect separation).
     n = 9
     base = torch.eye(3)
-    sigs = {j: {"indices": torch.tensor([[0, 1, 2]]), "values": base[j % 3].unsqueeze(0) * 5} for j in range(n)}
+    sigs = {
+        j: {"indices": torch.tensor([[0, 1, 2]]), "values": base[j % 3].unsqueeze(0) * 5}
+        for j in range(n)
+    }
     c = TrustContext(self_index=0, peer_ids=tuple(f"p{i}" for i in range(n)), signatures=sigs)
     paper = make_strategy(StrategyConfig(name="predictions")).row(c)
     calibrated = make_strategy(StrategyConfig(name="predictions", calibrated=True)).row(c)
@@ -121,7 +133,9 @@ def test_validation_strategy_softmax_of_negative_perplexity() -> None:
     ppl = {0.0: 10.0, 1.0: 11.0, 2.0: 14.0}
     c = ctx(adapters=states, validation_perplexity=lambda s: ppl[float(s["x"][0])])
     row = make_strategy(StrategyConfig(name="validation")).row(c)
-    assert torch.allclose(row, torch.softmax(-torch.tensor([10.0, 11.0, 14.0], dtype=torch.float64), 0))
+    assert torch.allclose(
+        row, torch.softmax(-torch.tensor([10.0, 11.0, 14.0], dtype=torch.float64), 0)
+    )
 
 
 def test_top_k_and_threshold_keep_self() -> None:

@@ -27,7 +27,9 @@ PAPER_GAIN = 10.0
 CALIBRATED_GAIN = 4.0
 
 
-def prediction_signature(last_logits: torch.Tensor, top_k: int = SIGNATURE_TOP_K) -> dict[str, torch.Tensor]:
+def prediction_signature(
+    last_logits: torch.Tensor, top_k: int = SIGNATURE_TOP_K
+) -> dict[str, torch.Tensor]:
     """Sparse signature from last-position logits (R, V): top-k ``indices`` (int64) and ``values``."""
     k = min(top_k, last_logits.shape[-1])
     values, indices = torch.topk(last_logits.to(torch.float32), k, dim=-1)  # (R, k)
@@ -63,7 +65,9 @@ class PredictionTrust(ScoreSoftmaxStrategy):
         if mine is None:
             raise StrategyError("predictions strategy needs this peer's own signature")
         known = sorted(ctx.signatures)
-        d = torch.tensor([signature_distance(mine, ctx.signatures[j]) for j in known], dtype=torch.float64)
+        d = torch.tensor(
+            [signature_distance(mine, ctx.signatures[j]) for j in known], dtype=torch.float64
+        )
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
         if self.cfg.calibrated:
             std = d.std(unbiased=False)

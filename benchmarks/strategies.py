@@ -1,0 +1,180 @@
+"""Benchmark: the six trust strategies on the paper's heterogeneous settings, on the small base.
+
+For every (setting, seed) the peers' warm-up is run once and every strategy branches off the same
+snapshot, so strategies differ only in how they aggregate. Prints a table of mean ± std test
+perplexity (mean over peers, then mean/std over seeds) and writes benchmarks/results/strategies.json.
+
+    python benchmarks/strategies.py            # full run (3 settings × 3 seeds)
+    python benchmarks/strategies.py --quick    # a few minutes: 1 seed, fewer steps
+
+Needs ../shared/data (Leipzig, AG News); the small base is built and cached on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from _common import REPO, machine, mean_std, write_json
+
+from secure_pcft.collab.simulation import Simulation
+from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.config import (
+    DataConfig,
+    LoraSettings,
+    ModelConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from secure_pcft.data.settings import load_federation
+from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.train.evaluate import evaluate_lm
+
+SETTINGS = ("leipzig-specific", "leipzig-mixed", "agnews-specific")
+STRATEGIES: dict[str, StrategyConfig] = {
+    "local": StrategyConfig(name="local"),
+    "fedavg": StrategyConfig(name="fedavg"),
+    "oracle": StrategyConfig(name="oracle"),
+    "weights": StrategyConfig(name="weights"),
+    "predictions": StrategyConfig(name="predictions"),
+    "validation": StrategyConfig(name="validation"),
+    # not one of the paper's six: the calibrated alternative DESIGN.md asks to benchmark
+    "predictions-calibrated": StrategyConfig(name="predictions", calibrated=True),
+}
+
+
+def run_setting(cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig]) -> dict[str, Any]:
+    federation = load_federation(cfg.data)
+    sim = Simulation(cfg, federation, base)
+    base_ppl = [evaluate_lm(base.model, p.blocks.test).perplexity for p in sim.peers]
+    sim.warmup()
+    warm = sim.snapshot()
+    out: dict[str, Any] = {
+        "base_test_ppl": sum(base_ppl) / len(base_ppl),
+        "warmup_test_ppl": sum(warm.record.test_ppl) / len(warm.record.test_ppl),
+        "train_blocks_per_peer": [int(p.blocks.train.shape[0]) for p in sim.peers],
+        "strategies": {},
+    }
+    for label, scfg in strategies.items():
+        sim.restore(warm)
+        sim.cfg = replace(cfg, strategy=scfg)
+        strategy = make_strategy(scfg)
+        t0 = time.perf_counter()
+        sim.run_rounds(strategy)
+        final = sim.records[-1]
+        out["strategies"][label] = {
+            "test_ppl": sum(final.test_ppl) / len(final.test_ppl),
+            "test_acc": sum(final.test_acc) / len(final.test_acc),
+            "trust": final.trust,
+            "bytes": sum(sum(r.bytes_sent) for r in sim.records),
+            "seconds": time.perf_counter() - t0,
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="1 seed, shorter schedule (minutes)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--settings", nargs="*", default=list(SETTINGS))
+    ap.add_argument("--mode", default="paper", choices=["paper", "shared-init", "frozen-a"])
+    ap.add_argument("--base", default="small")
+    ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--docs-per-peer", type=int, default=0, help="0 = the setting's default")
+    ap.add_argument("--output", default="strategies.json")
+    args = ap.parse_args(argv)
+
+    seeds = 1 if args.quick else args.seeds
+    train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=30, local_steps=15, total_steps=90)
+    if args.quick:
+        train = replace(train, warmup_steps=20, local_steps=10, total_steps=50)
+    model = ModelConfig(base=args.base)
+    base = load_base(resolve_base_path(model))
+    started = time.perf_counter()
+    per_setting: dict[str, list[dict[str, Any]]] = {}
+    for setting in args.settings:
+        for seed in range(seeds):
+            cfg = RunConfig(
+                model=model,
+                lora=LoraSettings(mode=args.mode),  # type: ignore[arg-type]
+                data=DataConfig(
+                    source=setting,  # type: ignore[arg-type]
+                    shared_data_dir=args.shared_data_dir,
+                    docs_per_peer=args.docs_per_peer,
+                    seed=seed,
+                ),
+                train=replace(train, seed=seed),
+            )
+            t0 = time.perf_counter()
+            per_setting.setdefault(setting, []).append(run_setting(cfg, base, STRATEGIES))
+            print(f"[{setting} seed {seed}] {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+
+    table: dict[str, Any] = {}
+    for setting, runs in per_setting.items():
+        table[setting] = {}
+        for label in STRATEGIES:
+            ppl = [r["strategies"][label]["test_ppl"] for r in runs]
+            m, s = mean_std(ppl)
+            table[setting][label] = {
+                "test_ppl_mean": m,
+                "test_ppl_std": s,
+                "seeds": len(runs),
+                "test_ppl_per_seed": ppl,
+                "test_acc_mean": mean_std([r["strategies"][label]["test_acc"] for r in runs])[0],
+                "bytes_mean": mean_std([float(r["strategies"][label]["bytes"]) for r in runs])[0],
+            }
+        table[setting]["_context"] = {
+            "base_test_ppl_mean": mean_std([r["base_test_ppl"] for r in runs])[0],
+            "warmup_test_ppl_mean": mean_std([r["warmup_test_ppl"] for r in runs])[0],
+            "train_blocks_per_peer": runs[0]["train_blocks_per_peer"],
+            "trust_seed0": {k: v["trust"] for k, v in runs[0]["strategies"].items()},
+        }
+    payload = {
+        **table,
+        "_meta": {
+            "command": "python benchmarks/strategies.py" + (" --quick" if args.quick else ""),
+            "mode": args.mode,
+            "train": train.__dict__,
+            "base": str(base.path),
+            "seconds": time.perf_counter() - started,
+            "machine": machine(),
+        },
+    }
+    path = write_json(args.output if not args.quick else "strategies_quick.json", payload)
+    print_table(table)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def print_table(table: dict[str, Any]) -> None:
+    header = f"{'strategy':<24}" + "".join(f"{s:>24}" for s in table)
+    print(header)
+    print("-" * len(header))
+    for label in STRATEGIES:
+        cells = "".join(
+            f"{table[s][label]['test_ppl_mean']:>15.1f} ± {table[s][label]['test_ppl_std']:<6.1f}"
+            for s in table
+        )
+        print(f"{label:<24}{cells}")
+    ctx = "".join(f"{table[s]['_context']['base_test_ppl_mean']:>24.1f}" for s in table)
+    print(f"{'(base, no LoRA)':<24}{ctx}")
+    ctx = "".join(f"{table[s]['_context']['warmup_test_ppl_mean']:>24.1f}" for s in table)
+    print(f"{'(after warm-up)':<24}{ctx}")
+    for s in table:
+        best = min(table[s][k]["test_ppl_mean"] for k in ("predictions", "validation"))
+        ref = min(table[s][k]["test_ppl_mean"] for k in ("fedavg", "local"))
+        print(f"{s}: best(predictions, validation) / min(fedavg, local) = {best / ref:.3f}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    raise SystemExit(main())

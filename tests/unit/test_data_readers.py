@@ -1,0 +1,114 @@
+"""Readers of user files: formats, folder order, and errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from secure_pcft.data.readers import read_csv, read_documents, read_jsonl, read_txt
+from secure_pcft.errors import DataError
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_txt_lines_mode_keeps_nonempty_stripped_lines(tmp_path: Path) -> None:
+    f = _write(tmp_path / "a.txt", "  first line \n\n\nsecond\u2028still second\r\nthird\n")
+
+    docs = read_txt(f)
+
+    assert docs == ["first line", "second\u2028still second", "third"]
+
+
+def test_txt_paragraph_mode_joins_lines_between_blank_lines(tmp_path: Path) -> None:
+    f = _write(tmp_path / "a.txt", "p1 l1\np1 l2\n\n  \np2\n\n\np3 l1\np3 l2")
+
+    docs = read_txt(f, mode="paragraphs")
+
+    assert docs == ["p1 l1 p1 l2", "p2", "p3 l1 p3 l2"]
+
+
+def test_txt_accepts_a_utf8_bom_and_rejects_invalid_utf8(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffÄrger\n".encode())
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n\xff\xfe broken\n")
+
+    assert read_txt(bom) == ["Ärger"]
+    with pytest.raises(DataError, match="UTF-8"):
+        read_txt(bad)
+
+
+def test_jsonl_reads_the_named_field(tmp_path: Path) -> None:
+    lines = [json.dumps({"text": "a", "body": "x"}), "", json.dumps({"text": "b", "body": "y"})]
+    f = _write(tmp_path / "d.jsonl", "\n".join(lines))
+
+    assert read_jsonl(f) == ["a", "b"]
+    assert read_jsonl(f, field="body") == ["x", "y"]
+
+
+def test_jsonl_bad_line_reports_its_line_number_not_its_content(tmp_path: Path) -> None:
+    f = _write(tmp_path / "d.jsonl", '{"text": "fine"}\n{"text": "secret payload"\n')
+
+    with pytest.raises(DataError, match=r"d\.jsonl:2: invalid JSON") as info:
+        read_jsonl(f)
+    assert "secret payload" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"other": 1}', "missing field 'text'"),
+        ('{"text": 3}', "must be a string"),
+        ("[1]", "JSON object"),
+    ],
+)
+def test_jsonl_wrong_records_are_refused(tmp_path: Path, line: str, message: str) -> None:
+    f = _write(tmp_path / "d.jsonl", '{"text": "ok"}\n' + line + "\n")
+
+    with pytest.raises(DataError, match=message):
+        read_jsonl(f)
+
+
+def test_csv_reads_named_column_including_quoted_newlines(tmp_path: Path) -> None:
+    f = _write(tmp_path / "d.csv", 'id,text,body\n1,"hello, world",x\n2,"two\nlines",y\n3,,z\n')
+
+    assert read_csv(f) == ["hello, world", "two\nlines"]
+    assert read_csv(f, column="body") == ["x", "y", "z"]
+
+
+def test_csv_missing_column_lists_the_columns(tmp_path: Path) -> None:
+    f = _write(tmp_path / "d.csv", "id,body\n1,x\n")
+
+    with pytest.raises(DataError, match=r"no column 'text'; columns are \['id', 'body'\]"):
+        read_csv(f)
+
+
+def test_folder_reads_supported_files_in_sorted_order(tmp_path: Path) -> None:
+    _write(tmp_path / "b.jsonl", json.dumps({"text": "from b"}) + "\n")
+    _write(tmp_path / "a.txt", "from a\n")
+    _write(tmp_path / "c.csv", "text\nfrom c\n")
+    _write(tmp_path / "notes.md", "ignored\n")
+
+    assert read_documents(tmp_path) == ["from a", "from b", "from c"]
+
+
+def test_read_documents_errors(tmp_path: Path) -> None:
+    empty = _write(tmp_path / "empty.txt", "\n  \n")
+    odd = _write(tmp_path / "data.json", "{}")
+    no_supported = tmp_path / "sub"
+    no_supported.mkdir()
+    _write(no_supported / "x.md", "text")
+
+    with pytest.raises(DataError, match="not found"):
+        read_documents(tmp_path / "missing.txt")
+    with pytest.raises(DataError, match=r"unsupported file type '\.json'"):
+        read_documents(odd)
+    with pytest.raises(DataError, match="no non-empty document"):
+        read_documents(empty)
+    with pytest.raises(DataError, match="holds no"):
+        read_documents(no_supported)

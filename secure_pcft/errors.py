@@ -104,3 +104,11 @@ class RoundWindowError(ReplayError):
 
 class QueryLimitError(MessageError):
     """A peer asked more encrypted-similarity queries in one round than the responder allows."""
+
+
+class LedgerBusyError(LedgerError):
+    """Another process (or another handle in this one) already holds the ledger's writer lock."""
+
+
+class BudgetInfeasibleError(ConfigError, PrivacyError):
+    """The privacy budget cannot be met at all (absurd calibrated σ, or the first release alone exceeds it)."""

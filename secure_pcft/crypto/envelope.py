@@ -1,0 +1,383 @@
+"""Sealed, signed envelopes: the only way bytes travel between peers.
+
+Wire format (all integers big-endian)::
+
+    offset      size  field
+    0           4     magic b"SPCF"
+    4           1     wire version (1)
+    5           16    sender key id = raw 16-byte fingerprint of the sender
+    21          4     H = header length (u32, 2..1024)
+    25          4     C = ciphertext length (u32, >= 40)
+    29          H     header: canonical JSON (sorted keys, no spaces, ASCII)
+    29+H        C     ciphertext: nacl Box(sender X25519 sk, recipient X25519 pk), 24-byte nonce ‖ MAC ‖ ct
+    29+H+C      64    Ed25519 signature by the sender over bytes [0, 29+H+C)
+
+Header fields: ``v`` (protocol version), ``sender``, ``recipient``, ``round``, ``msg_type``, ``seq``
+(per sender→recipient, strictly increasing), ``ts_ms`` (sender clock, ms since the epoch),
+``body_len`` (plaintext bytes).
+
+Why Box *and* a signature: the Ed25519 signature (over prefix, header and ciphertext) lets the
+receiver, and any relay holding the roster, authenticate the cleartext header before touching the
+ciphertext. The Box binds the ciphertext to the (sender, recipient) X25519 pair, so a roster member
+who strips a signature and re-signs someone else's ciphertext as its own cannot make it decrypt
+(identity misbinding). SealedBox (ephemeral sender key) would give sender-side forward secrecy but
+lose that binding; with Box, a stolen X25519 key of either party exposes their past traffic.
+
+The receiver (:class:`Inbox`) checks, in this order: lengths/limits → sender pinned →
+signature → header → recipient → timestamp skew → round window → sequence → decryption. Nothing
+but lengths is parsed before the signature verifies, and nothing is decrypted before every header
+check passes. Every rejection raises a typed :class:`MessageError` and logs who and why, never the
+body.
+
+Threats mitigated (TM ids to be assigned in threat_models/): impersonation; injection by
+non-members; replay and reordering; an eavesdropping relay; oversize / malformed input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nacl.exceptions import BadSignatureError as _NaclBadSignature
+from nacl.exceptions import CryptoError as _NaclCryptoError
+from nacl.signing import VerifyKey
+
+from secure_pcft.crypto.identity import Identity, PublicIdentity
+from secure_pcft.crypto.roster import Roster
+from secure_pcft.errors import (
+    AuthenticationError,
+    BadSignatureError,
+    BodyDecryptionError,
+    ConfigError,
+    MessageError,
+    OversizeMessageError,
+    ReplayError,
+    RoundWindowError,
+    StaleTimestampError,
+    UnknownPeerError,
+    UnknownSenderError,
+    WrongRecipientError,
+)
+
+logger = logging.getLogger(__name__)
+
+WIRE_MAGIC = b"SPCF"
+WIRE_VERSION = 1
+PREFIX = struct.Struct(">4sB16sII")  # magic, version, sender key id, H, C
+SIGNATURE_BYTES = 64
+BOX_OVERHEAD = 40  # 24-byte nonce + 16-byte Poly1305 tag
+MAX_HEADER_BYTES = 1024
+_MAX_U63 = (1 << 63) - 1
+_HEADER_FIELDS = ("body_len", "msg_type", "recipient", "round", "sender", "seq", "ts_ms", "v")
+_MSG_TYPE_RE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}")
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class EnvelopeHeader:
+    """The signed, cleartext header of an envelope (seen by relays; holds no secrets)."""
+
+    sender: str
+    recipient: str
+    round: int
+    msg_type: str
+    seq: int
+    ts_ms: int
+    body_len: int
+    v: int = WIRE_VERSION
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON: sorted keys, no whitespace, ASCII only."""
+        obj = {name: getattr(self, name) for name in _HEADER_FIELDS}
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> EnvelopeHeader:
+        """Strict parse: exact field set, exact types, canonical encoding.
+
+        Raises:
+            MessageError: anything else.
+        """
+        try:
+            obj = json.loads(raw.decode("ascii"))
+        except (ValueError, RecursionError):
+            raise MessageError("header is not ASCII JSON") from None
+        if not isinstance(obj, dict) or tuple(sorted(obj)) != _HEADER_FIELDS:
+            raise MessageError(f"header must have exactly the fields {list(_HEADER_FIELDS)}")
+        ints = ("body_len", "round", "seq", "ts_ms", "v")
+        for name in ints:
+            value = obj[name]
+            if type(value) is not int or not 0 <= value <= _MAX_U63:
+                raise MessageError(f"header field {name} must be an integer in [0, 2^63)")
+        for name in ("sender", "recipient", "msg_type"):
+            if not isinstance(obj[name], str):
+                raise MessageError(f"header field {name} must be a string")
+        if not _MSG_TYPE_RE.fullmatch(obj["msg_type"]):
+            raise MessageError("header field msg_type is not a valid message type")
+        header = cls(**obj)
+        if header.to_bytes() != raw:
+            raise MessageError("header is not canonically encoded")
+        return header
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    """A verified, decrypted message. ``body`` is kept out of ``repr`` so it cannot leak into logs."""
+
+    sender: str
+    msg_type: str
+    round: int
+    seq: int
+    sent_at: float  # seconds since the epoch, sender's clock
+    body: bytes = field(repr=False)
+
+
+class Sealer:
+    """Seals messages from one identity; keeps a strictly increasing sequence per recipient.
+
+    Sequence numbers start from the sender's clock in microseconds and then increase by at least
+    one per message, so they keep increasing across restarts of the sender (as long as its clock
+    does not run backwards) without any persisted state.
+
+    Args:
+        identity: the sender's secret keys.
+        clock: seconds since the epoch (injectable for tests).
+    """
+
+    def __init__(self, identity: Identity, *, clock: Clock = time.time) -> None:
+        self._identity = identity
+        self._clock = clock
+        self._last_seq: dict[str, int] = {}
+
+    def seal(self, recipient: PublicIdentity, msg_type: str, round: int, body: bytes) -> bytes:
+        """Encrypt ``body`` to ``recipient``, sign, and return the wire bytes.
+
+        Raises:
+            ConfigError: malformed message type, negative round or non-bytes body.
+        """
+        if not isinstance(msg_type, str) or not _MSG_TYPE_RE.fullmatch(msg_type):
+            raise ConfigError(f"msg_type {msg_type!r}: must match {_MSG_TYPE_RE.pattern}")
+        if type(round) is not int or not 0 <= round <= _MAX_U63:
+            raise ConfigError(f"round {round!r}: must be a non-negative integer")
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise ConfigError("body: must be bytes (safetensors or JSON), never objects")
+        body = bytes(body)
+        now = self._clock()
+        seq = max(self._last_seq.get(recipient.name, 0) + 1, int(now * 1_000_000))
+        self._last_seq[recipient.name] = seq
+        header = EnvelopeHeader(
+            sender=self._identity.name,
+            recipient=recipient.name,
+            round=round,
+            msg_type=msg_type,
+            seq=seq,
+            ts_ms=int(now * 1000),
+            body_len=len(body),
+        ).to_bytes()
+        ciphertext = bytes(self._identity.box_for(recipient).encrypt(body))
+        prefix = PREFIX.pack(
+            WIRE_MAGIC, WIRE_VERSION, self._identity.public().key_id, len(header), len(ciphertext)
+        )
+        signed = prefix + header + ciphertext
+        return signed + self._identity.sign(signed)
+
+
+@dataclass(frozen=True)
+class InboxPolicy:
+    """Receiver limits.
+
+    Attributes:
+        max_body_bytes: largest accepted plaintext body, bytes (checked from the length prefix,
+            before any crypto). Default 64 MiB (an HE public context is ~9 MB).
+        max_clock_skew_s: accepted |sender timestamp - local clock|, seconds.
+        round_window: accepted rounds are ``[current - window, current + window]``.
+    """
+
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_clock_skew_s: float = 300.0
+    round_window: int = 1
+
+    def __post_init__(self) -> None:
+        if type(self.max_body_bytes) is not int or self.max_body_bytes < 1:
+            raise ConfigError("inbox.max_body_bytes: must be a positive integer (bytes)")
+        if not self.max_clock_skew_s > 0:
+            raise ConfigError("inbox.max_clock_skew_s: must be > 0 (seconds)")
+        if type(self.round_window) is not int or self.round_window < 0:
+            raise ConfigError("inbox.round_window: must be an integer >= 0 (rounds)")
+
+
+class Inbox:
+    """Opens envelopes addressed to one peer; holds the roster and the replay state.
+
+    Args:
+        identity: the receiving peer's secret keys.
+        roster: pinned public identities of everyone allowed to send.
+        policy: size, clock-skew and round-window limits.
+        clock: seconds since the epoch (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        roster: Roster,
+        policy: InboxPolicy | None = None,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        if identity.name in roster:
+            roster.verify(identity.public())
+        self._identity = identity
+        self._roster = roster
+        self._policy = policy or InboxPolicy()
+        self._clock = clock
+        self._current_round = 0
+        self._last_seq: dict[str, int] = {}
+
+    @property
+    def current_round(self) -> int:
+        return self._current_round
+
+    def advance_round(self, round: int) -> None:
+        """Move the round window forward (rounds never go back).
+
+        Raises:
+            ConfigError: ``round`` is lower than the current round.
+        """
+        if type(round) is not int or round < self._current_round:
+            raise ConfigError(f"round {round!r}: must be an integer >= {self._current_round}")
+        self._current_round = round
+
+    def open(self, wire: bytes) -> OpenedMessage:
+        """Verify and decrypt one envelope.
+
+        Raises:
+            MessageError: malformed framing or header.
+            OversizeMessageError: body above ``policy.max_body_bytes``.
+            UnknownSenderError: sender key id not pinned.
+            BadSignatureError: signature does not verify.
+            AuthenticationError: header names a different sender than the signing key.
+            WrongRecipientError: addressed to another peer.
+            StaleTimestampError: timestamp outside the allowed skew.
+            RoundWindowError: round outside the window.
+            ReplayError: sequence number not above the last accepted one from that sender.
+            BodyDecryptionError: ciphertext does not decrypt under the pinned keys.
+        """
+        if not isinstance(wire, bytes | bytearray | memoryview):
+            raise self._reject(MessageError, "?", "wire data must be bytes")
+        wire = bytes(wire)
+        key_id, header_len, ct_len = self._check_framing(wire)
+        sender = self._authenticate(wire, key_id)
+        header_end = PREFIX.size + header_len
+        header = self._check_header(wire[PREFIX.size : header_end], sender, ct_len)
+        self._check_freshness(header)
+        ciphertext = wire[header_end : header_end + ct_len]
+        try:
+            body = bytes(self._identity.box_for(sender).decrypt(ciphertext))
+        except _NaclCryptoError:
+            raise self._reject(
+                BodyDecryptionError, sender.name, "body does not decrypt under the pinned box keys"
+            ) from None
+        self._last_seq[sender.name] = header.seq
+        return OpenedMessage(
+            sender=sender.name,
+            msg_type=header.msg_type,
+            round=header.round,
+            seq=header.seq,
+            sent_at=header.ts_ms / 1000.0,
+            body=body,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def _check_framing(self, wire: bytes) -> tuple[bytes, int, int]:
+        """Lengths only: nothing here is trusted beyond sizing the buffers."""
+        if len(wire) < PREFIX.size + SIGNATURE_BYTES:
+            raise self._reject(MessageError, "?", f"envelope truncated ({len(wire)} bytes)")
+        magic, version, key_id, header_len, ct_len = PREFIX.unpack_from(wire)
+        who = key_id.hex()
+        if magic != WIRE_MAGIC:
+            raise self._reject(MessageError, who, "bad magic")
+        if version != WIRE_VERSION:
+            raise self._reject(MessageError, who, f"unsupported wire version {version}")
+        if not 2 <= header_len <= MAX_HEADER_BYTES:
+            raise self._reject(MessageError, who, f"header length {header_len} out of range")
+        if ct_len < BOX_OVERHEAD:
+            raise self._reject(MessageError, who, f"ciphertext length {ct_len} below Box overhead")
+        if ct_len - BOX_OVERHEAD > self._policy.max_body_bytes:
+            raise self._reject(
+                OversizeMessageError,
+                who,
+                f"body of {ct_len - BOX_OVERHEAD} bytes exceeds {self._policy.max_body_bytes}",
+            )
+        expected = PREFIX.size + header_len + ct_len + SIGNATURE_BYTES
+        if len(wire) != expected:
+            raise self._reject(
+                MessageError, who, f"envelope is {len(wire)} bytes, framing says {expected}"
+            )
+        return key_id, header_len, ct_len
+
+    def _authenticate(self, wire: bytes, key_id: bytes) -> PublicIdentity:
+        try:
+            sender = self._roster.by_key_id(key_id)
+        except UnknownPeerError:
+            raise self._reject(UnknownSenderError, key_id.hex(), "sender not on roster") from None
+        signed, signature = wire[:-SIGNATURE_BYTES], wire[-SIGNATURE_BYTES:]
+        try:
+            VerifyKey(sender.sign_pk).verify(signed, signature)
+        except _NaclBadSignature:
+            raise self._reject(
+                BadSignatureError, sender.name, "signature does not verify"
+            ) from None
+        return sender
+
+    def _check_header(self, raw: bytes, sender: PublicIdentity, ct_len: int) -> EnvelopeHeader:
+        try:
+            header = EnvelopeHeader.from_bytes(raw)
+        except MessageError as exc:
+            raise self._reject(MessageError, sender.name, str(exc)) from None
+        if header.v != WIRE_VERSION:
+            raise self._reject(MessageError, sender.name, f"header version {header.v}")
+        if header.sender != sender.name:
+            raise self._reject(
+                AuthenticationError, sender.name, "header sender differs from signing key"
+            )
+        if header.recipient != self._identity.name:
+            raise self._reject(WrongRecipientError, sender.name, "addressed to another peer")
+        if header.body_len != ct_len - BOX_OVERHEAD:
+            raise self._reject(MessageError, sender.name, "body_len does not match ciphertext")
+        return header
+
+    def _check_freshness(self, header: EnvelopeHeader) -> None:
+        skew = header.ts_ms / 1000.0 - self._clock()
+        if abs(skew) > self._policy.max_clock_skew_s:
+            where = "future" if skew > 0 else "past"
+            raise self._reject(
+                StaleTimestampError,
+                header.sender,
+                f"timestamp {abs(skew):.0f} s in the {where} (limit "
+                f"{self._policy.max_clock_skew_s:.0f} s)",
+            )
+        window = self._policy.round_window
+        if abs(header.round - self._current_round) > window:
+            raise self._reject(
+                RoundWindowError,
+                header.sender,
+                f"round {header.round} outside [{self._current_round - window}, "
+                f"{self._current_round + window}]",
+            )
+        last = self._last_seq.get(header.sender, 0)
+        if header.seq <= last:
+            raise self._reject(
+                ReplayError, header.sender, f"sequence {header.seq} not above last {last}"
+            )
+
+    def _reject(self, cls: type[MessageError], who: str, why: str) -> MessageError:
+        logger.warning(
+            "%s rejected envelope from %s: %s (%s)", self._identity.name, who, why, cls.__name__
+        )
+        return cls(f"envelope from {who}: {why}")

@@ -1,0 +1,423 @@
+"""Envelopes: round trip, and one test per rejection the receiver must make.
+
+Wire layout under test (written out independently of the module, from its docstring):
+magic(4) version(1) sender_key_id(16) H(u32) C(u32) header(H) ciphertext(C) signature(64).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+
+import pytest
+from nacl.public import Box, PrivateKey
+
+from secure_pcft.crypto.envelope import EnvelopeHeader, Inbox, InboxPolicy, OpenedMessage, Sealer
+from secure_pcft.crypto.identity import Identity
+from secure_pcft.crypto.roster import Roster
+from secure_pcft.errors import (
+    AuthenticationError,
+    BadSignatureError,
+    BodyDecryptionError,
+    ConfigError,
+    MessageError,
+    OversizeMessageError,
+    ReplayError,
+    RoundWindowError,
+    StaleTimestampError,
+    UnknownSenderError,
+    WrongRecipientError,
+)
+
+PREFIX = struct.Struct(">4sB16sII")
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+ALICE, BOB, CAROL, MALLORY = (Identity.generate(n) for n in ("alice", "bob", "carol", "mallory"))
+ROSTER = Roster(p.public() for p in (ALICE, BOB, CAROL))
+
+
+def split(wire: bytes) -> tuple[bytes, bytes, bytes]:
+    _, _, key_id, h, c = PREFIX.unpack_from(wire)
+    header = wire[PREFIX.size : PREFIX.size + h]
+    ciphertext = wire[PREFIX.size + h : PREFIX.size + h + c]
+    return key_id, header, ciphertext
+
+
+def build(
+    signer: Identity,
+    key_id: bytes,
+    header: bytes,
+    ciphertext: bytes,
+    *,
+    magic: bytes = b"SPCF",
+    version: int = 1,
+) -> bytes:
+    signed = PREFIX.pack(magic, version, key_id, len(header), len(ciphertext)) + header + ciphertext
+    return signed + signer.sign(signed)
+
+
+def header_dict(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "body_len": 5,
+        "msg_type": "adapter",
+        "recipient": "bob",
+        "round": 0,
+        "sender": "alice",
+        "seq": 1,
+        "ts_ms": int(T0 * 1000),
+        "v": 1,
+    }
+    base.update(overrides)
+    return base
+
+
+def canonical(obj: dict[str, object]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def alice_to_bob(body: bytes = b"hello") -> bytes:
+    return bytes(ALICE.box_for(BOB.public()).encrypt(body))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def inbox(clock: FakeClock) -> Inbox:
+    return Inbox(BOB, ROSTER, InboxPolicy(max_body_bytes=4096), clock=clock)
+
+
+@pytest.fixture
+def sealer(clock: FakeClock) -> Sealer:
+    return Sealer(ALICE, clock=clock)
+
+
+# ---------------------------------------------------------------------- round trips
+def test_round_trip(inbox: Inbox, sealer: Sealer) -> None:
+    wire = sealer.seal(BOB.public(), "adapter", 0, b"safetensors bytes")
+
+    msg = inbox.open(wire)
+
+    assert msg == OpenedMessage("alice", "adapter", 0, msg.seq, T0, b"safetensors bytes")
+    assert "safetensors" not in repr(msg)
+
+
+def test_wire_layout_matches_the_documented_format(sealer: Sealer) -> None:
+    wire = sealer.seal(BOB.public(), "adapter", 2, b"12345")
+
+    magic, version, key_id, h, c = PREFIX.unpack_from(wire)
+    header = json.loads(wire[PREFIX.size : PREFIX.size + h])
+
+    assert (magic, version, key_id) == (b"SPCF", 1, ALICE.public().key_id)
+    assert c == 5 + 40 and len(wire) == PREFIX.size + h + c + 64
+    assert sorted(header) == sorted(header_dict())
+    assert header["round"] == 2 and header["recipient"] == "bob" and header["body_len"] == 5
+    assert b"12345" not in wire  # the body is encrypted
+
+
+def test_empty_body_and_many_messages_in_order(inbox: Inbox, sealer: Sealer) -> None:
+    wires = [sealer.seal(BOB.public(), "meta", 0, bytes([i]) * i) for i in range(5)]
+
+    bodies = [inbox.open(w).body for w in wires]
+
+    assert bodies == [bytes([i]) * i for i in range(5)]
+
+
+def test_sequence_survives_sender_restart(clock: FakeClock, inbox: Inbox) -> None:
+    inbox.open(Sealer(ALICE, clock=clock).seal(BOB.public(), "meta", 0, b"a"))
+    clock.now += 0.001  # a restarted sender only needs a clock that moved forward
+
+    msg = inbox.open(Sealer(ALICE, clock=clock).seal(BOB.public(), "meta", 0, b"b"))
+
+    assert msg.body == b"b"
+
+
+# ---------------------------------------------------------------------- rejections
+def test_unknown_sender_is_rejected(inbox: Inbox, clock: FakeClock) -> None:
+    wire = Sealer(MALLORY, clock=clock).seal(BOB.public(), "adapter", 0, b"x")
+
+    with pytest.raises(UnknownSenderError):
+        inbox.open(wire)
+
+
+@pytest.mark.parametrize("where", ["signature", "header", "ciphertext-first", "ciphertext-last"])
+def test_bad_signature_is_rejected(inbox: Inbox, sealer: Sealer, where: str) -> None:
+    wire = bytearray(sealer.seal(BOB.public(), "adapter", 0, b"hello"))
+    _, h, _ = split(bytes(wire))
+    index = {
+        "signature": len(wire) - 1,
+        "header": PREFIX.size + 3,
+        "ciphertext-first": PREFIX.size + len(h),
+        "ciphertext-last": len(wire) - 65,
+    }[where]
+    wire[index] ^= 0x01
+
+    with pytest.raises(BadSignatureError):
+        inbox.open(bytes(wire))
+
+
+def test_signature_is_checked_before_the_header_is_parsed(inbox: Inbox) -> None:
+    garbage_header = b"{not json at all"
+    forged = build(MALLORY, ALICE.public().key_id, garbage_header, alice_to_bob())
+    signed_by_alice = build(ALICE, ALICE.public().key_id, garbage_header, alice_to_bob())
+
+    with pytest.raises(BadSignatureError):
+        inbox.open(forged)  # a header parser would have complained first otherwise
+    with pytest.raises(MessageError, match="JSON") as info:
+        inbox.open(signed_by_alice)
+    assert not isinstance(info.value, AuthenticationError)
+
+
+def test_header_sender_must_match_the_signing_key(inbox: Inbox) -> None:
+    wire = build(
+        ALICE, ALICE.public().key_id, canonical(header_dict(sender="carol")), alice_to_bob()
+    )
+
+    with pytest.raises(AuthenticationError, match="sender differs"):
+        inbox.open(wire)
+
+
+def test_wrong_recipient_is_rejected(clock: FakeClock) -> None:
+    to_carol = Sealer(ALICE, clock=clock).seal(CAROL.public(), "adapter", 0, b"for carol")
+    _, header, ciphertext = split(to_carol)
+    # Carol (a roster member) forwards it to Bob with a valid framing: Bob must refuse it.
+    bob_inbox = Inbox(BOB, ROSTER, clock=clock)
+
+    with pytest.raises(WrongRecipientError):
+        bob_inbox.open(to_carol)
+    with pytest.raises(BadSignatureError):
+        bob_inbox.open(build(CAROL, ALICE.public().key_id, header, ciphertext))
+
+
+def test_replayed_envelope_is_rejected(inbox: Inbox, sealer: Sealer) -> None:
+    wire = sealer.seal(BOB.public(), "adapter", 0, b"once")
+    inbox.open(wire)
+
+    with pytest.raises(ReplayError, match="sequence") as info:
+        inbox.open(wire)
+    assert type(info.value) is ReplayError
+
+
+def test_older_sequence_number_is_rejected(inbox: Inbox, sealer: Sealer) -> None:
+    first = sealer.seal(BOB.public(), "adapter", 0, b"1")
+    second = sealer.seal(BOB.public(), "adapter", 0, b"2")
+    inbox.open(second)
+
+    with pytest.raises(ReplayError):
+        inbox.open(first)
+
+
+@pytest.mark.parametrize("msg_round", [3, 7, 100])
+def test_round_outside_window_is_rejected(inbox: Inbox, sealer: Sealer, msg_round: int) -> None:
+    inbox.advance_round(5)  # window 1 → rounds 4..6 accepted
+
+    with pytest.raises(RoundWindowError):
+        inbox.open(sealer.seal(BOB.public(), "adapter", msg_round, b"x"))
+
+
+def test_rounds_inside_window_are_accepted(inbox: Inbox, sealer: Sealer) -> None:
+    inbox.advance_round(5)
+
+    rounds = [inbox.open(sealer.seal(BOB.public(), "adapter", r, b"x")).round for r in (4, 5, 6)]
+
+    assert rounds == [4, 5, 6]
+
+
+def test_rounds_never_go_back(inbox: Inbox) -> None:
+    inbox.advance_round(3)
+
+    with pytest.raises(ConfigError):
+        inbox.advance_round(2)
+
+
+@pytest.mark.parametrize("offset_s", [-301.0, 301.0, -1e6, 1e6])
+def test_stale_or_future_timestamp_is_rejected(inbox: Inbox, offset_s: float) -> None:
+    wire = Sealer(ALICE, clock=FakeClock(T0 + offset_s)).seal(BOB.public(), "adapter", 0, b"x")
+
+    with pytest.raises(StaleTimestampError):
+        inbox.open(wire)
+
+
+def test_timestamp_within_skew_is_accepted(inbox: Inbox) -> None:
+    wire = Sealer(ALICE, clock=FakeClock(T0 - 299.0)).seal(BOB.public(), "adapter", 0, b"x")
+
+    assert inbox.open(wire).body == b"x"
+
+
+def test_oversize_body_is_rejected_before_any_crypto(inbox: Inbox, sealer: Sealer) -> None:
+    ok = sealer.seal(BOB.public(), "adapter", 0, b"\0" * 4096)
+    big = sealer.seal(BOB.public(), "adapter", 0, b"\0" * 4097)
+    # An unsigned, unknown-sender frame of the same size is refused for size, not for identity.
+    _, header, ciphertext = split(big)
+    unsigned = build(MALLORY, bytes(16), header, ciphertext)
+
+    assert len(inbox.open(ok).body) == 4096
+    with pytest.raises(OversizeMessageError):
+        inbox.open(big)
+    with pytest.raises(OversizeMessageError):
+        inbox.open(unsigned)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty",
+        "short",
+        "truncated",
+        "extended",
+        "magic",
+        "version",
+        "header-len-0",
+        "header-len-big",
+    ],
+)
+def test_malformed_framing_is_rejected(inbox: Inbox, sealer: Sealer, case: str) -> None:
+    wire = sealer.seal(BOB.public(), "adapter", 0, b"hello")
+    key_id, header, ct = split(wire)
+    bad = {
+        "empty": b"",
+        "short": wire[:50],
+        "truncated": wire[:-1],
+        "extended": wire + b"\0",
+        "magic": build(ALICE, key_id, header, ct, magic=b"SPCG"),
+        "version": build(ALICE, key_id, header, ct, version=2),
+        "header-len-0": build(ALICE, key_id, b"", ct),
+        "header-len-big": build(ALICE, key_id, b" " * 1025, ct),
+    }[case]
+
+    with pytest.raises(MessageError):
+        inbox.open(bad)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # fields reordered (not canonical), though signed by the true sender
+        json.dumps(header_dict(), separators=(",", ":"))
+        .encode()
+        .replace(b'{"body_len":5,', b'{"v":1,')
+        .replace(b',"v":1}', b',"body_len":5}'),
+        canonical(header_dict()).replace(b":", b": "),
+        canonical({**header_dict(), "extra": 1}),
+        canonical({k: v for k, v in header_dict().items() if k != "seq"}),
+        canonical(header_dict(round=True)),
+        canonical(header_dict(seq=-1)),
+        canonical(header_dict(seq=2**63)),
+        canonical(header_dict(msg_type="Bad Type")),
+        canonical(header_dict(sender=7)),
+        canonical(header_dict(v=2)),
+        canonical(header_dict(body_len=6)),
+        b"[1, 2, 3]",
+        b'{"body_len": NaN}',
+        b"\xff\xfe",
+    ],
+    ids=[
+        "reordered",
+        "spaces",
+        "extra",
+        "missing",
+        "bool-round",
+        "negative-seq",
+        "huge-seq",
+        "msg-type",
+        "sender-type",
+        "version",
+        "body-len",
+        "array",
+        "nan",
+        "non-ascii",
+    ],
+)
+def test_malformed_header_signed_by_sender_is_rejected(inbox: Inbox, header: bytes) -> None:
+    wire = build(ALICE, ALICE.public().key_id, header, alice_to_bob())
+
+    with pytest.raises(MessageError) as info:
+        inbox.open(wire)
+    assert not isinstance(info.value, AuthenticationError | ReplayError)
+
+
+def test_undecryptable_body_is_rejected(inbox: Inbox) -> None:
+    stranger_box = Box(PrivateKey.generate(), PrivateKey(bytes(32)).public_key)
+    wire = build(
+        ALICE, ALICE.public().key_id, canonical(header_dict()), stranger_box.encrypt(b"hello")
+    )
+
+    with pytest.raises(BodyDecryptionError):
+        inbox.open(wire)
+
+
+def test_resigned_ciphertext_of_another_member_does_not_decrypt(clock: FakeClock) -> None:
+    """Why Box and not SealedBox: Carol strips Alice's signature and claims Alice's ciphertext."""
+    original = Sealer(ALICE, clock=clock).seal(BOB.public(), "adapter", 0, b"alice's update")
+    _, _, ciphertext = split(original)
+    claimed = canonical(header_dict(sender="carol", body_len=len(b"alice's update")))
+    wire = build(CAROL, CAROL.public().key_id, claimed, ciphertext)
+
+    with pytest.raises(BodyDecryptionError):
+        Inbox(BOB, ROSTER, clock=clock).open(wire)
+
+
+def test_non_bytes_input_is_a_message_error(inbox: Inbox) -> None:
+    with pytest.raises(MessageError):
+        inbox.open("text")  # type: ignore[arg-type]
+
+
+def test_rejections_are_logged_with_who_and_why_but_never_the_body(
+    inbox: Inbox, sealer: Sealer, caplog: pytest.LogCaptureFixture
+) -> None:
+    wire = sealer.seal(BOB.public(), "adapter", 0, b"SECRET-PAYLOAD")
+    inbox.open(wire)
+
+    with (
+        caplog.at_level(logging.WARNING, logger="secure_pcft.crypto.envelope"),
+        pytest.raises(ReplayError),
+    ):
+        inbox.open(wire)
+
+    assert "alice" in caplog.text and "sequence" in caplog.text
+    assert "SECRET-PAYLOAD" not in caplog.text
+
+
+def test_inbox_refuses_an_identity_that_contradicts_the_roster() -> None:
+    impostor_bob = Identity.generate("bob")
+
+    with pytest.raises(AuthenticationError):
+        Inbox(impostor_bob, ROSTER)
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "msg_round", "body"),
+    [("Bad Type", 0, b""), ("adapter", -1, b""), ("adapter", 0, "text")],
+)
+def test_sealer_refuses_bad_arguments(
+    sealer: Sealer, msg_type: str, msg_round: int, body: object
+) -> None:
+    with pytest.raises(ConfigError):
+        sealer.seal(BOB.public(), msg_type, msg_round, body)  # type: ignore[arg-type]
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ConfigError, match="bytes"):
+        InboxPolicy(max_body_bytes=0)
+    with pytest.raises(ConfigError, match="seconds"):
+        InboxPolicy(max_clock_skew_s=0)
+    with pytest.raises(ConfigError, match="rounds"):
+        InboxPolicy(round_window=-1)
+
+
+def test_header_round_trip_is_canonical() -> None:
+    header = EnvelopeHeader("alice", "bob", 1, "adapter", 9, 123, 5)
+
+    assert EnvelopeHeader.from_bytes(header.to_bytes()) == header

@@ -78,6 +78,51 @@ def cmd_base(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from secure_pcft.crypto.consortium import key_path, new_identity
+
+    public = new_identity(args.name, args.dir)
+    print(f"{public.name} {public.fingerprint}")
+    print(f"key file (keep private, mode 0600): {key_path(args.dir, public.name)}")
+    return 0
+
+
+def cmd_keys_roster(args: argparse.Namespace) -> int:
+    from secure_pcft.crypto.consortium import ROSTER_FILE, write_roster
+
+    roster = write_roster(args.dir)
+    for peer in roster:
+        print(f"{peer.name} {peer.fingerprint}")
+    print(f"roster: {Path(args.dir) / ROSTER_FILE}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from secure_pcft.audit.runner import run_campaign_files
+
+    results = run_campaign_files(
+        args.campaigns,
+        args.output,
+        base=args.base,
+        progress=_progress_bar(),  # type: ignore[arg-type]
+    )
+    for r in results:
+        print(f"{r.campaign.name}: {'PASS' if r.passed else 'FAIL'} ({r.seconds:.0f} s)")
+        for a in r.attacks:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in a.metrics.items() if k in _AUDIT_SHOWN)
+            print(f"  {a.spec.label:<24}{shown}")
+            for failure in a.failures:
+                print(f"    FAIL {failure}")
+    print(f"results: {args.output}/")
+    return 0 if all(r.passed for r in results) else 1
+
+
+_AUDIT_SHOWN = {
+    "roc_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "exposure_bits", "extraction_rate",
+    "epsilon_lb", "epsilon", "token_recall", "token_precision",
+}  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="secure-pcft", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -98,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("which", choices=["small", "smollm2"])
     base.add_argument("--cache-dir", default="~/.cache/secure-pcft")
     base.set_defaults(func=cmd_base)
+
+    keys = sub.add_parser("keys", help="peer identities and the consortium roster")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="generate NAME.key (0600) and NAME.pub.json")
+    new.add_argument("name")
+    new.add_argument("--dir", type=Path, required=True, help="key directory")
+    new.set_defaults(func=cmd_keys_new)
+    roster = keys_sub.add_parser("roster", help="pin every *.pub.json of DIR into DIR/roster.json")
+    roster.add_argument("dir", type=Path)
+    roster.set_defaults(func=cmd_keys_roster)
+
+    audit = sub.add_parser("audit", help="run audit campaigns (TOML) and write results JSON")
+    audit.add_argument("campaigns", type=Path, nargs="+", metavar="CAMPAIGN.toml")
+    audit.add_argument("--output", default="audits/results", help="results directory")
+    audit.add_argument("--base", help="override [target.model] base of every campaign")
+    audit.set_defaults(func=cmd_audit)
     return p
 
 

@@ -261,6 +261,107 @@ class PrivacyConfig:
         _require(self.validation_loss_clip > 0, s, "validation_loss_clip", "nats > 0")
 
 
+SecurityMode = Literal["off", "full"]
+SECURITY_MODES: tuple[str, ...] = get_args(SecurityMode)
+ConsentRule = Literal["mutual", "asker"]
+CONSENT_RULES: tuple[str, ...] = get_args(ConsentRule)
+MAX_PROJECTION_DIM = 4096  # CKKS slots at N = 8192 (crypto/_params.py): one ciphertext per vector
+MIN_SECURE_MESSAGE_BYTES = 16 * 1024 * 1024  # a CKKS public context is ~9.2 MB
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Authenticated channels and encrypted peer discovery (DESIGN.md, "One round").
+
+    Attributes:
+        mode: ``off`` (plain messages, adapters/signatures broadcast for discovery) or ``full``
+            (signed + encrypted envelopes, pinned roster, similarity under CKKS, adapters only to
+            selected and consenting peers).
+        key_dir: folder with ``<peer>.key`` files and ``roster.json``; empty = a fresh in-memory
+            consortium for the simulation (keys never written).
+        max_message_bytes: largest accepted message body, bytes (>= 16 MiB in ``full`` mode:
+            a CKKS public context is ~9.2 MB).
+        max_clock_skew_s: accepted |sender clock - receiver clock|, seconds.
+        round_window: accepted envelope rounds are [current - window, current + window], rounds.
+        he_queries_per_round: encrypted-similarity answers a responder gives one asker per round.
+        projection_dim: length of the public JL sketch / signature vector, in [1, 4096] numbers.
+        select_top_k: other peers each peer asks for adapters (the best-scored ones); 0 = every
+            peer its trust row weights.
+        select_threshold: only ask peers whose encrypted-similarity score (a cosine in [-1, 1])
+            is at least this; None = no threshold.
+        consent: ``mutual`` = a peer sends its adapter only to requesters it selected itself;
+            ``asker`` = to every roster peer of the run that asks.
+        max_adapter_norm_ratio: a received adapter is rejected if its global (or any tensor's)
+            L2 norm exceeds this multiple of the receiver's own (ratio, > 1).
+    """
+
+    mode: SecurityMode = "off"
+    key_dir: str = ""
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_clock_skew_s: float = 300.0
+    round_window: int = 1
+    he_queries_per_round: int = 1
+    projection_dim: int = MAX_PROJECTION_DIM
+    select_top_k: int = 3
+    select_threshold: float | None = None
+    consent: ConsentRule = "mutual"
+    max_adapter_norm_ratio: float = 10.0
+
+    def __post_init__(self) -> None:
+        s = "security"
+        _require(self.mode in SECURITY_MODES, s, "mode", f"one of {SECURITY_MODES}")
+        _require(self.consent in CONSENT_RULES, s, "consent", f"one of {CONSENT_RULES}")
+        _require(
+            _is_int(self.max_message_bytes) and self.max_message_bytes >= 1,
+            s,
+            "max_message_bytes",
+            "bytes, an integer >= 1",
+        )
+        if self.mode == "full":
+            _require(
+                self.max_message_bytes >= MIN_SECURE_MESSAGE_BYTES,
+                s,
+                "max_message_bytes",
+                f"bytes >= {MIN_SECURE_MESSAGE_BYTES} in full mode (CKKS contexts are ~9.2 MB)",
+            )
+        _require(self.max_clock_skew_s > 0, s, "max_clock_skew_s", "seconds > 0")
+        _require(
+            _is_int(self.round_window) and self.round_window >= 0, s, "round_window", "rounds >= 0"
+        )
+        _require(
+            _is_int(self.he_queries_per_round) and self.he_queries_per_round >= 1,
+            s,
+            "he_queries_per_round",
+            "queries per asker per round, an integer >= 1",
+        )
+        _require(
+            _is_int(self.projection_dim) and 1 <= self.projection_dim <= MAX_PROJECTION_DIM,
+            s,
+            "projection_dim",
+            f"numbers, an integer in [1, {MAX_PROJECTION_DIM}]",
+        )
+        _require(
+            _is_int(self.select_top_k) and self.select_top_k >= 0, s, "select_top_k", "peers >= 0"
+        )
+        if self.select_threshold is not None:
+            _require(
+                -1.0 <= self.select_threshold <= 1.0,
+                s,
+                "select_threshold",
+                "a cosine in [-1, 1] (or leave it out)",
+            )
+        _require(
+            self.max_adapter_norm_ratio > 1.0,
+            s,
+            "max_adapter_norm_ratio",
+            "a ratio > 1 (multiple of the receiver's own adapter norm)",
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """Where results go. ``dir`` gets ``results.json`` and one peft adapter directory per peer."""
@@ -279,6 +380,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -321,6 +423,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "train": TrainConfig,
     "strategy": StrategyConfig,
     "privacy": PrivacyConfig,
+    "security": SecurityConfig,
     "output": OutputConfig,
 }
 

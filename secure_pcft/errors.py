@@ -112,3 +112,7 @@ class LedgerBusyError(LedgerError):
 
 class BudgetInfeasibleError(ConfigError, PrivacyError):
     """The privacy budget cannot be met at all (absurd calibrated σ, or the first release alone exceeds it)."""
+
+
+class AuditError(SecurePcftError):
+    """An audit (attack, canary, ε lower bound) lacks what it needs or was asked something unsound."""

@@ -19,6 +19,7 @@ from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.peer import Peer, PeerBlocks
 from secure_pcft.collab.protocol import run_round
 from secure_pcft.collab.results import RoundRecord, RunResult
+from secure_pcft.collab.secure_round import SecureSession
 from secure_pcft.collab.strategy import TrustStrategy, make_strategy
 from secure_pcft.config import RunConfig
 from secure_pcft.data.blocks import encode_blocks
@@ -57,7 +58,12 @@ class Simulation:
         self.base = base
         self.peer_ids = federation.peer_ids
         self.transport = LoopbackTransport(self.peer_ids)
-        make_channel = channel_factory or (lambda pid, t: PlainChannel(pid, t))
+        # [security] mode = "full": sealed envelopes, encrypted discovery, consent (secure_round.py)
+        self.security = SecureSession(cfg, self.peer_ids) if cfg.security.mode == "full" else None
+        default_channel: ChannelFactory = (
+            self.security.make_channel if self.security else (lambda pid, t: PlainChannel(pid, t))
+        )
+        make_channel = channel_factory or default_channel
         tok, bs = base.tokenizer, cfg.data.block_size
         self.reference = encode_blocks(federation.reference, tok, bs)  # (R, T), public
         self.peers = [
@@ -134,7 +140,8 @@ class Simulation:
             for p in self.peers:
                 p.train(self.cfg.train.local_steps)
             self.transport.round = rnd
-            return run_round(
+            round_fn = self.security.run_round if self.security else run_round
+            return round_fn(
                 self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd
             )
 
@@ -158,6 +165,8 @@ class Simulation:
         self._rng_state = snap.rng.clone()
         self.records = [copy.deepcopy(snap.record)]
         self.transport.reset()
+        if self.security:
+            self.security.reset()
         for p in self.peers:
             p.channel.rejections.clear()
 
@@ -179,6 +188,7 @@ class Simulation:
             rounds=list(self.records),
             rejections={p.peer_id: [r.__dict__ for r in p.channel.rejections] for p in self.peers},
             seconds=seconds,
+            extra={"security": self.security.report()} if self.security else {},
         )
 
 

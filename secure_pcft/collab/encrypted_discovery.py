@@ -1,0 +1,186 @@
+"""Encrypted peer discovery: every peer learns its cosine with every other peer, and nothing more.
+
+Per ordered pair (asker i, responder j), through the peers' (secure) channels, as messages:
+
+1. ``HE_CONTEXT`` (once per pair per session, ~9.2 MB): i's public CKKS context (no secret key).
+   j validates it against the vetted parameters and caches it under i's roster fingerprint.
+2. ``HE_QUERY`` (every round, ~235 kB): Enc_i(v_i), i's unit vector.
+3. ``HE_ANSWER`` (~131 kB): Enc_i(⟨v_i, v_j⟩ + η), re-randomised and noise-flooded by j
+   (:class:`~secure_pcft.crypto.he_similarity.SimilarityResponder`, which also caps the answers per
+   asker per round). i decrypts the cosine.
+
+Ciphertexts and contexts travel as uint8 tensors inside ordinary :class:`Message` bodies
+(safetensors; no pickle), so every byte goes through the envelopes and the transport's counters.
+Context messages are sent inside ``setup_scope`` so a driver can count them apart from the
+per-round cost. A peer that does not answer (or whose answer is rejected) has no score: NaN.
+
+Threats mitigated (TM ids to be assigned in threat_models/): similarity discovery leaking adapters
+or signatures (only ciphertexts leave a peer); a peer probing another's vector with many queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from secure_pcft.collab.channel import Rejection
+from secure_pcft.collab.messages import Message, MessageType
+from secure_pcft.collab.peer import Peer
+from secure_pcft.crypto.he_similarity import ResponderPolicy, SimilarityAsker, SimilarityResponder
+from secure_pcft.errors import MessageError, SecurePcftError
+
+log = logging.getLogger(__name__)
+
+HE_TENSOR = "bytes"  # the one tensor of an HE message: the serialised TenSEAL object as uint8
+_HE_TYPES = (MessageType.HE_CONTEXT, MessageType.HE_QUERY, MessageType.HE_ANSWER)
+
+
+def bytes_tensor(data: bytes) -> dict[str, torch.Tensor]:
+    """Wrap serialised bytes as a message's tensor section (one 1-D uint8 tensor)."""
+    return {HE_TENSOR: torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+
+
+def tensor_bytes(msg: Message) -> bytes:
+    """The bytes carried by an HE message.
+
+    Raises:
+        MessageError: the tensor section is not exactly one 1-D uint8 tensor named ``bytes``.
+    """
+    t = msg.tensors.get(HE_TENSOR)
+    if set(msg.tensors) != {HE_TENSOR} or t is None or t.dtype != torch.uint8 or t.ndim != 1:
+        raise MessageError(f"{msg.msg_type} message must carry one 1-D uint8 tensor {HE_TENSOR!r}")
+    return t.numpy().tobytes()
+
+
+class PeerHe:
+    """One peer's encrypted-similarity state for a session: its CKKS keys (as asker), the contexts
+    it cached (as responder), and the peers it already sent its context to.
+
+    The asker's keys are generated lazily (~0.35 s), only when a strategy needs discovery.
+    """
+
+    def __init__(self, policy: ResponderPolicy) -> None:
+        self._policy = policy
+        self._asker: SimilarityAsker | None = None
+        self.responder = SimilarityResponder(policy)
+        self.contexts_sent: set[str] = set()
+
+    @property
+    def asker(self) -> SimilarityAsker:
+        if self._asker is None:
+            self._asker = SimilarityAsker()
+        return self._asker
+
+    def new_session(self) -> None:
+        """Forget cached contexts and query counts (the CKKS keys are kept)."""
+        self.responder = SimilarityResponder(self._policy)
+        self.contexts_sent.clear()
+
+
+def _reject(peer: Peer, sender: str, exc: SecurePcftError) -> None:
+    peer.channel.rejections.append(Rejection(sender, type(exc).__name__, str(exc)))
+    log.warning(
+        "%s rejected a message from %s: %s (%s)", peer.peer_id, sender, exc, type(exc).__name__
+    )
+
+
+def _incoming(peer: Peer, rnd: int, expected: tuple[MessageType, ...]) -> list[Message]:
+    """Messages of the expected types for this round; anything else is rejected."""
+    out = []
+    for msg in peer.channel.receive():
+        try:
+            if msg.sender not in peer.peer_ids:
+                raise MessageError("sender is not a peer of this run")
+            if msg.round != rnd:
+                raise MessageError(f"message for round {msg.round} during round {rnd}")
+            if msg.msg_type not in expected:
+                raise MessageError(f"unexpected {msg.msg_type} message during discovery")
+        except MessageError as exc:
+            _reject(peer, msg.sender, exc)
+            continue
+        out.append(msg)
+    return out
+
+
+def encrypted_cosines(
+    peers: Sequence[Peer],
+    vectors: Sequence[npt.NDArray[np.float64]],
+    rnd: int,
+    agents: Mapping[str, PeerHe],
+    fingerprint: Callable[[str], str],
+    setup_scope: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> list[torch.Tensor]:
+    """Run the discovery phase for every peer; return each peer's row of decrypted cosines.
+
+    Args:
+        peers: the peers of the run, in order (already in round ``rnd``).
+        vectors: each peer's own unit vector, shape (d,), d ≤ 4096 (never sent in clear).
+        rnd: the round.
+        agents: peer id -> its :class:`PeerHe` state.
+        fingerprint: peer id -> roster fingerprint (responders key cached contexts by it).
+        setup_scope: context manager wrapped around the sending of public contexts.
+
+    Returns:
+        Per peer i a float64 tensor (N,): cos(v_i, v_j) ± the flooding noise for each peer j that
+        answered, NaN otherwise; the diagonal is 1.
+    """
+    n = len(peers)
+    with setup_scope():
+        for p in peers:
+            agent = agents[p.peer_id]
+            for j, other in enumerate(p.peer_ids):
+                if j != p.index and other not in agent.contexts_sent:
+                    p.send(j, MessageType.HE_CONTEXT, bytes_tensor(agent.asker.public_context()))
+                    agent.contexts_sent.add(other)
+    for p, v in zip(peers, vectors, strict=True):
+        query = bytes_tensor(agents[p.peer_id].asker.query(v))
+        for j in range(n):
+            if j != p.index:
+                p.send(j, MessageType.HE_QUERY, query)
+    # Every responder drains its queries before any answer is sent, so answers never mix with
+    # queries in a mailbox (each phase reads exactly the messages of the previous one).
+    queries = [_incoming(p, rnd, (MessageType.HE_CONTEXT, MessageType.HE_QUERY)) for p in peers]
+    for p, v, msgs in zip(peers, vectors, queries, strict=True):
+        _respond(p, v, rnd, msgs, agents[p.peer_id], fingerprint)
+    return [_collect_answers(p, rnd, agents[p.peer_id]) for p in peers]
+
+
+def _respond(
+    peer: Peer,
+    vector: npt.NDArray[np.float64],
+    rnd: int,
+    messages: list[Message],
+    agent: PeerHe,
+    fingerprint: Callable[[str], str],
+) -> None:
+    for msg in messages:
+        try:
+            fp = fingerprint(msg.sender)
+            if msg.msg_type is MessageType.HE_CONTEXT:
+                agent.responder.register_context(fp, tensor_bytes(msg))
+                continue
+            answer = agent.responder.answer(fp, rnd, tensor_bytes(msg), vector)
+        except SecurePcftError as exc:
+            _reject(peer, msg.sender, exc)
+            continue
+        peer.send(peer.peer_ids.index(msg.sender), MessageType.HE_ANSWER, bytes_tensor(answer))
+
+
+def _collect_answers(peer: Peer, rnd: int, agent: PeerHe) -> torch.Tensor:
+    cos = torch.full((len(peer.peer_ids),), float("nan"), dtype=torch.float64)
+    for msg in _incoming(peer, rnd, (MessageType.HE_ANSWER,)):
+        j = peer.peer_ids.index(msg.sender)
+        try:
+            if j == peer.index or not torch.isnan(cos[j]):
+                raise MessageError("unsolicited or duplicate similarity answer")
+            cos[j] = min(1.0, max(-1.0, agent.asker.decrypt(tensor_bytes(msg))))
+        except SecurePcftError as exc:
+            _reject(peer, msg.sender, exc)
+    cos[peer.index] = 1.0
+    return cos

@@ -1,0 +1,296 @@
+"""The privacy-hardened round (DESIGN.md, "One round"): discover under encryption, select, exchange
+sealed adapters only between selected and consenting peers, aggregate.
+
+    begin round → discover (CKKS cosines)  [weights | predictions | validation]
+                → trust row from the decrypted scores (the strategy's rule, he_scoring.py)
+                → select: top-k / threshold ([security] select_top_k, select_threshold)
+                → request adapters from the selected peers only   (protocol.request)
+                → answer with consent: ADAPTER or DECLINE           (this module)
+                → (validation: the strategy scores the adapters received)
+                → aggregate over what arrived                       (protocol.aggregate)
+
+Strategies without discovery (local, fedavg, oracle) skip the first two steps and request from
+every peer their row weights; the exchange still goes through the secure channels.
+
+Consent (``[security] consent``):
+
+* ``mutual`` (default): j sends its adapter to i only if i is among j's own selected peers. An
+  adapter then only reaches peers its owner judged similar enough to aggregate with, so a dissimilar
+  peer cannot harvest adapters by asking. Exposure is symmetric; with asymmetric top-k choices some
+  requests are declined and the asker renormalises its row over what arrived.
+* ``asker``: j sends to every peer of the run that asks (the asker's choice alone).
+
+Threats mitigated (TM ids to be assigned in threat_models/): adapters sent to everyone; adapter
+harvesting by dissimilar peers; poisoned adapters (norm checks in the secure channel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from secure_pcft.collab.encrypted_discovery import PeerHe, encrypted_cosines
+from secure_pcft.collab.he_scoring import HeScorer, he_scorer_for
+from secure_pcft.collab.messages import MessageType
+from secure_pcft.collab.peer import Peer
+from secure_pcft.collab.protocol import aggregate, request, score
+from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
+from secure_pcft.collab.strategy import TrustStrategy
+from secure_pcft.config import RunConfig, SecurityConfig
+from secure_pcft.crypto.consortium import Consortium
+from secure_pcft.crypto.envelope import InboxPolicy
+from secure_pcft.crypto.he_similarity import ResponderPolicy
+from secure_pcft.crypto.projection import ProjectionSpec
+from secure_pcft.errors import ConfigError
+from secure_pcft.transport.loopback import LoopbackTransport
+
+SESSION_SETUP_ROUND = -1  # transport counter key for once-per-session traffic (HE contexts)
+
+
+@dataclass
+class SecureRoundState:
+    """What the secure round needs across rounds of one session (the ``he_state``).
+
+    Attributes:
+        channels: peer id -> its secure channel.
+        agents: peer id -> its encrypted-similarity state.
+        fingerprint: peer id -> roster fingerprint.
+        setup_scope: wraps once-per-session sends (HE contexts) for separate byte accounting.
+        history: per round, who selected, sent and declined whom (peer ids; no scores).
+    """
+
+    channels: Mapping[str, SecureChannel]
+    agents: Mapping[str, PeerHe]
+    fingerprint: Callable[[str], str]
+    setup_scope: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def select_peers(
+    row: torch.Tensor, cosines: torch.Tensor | None, self_index: int, cfg: SecurityConfig
+) -> set[int]:
+    """Peers to ask for adapters: positive trust, score ≥ threshold, the ``select_top_k`` best.
+
+    Without encrypted scores (strategies without discovery) only the row's support counts.
+    Ties break by peer index.
+    """
+    candidates = [j for j in range(row.shape[0]) if j != self_index and float(row[j]) > 0]
+    if cosines is None:
+        return set(candidates)
+    scored = [j for j in candidates if not torch.isnan(cosines[j])]
+    if cfg.select_threshold is not None:
+        scored = [j for j in scored if float(cosines[j]) >= cfg.select_threshold]
+    scored.sort(key=lambda j: (-float(cosines[j]), j))
+    return set(scored[: cfg.select_top_k] if cfg.select_top_k else scored)
+
+
+def restrict(row: torch.Tensor, keep: set[int], self_index: int) -> torch.Tensor:
+    """``row`` with weight only on ``keep`` ∪ {self}, renormalised."""
+    out = torch.zeros_like(row)
+    for j in keep | {self_index}:
+        out[j] = row[j]
+    return out / out.sum()
+
+
+def answer_with_consent(peer: Peer, consented: set[int]) -> tuple[list[int], list[int]]:
+    """Send this peer's adapter to each requester it consents to; DECLINE the others.
+
+    Returns:
+        (indices sent to, indices declined).
+    """
+    peer.collect()
+    sent, declined = [], []
+    if peer.inbox.requests:
+        state = peer.adapter()
+        for j in sorted(peer.inbox.requests):
+            if j in consented:
+                peer.send(j, MessageType.ADAPTER, state)
+                sent.append(j)
+            else:
+                peer.send(j, MessageType.DECLINE, meta={"reason": "no consent"})
+                declined.append(j)
+    return sent, declined
+
+
+def run_secure_round(
+    peers: Sequence[Peer],
+    strategy: TrustStrategy,
+    reference: torch.Tensor,
+    domain_mixes: tuple[dict[str, float], ...],
+    rnd: int,
+    security_cfg: SecurityConfig,
+    he_state: SecureRoundState,
+) -> torch.Tensor:
+    """All phases of secure round ``rnd`` for every peer; returns the applied trust matrix (N, N).
+
+    Raises:
+        ConfigError: the strategy needs discovery but has no encrypted-similarity scorer.
+    """
+    scorer = he_scorer_for(strategy)  # refuse before anything is sent
+    for p in peers:
+        p.begin_round(rnd)
+        channel = he_state.channels[p.peer_id]
+        channel.begin_round(rnd)
+        channel.expect_adapters(norm_bounded_spec(p.adapter(), security_cfg.max_adapter_norm_ratio))
+    if scorer is None:
+        rows = [score(p, strategy, reference, domain_mixes) for p in peers]
+        selected = [
+            select_peers(row, None, p.index, security_cfg)
+            for p, row in zip(peers, rows, strict=True)
+        ]
+    else:
+        rows, selected = _discover_and_select(
+            peers, strategy, scorer, reference, rnd, security_cfg, he_state
+        )
+    for p, row in zip(peers, rows, strict=True):
+        request(p, row)
+    everyone = set(range(len(peers)))
+    exchange = []
+    for p in peers:
+        consented = selected[p.index] if security_cfg.consent == "mutual" else everyone
+        exchange.append(answer_with_consent(p, consented - {p.index}))
+    if scorer is not None and scorer.rescore_after_exchange:
+        rows = [score(p, strategy, reference, domain_mixes) for p in peers]
+    applied = torch.stack([aggregate(p, row) for p, row in zip(peers, rows, strict=True)])
+    he_state.history.append(_round_log(peers, rnd, selected, exchange))
+    return applied
+
+
+def _discover_and_select(
+    peers: Sequence[Peer],
+    strategy: TrustStrategy,
+    scorer: HeScorer,
+    reference: torch.Tensor,
+    rnd: int,
+    cfg: SecurityConfig,
+    state: SecureRoundState,
+) -> tuple[list[torch.Tensor], list[set[int]]]:
+    """Encrypted cosines → trust rows → selection; rows restricted to self and the selected."""
+    spec = ProjectionSpec(seed=peers[0].cfg.lora.public_seed, dim=cfg.projection_dim)
+    vectors = [scorer.vector(p, reference, spec) for p in peers]  # (dim,) each, never sent
+    cos = encrypted_cosines(peers, vectors, rnd, state.agents, state.fingerprint, state.setup_scope)
+    rows = [scorer.row(strategy, cos[p.index], p.index) for p in peers]
+    selected = [select_peers(rows[p.index], cos[p.index], p.index, cfg) for p in peers]
+    return [restrict(rows[p.index], selected[p.index], p.index) for p in peers], selected
+
+
+def _round_log(
+    peers: Sequence[Peer],
+    rnd: int,
+    selected: list[set[int]],
+    exchange: list[tuple[list[int], list[int]]],
+) -> dict[str, Any]:
+    ids = peers[0].peer_ids
+    return {
+        "round": rnd,
+        "selected": {p.peer_id: [ids[j] for j in sorted(selected[p.index])] for p in peers},
+        "adapters_sent": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index][0]],
+        "declined": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index][1]],
+    }
+
+
+class SecureSession:
+    """Security for a one-machine simulation: keys, secure channels and the secure round.
+
+    Args:
+        cfg: the run configuration (``cfg.security.mode`` must be ``full``).
+        peer_ids: the peers of the run.
+        consortium: their identities and roster; default: loaded from ``[security] key_dir``, or
+            generated in memory when that is empty.
+
+    Raises:
+        ConfigError: a peer id is not a valid peer name or has no key in ``key_dir``.
+    """
+
+    def __init__(
+        self, cfg: RunConfig, peer_ids: Sequence[str], consortium: Consortium | None = None
+    ) -> None:
+        sec = cfg.security
+        if sec.mode != "full":
+            raise ConfigError("[security] mode: a secure session needs mode = 'full'")
+        self.cfg = sec
+        if consortium is None:
+            consortium = (
+                Consortium.load(sec.key_dir, peer_ids)
+                if sec.key_dir
+                else Consortium.generate(peer_ids)
+            )
+        self.consortium = consortium
+        self.policy = InboxPolicy(
+            max_body_bytes=sec.max_message_bytes,
+            max_clock_skew_s=sec.max_clock_skew_s,
+            round_window=sec.round_window,
+        )
+        responder_policy = ResponderPolicy(max_queries_per_round=sec.he_queries_per_round)
+        self.channels: dict[str, SecureChannel] = {}
+        self._transports: list[LoopbackTransport] = []
+        self.state = SecureRoundState(
+            channels=self.channels,
+            agents={pid: PeerHe(responder_policy) for pid in peer_ids},
+            fingerprint=lambda name: consortium.roster.get(name).fingerprint,
+            setup_scope=self._setup_scope,
+        )
+
+    def make_channel(self, peer_id: str, transport: LoopbackTransport) -> SecureChannel:
+        """The :data:`~secure_pcft.collab.simulation.ChannelFactory` of a secure simulation."""
+        channel = SecureChannel(
+            self.consortium.identity(peer_id), self.consortium.roster, transport, self.policy
+        )
+        self.channels[peer_id] = channel
+        if transport not in self._transports:
+            self._transports.append(transport)
+        return channel
+
+    def run_round(
+        self,
+        peers: Sequence[Peer],
+        strategy: TrustStrategy,
+        reference: torch.Tensor,
+        domain_mixes: tuple[dict[str, float], ...],
+        rnd: int,
+    ) -> torch.Tensor:
+        """:func:`run_secure_round` with this session's configuration and state."""
+        for p in peers:
+            if p.channel is not self.channels.get(p.peer_id):
+                raise ConfigError(f"peer {p.peer_id}: its channel is not this session's")
+        return run_secure_round(peers, strategy, reference, domain_mixes, rnd, self.cfg, self.state)
+
+    def reset(self) -> None:
+        """A new session on the same peers and keys (the simulation restarts from a snapshot)."""
+        for channel in self.channels.values():
+            channel.new_session()
+        for agent in self.state.agents.values():
+            agent.new_session()
+        self.state.history.clear()
+
+    def report(self) -> dict[str, Any]:
+        """Public facts for the results file: fingerprints, session-setup bytes, selections."""
+        return {
+            "mode": self.cfg.mode,
+            "consent": self.cfg.consent,
+            "fingerprints": self.consortium.fingerprints(),
+            "he_context_bytes": sum(
+                c.sent_bytes[str(MessageType.HE_CONTEXT)] for c in self.channels.values()
+            ),
+            "he_context_messages": sum(
+                c.sent_messages[str(MessageType.HE_CONTEXT)] for c in self.channels.values()
+            ),
+            "rounds": list(self.state.history),
+        }
+
+    @contextlib.contextmanager
+    def _setup_scope(self) -> Iterator[None]:
+        # Count once-per-session traffic under its own key, apart from every round's bytes.
+        saved = [t.round for t in self._transports]
+        for t in self._transports:
+            t.round = SESSION_SETUP_ROUND
+        try:
+            yield
+        finally:
+            for t, r in zip(self._transports, saved, strict=True):
+                t.round = r

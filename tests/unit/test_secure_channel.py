@@ -1,0 +1,269 @@
+"""Secure channel, consortium keys, [security] config, selection and encrypted-scoring rules.
+
+Everything runs through the real envelopes (PyNaCl), safetensors and the loopback transport.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from secure_pcft.collab.he_scoring import he_scorer_for, row_normalised, weights_vector
+from secure_pcft.collab.messages import Message, MessageType, encode_message
+from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
+from secure_pcft.collab.secure_round import restrict, select_peers
+from secure_pcft.collab.strategies.weights import rowwise_cosine
+from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy, make_strategy
+from secure_pcft.config import SecurityConfig, StrategyConfig, config_from_dict
+from secure_pcft.crypto.consortium import Consortium, new_identity, write_roster
+from secure_pcft.crypto.envelope import Sealer
+from secure_pcft.crypto.identity import Identity
+from secure_pcft.crypto.projection import ProjectionSpec
+from secure_pcft.errors import (
+    AuthenticationError,
+    ConfigError,
+    CryptoError,
+    InsecureKeyFileError,
+    MessageError,
+)
+from secure_pcft.transport.loopback import LoopbackTransport
+
+NAMES = ("alice", "bob", "carol")
+
+
+@pytest.fixture(scope="module")
+def consortium() -> Consortium:
+    return Consortium.generate(NAMES)
+
+
+def channels(consortium: Consortium) -> tuple[LoopbackTransport, dict[str, SecureChannel]]:
+    transport = LoopbackTransport(NAMES)
+    return transport, {
+        n: SecureChannel(consortium.identity(n), consortium.roster, transport) for n in NAMES
+    }
+
+
+def adapter(scale: float = 1.0, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "h.0.lora_A.weight": torch.randn(4, 16, generator=g) * scale,
+        "h.0.lora_B.weight": torch.randn(24, 4, generator=g) * scale,
+    }
+
+
+def msg(
+    kind: MessageType,
+    sender: str = "alice",
+    recipient: str = "bob",
+    rnd: int = 0,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> Message:
+    return Message(kind, sender, recipient, rnd, {"k": 1}, dict(tensors or {}))
+
+
+# ---- channel --------------------------------------------------------------------------------
+
+
+def test_round_trip_through_sealed_envelopes(consortium: Consortium) -> None:
+    transport, ch = channels(consortium)
+    sig = {"values": torch.arange(12, dtype=torch.float32).reshape(3, 4)}
+    ch["alice"].send(msg(MessageType.SIGNATURE, tensors=sig))
+    (wire,) = [data for _, data in transport._boxes["bob"]]
+    assert wire[:4] == b"SPCF"
+    assert sig["values"].numpy().tobytes() not in wire  # the body is encrypted
+    (got,) = ch["bob"].receive()
+    assert (got.msg_type, got.sender, got.recipient, got.round) == (
+        MessageType.SIGNATURE,
+        "alice",
+        "bob",
+        0,
+    )
+    assert got.meta == {"k": 1} and torch.equal(got.tensors["values"], sig["values"])
+    assert ch["bob"].rejections == []
+    assert ch["alice"].sent_messages["signature"] == 1
+    assert ch["alice"].sent_bytes["signature"] == len(wire)
+
+
+def test_tampered_bytes_are_rejected_and_the_next_message_still_arrives(
+    consortium: Consortium,
+) -> None:
+    transport, ch = channels(consortium)
+    ch["alice"].send(msg(MessageType.ADAPTER_REQUEST))
+    ch["alice"].send(msg(MessageType.DECLINE))
+    first, second = transport._boxes["bob"]
+    tampered = bytearray(first[1])
+    tampered[-100] ^= 0x01  # inside the ciphertext
+    transport._boxes["bob"] = [(first[0], bytes(tampered)), second]
+    got = ch["bob"].receive()
+    assert [m.msg_type for m in got] == [MessageType.DECLINE]
+    (rej,) = ch["bob"].rejections
+    assert rej.claimed_sender == "alice" and rej.error == "BadSignatureError"
+
+
+def test_replay_and_round_window_and_strangers_are_rejected(consortium: Consortium) -> None:
+    transport, ch = channels(consortium)
+    ch["alice"].send(msg(MessageType.ADAPTER_REQUEST))
+    wire = transport._boxes["bob"][0][1]
+    assert len(ch["bob"].receive()) == 1
+    transport.send("alice", "bob", wire)  # replay
+    # mallory is not on the roster: her envelope is well-formed but her key is not pinned
+    forged = Sealer(Identity.generate("mallory")).seal(
+        consortium.roster.get("bob"), "decline", 0, encode_message(msg(MessageType.DECLINE))
+    )
+    transport.send("mallory", "bob", forged)
+    assert ch["bob"].receive() == []
+    ch["bob"].begin_round(5)
+    ch["alice"].send(msg(MessageType.ADAPTER_REQUEST, rnd=1))  # outside [4, 6]
+    assert ch["bob"].receive() == []
+    errors = [r.error for r in ch["bob"].rejections]
+    assert errors == ["ReplayError", "UnknownSenderError", "RoundWindowError"]
+
+
+def test_decoded_header_must_match_the_envelope(consortium: Consortium) -> None:
+    transport, ch = channels(consortium)
+    sealer = Sealer(consortium.identity("alice"))
+    bob = consortium.roster.get("bob")
+    # a signed envelope of type "decline" whose body claims to be an adapter request
+    body = encode_message(msg(MessageType.ADAPTER_REQUEST))
+    transport.send("alice", "bob", sealer.seal(bob, "decline", 0, body))
+    # ... and one whose body claims another sender
+    body = encode_message(msg(MessageType.DECLINE, sender="carol"))
+    transport.send("alice", "bob", sealer.seal(bob, "decline", 0, body))
+    assert ch["bob"].receive() == []
+    reasons = [r.reason for r in ch["bob"].rejections]
+    assert "type differs" in reasons[0] and "sender differs" in reasons[1]
+
+
+def test_adapters_are_checked_against_spec_and_norm_bounds(consortium: Consortium) -> None:
+    _, ch = channels(consortium)
+    own = adapter(seed=1)
+    ch["alice"].send(msg(MessageType.ADAPTER, tensors=adapter(seed=2)))
+    assert ch["bob"].receive() == []  # no spec set yet: refused (fail closed)
+    ch["bob"].expect_adapters(norm_bounded_spec(own, ratio=10.0))
+    ch["alice"].send(msg(MessageType.ADAPTER, tensors=adapter(seed=2)))
+    ch["alice"].send(msg(MessageType.ADAPTER, tensors=adapter(scale=100.0, seed=3)))
+    ch["alice"].send(msg(MessageType.ADAPTER, tensors={"x": torch.zeros(2)}))
+    got = ch["bob"].receive()
+    assert len(got) == 1 and torch.equal(
+        got[0].tensors["h.0.lora_A.weight"], adapter(seed=2)["h.0.lora_A.weight"]
+    )
+    reasons = [(r.error, r.reason) for r in ch["bob"].rejections]
+    assert [e for e, _ in reasons] == ["AdapterRejectedError"] * 3
+    assert "no adapter spec" in reasons[0][1] and "norm exceeds" in reasons[1][1]
+
+
+def test_norm_bound_has_a_floor_for_an_untrained_adapter() -> None:
+    spec = norm_bounded_spec({"b": torch.zeros(3, 2)}, ratio=10.0)
+    assert spec.max_global_norm == pytest.approx(1e-3)
+    assert spec.max_tensor_norm == pytest.approx(1e-3)
+
+
+def test_send_only_in_own_name_and_new_session_resets_round(consortium: Consortium) -> None:
+    _, ch = channels(consortium)
+    with pytest.raises(MessageError):
+        ch["alice"].send(msg(MessageType.DECLINE, sender="bob", recipient="carol"))
+    ch["bob"].begin_round(3)
+    with pytest.raises(ConfigError):
+        ch["bob"].begin_round(1)
+    ch["bob"].new_session()
+    ch["bob"].begin_round(1)
+    assert ch["bob"].current_round == 1
+
+
+# ---- consortium keys ------------------------------------------------------------------------
+
+
+def test_consortium_on_disk_round_trip(tmp_path: Path) -> None:
+    created = Consortium.create(tmp_path, ["site-0", "site-1"])
+    key = tmp_path / "site-0.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    loaded = Consortium.load(tmp_path, ["site-0", "site-1"])
+    assert loaded.fingerprints() == created.fingerprints()
+    pub = (tmp_path / "site-0.pub.json").read_text()
+    assert set(json.loads(pub)) == {"name", "sign_pk", "box_pk", "fingerprint"}
+    assert created.fingerprints()["site-0"] in pub
+    with pytest.raises(CryptoError):
+        new_identity("site-0", tmp_path)  # never overwrites
+    with pytest.raises(ConfigError, match="no key file"):
+        Consortium.load(tmp_path, ["site-0", "site-9"])
+    key.chmod(0o644)
+    with pytest.raises(InsecureKeyFileError):
+        Consortium.load(tmp_path, ["site-0"])
+
+
+def test_roster_pins_the_keys_in_the_directory(tmp_path: Path) -> None:
+    new_identity("a1", tmp_path)
+    new_identity("b2", tmp_path)
+    roster = write_roster(tmp_path)
+    assert roster.names == ("a1", "b2")
+    other = tmp_path / "other"
+    new_identity("a1", other)  # same name, different keys
+    with pytest.raises(AuthenticationError, match="a1"):
+        Consortium({"a1": Identity.load(other / "a1.key")}, roster)
+
+
+# ---- config ---------------------------------------------------------------------------------
+
+
+def test_security_section_loads_and_validates() -> None:
+    cfg = config_from_dict({"security": {"mode": "full", "select_top_k": 2, "consent": "asker"}})
+    assert cfg.security.mode == "full" and cfg.security.select_top_k == 2
+    bad = [
+        ({"mode": "on"}, "mode"),
+        ({"mode": "full", "max_message_bytes": 1 << 20}, "max_message_bytes"),
+        ({"projection_dim": 8192}, "projection_dim"),
+        ({"select_threshold": 1.5}, "select_threshold"),
+        ({"consent": "anyone"}, "consent"),
+        ({"he_queries_per_round": 0}, "he_queries_per_round"),
+        ({"max_adapter_norm_ratio": 1.0}, "max_adapter_norm_ratio"),
+        ({"round_window": -1}, "round_window"),
+        ({"max_clock_skew_s": 0}, "seconds"),
+        ({"no_such_key": 1}, "unknown key"),
+    ]
+    for raw, needle in bad:
+        with pytest.raises(ConfigError, match=needle):
+            config_from_dict({"security": raw})
+
+
+# ---- selection and encrypted-scoring rules --------------------------------------------------
+
+
+def test_select_peers_top_k_threshold_and_support() -> None:
+    row = torch.tensor([0.4, 0.3, 0.0, 0.2, 0.1], dtype=torch.float64)
+    cos = torch.tensor([1.0, 0.5, 0.9, 0.7, float("nan")], dtype=torch.float64)
+    assert select_peers(row, cos, 0, SecurityConfig(select_top_k=0)) == {1, 3}
+    assert select_peers(row, cos, 0, SecurityConfig(select_top_k=1)) == {3}
+    assert select_peers(row, cos, 0, SecurityConfig(select_top_k=0, select_threshold=0.6)) == {3}
+    assert select_peers(row, None, 0, SecurityConfig(select_top_k=1)) == {1, 3, 4}
+    kept = restrict(row, {3}, 0)
+    assert torch.allclose(kept, torch.tensor([2 / 3, 0, 0, 1 / 3, 0], dtype=torch.float64))
+
+
+def test_weights_vector_estimates_the_rowwise_cosine() -> None:
+    a, b = adapter(seed=4), adapter(seed=5)
+    b = {k: 0.6 * a[k] + 0.4 * v for k, v in b.items()}  # correlated, cosine well above 0
+    exact = rowwise_cosine(a, b)
+    flat = [torch.cat([t.reshape(-1) for t in row_normalised(x).values()]) for x in (a, b)]
+    assert float(flat[0] @ flat[1]) == pytest.approx(exact, abs=1e-9)  # identity, no sketch
+    spec = ProjectionSpec(seed=7, dim=4096)
+    est = float(np.dot(weights_vector(a, spec), weights_vector(b, spec)))
+    assert exact > 0.5 and est == pytest.approx(exact, abs=0.05)
+
+
+def test_strategy_with_discovery_but_no_scorer_is_refused() -> None:
+    class Gossip(TrustStrategy):
+        name = "gossip-test-only"
+        discovery = Discovery.ADAPTERS
+
+        def row(self, ctx: TrustContext) -> torch.Tensor:  # pragma: no cover - never called
+            raise AssertionError
+
+    with pytest.raises(ConfigError, match="no encrypted-similarity scorer"):
+        he_scorer_for(Gossip(StrategyConfig(name="gossip-test-only")))
+    assert he_scorer_for(make_strategy(StrategyConfig(name="fedavg"))) is None
+    assert he_scorer_for(make_strategy(StrategyConfig(name="validation"))) is not None

@@ -18,11 +18,13 @@ def _progress_bar() -> object:
 
     bars: dict[str, tqdm] = {}
 
-    def update(stage: str, done: int, total: int) -> None:
+    def update(stage: str, done: int, total: int, note: str = "") -> None:
         bar = bars.get(stage)
         if bar is None:
             bar = bars[stage] = tqdm(total=total, desc=stage, leave=True, file=sys.stderr)
         bar.n = done
+        if note:
+            bar.set_postfix_str(note, refresh=False)
         bar.refresh()
         if done >= total:
             bar.close()
@@ -50,7 +52,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, output=replace(cfg.output, dir=args.output))
     result = execute_run(cfg, progress=_progress_bar())  # type: ignore[arg-type]
     _print_table([result.summary()])
+    for peer, info in result.extra.get("privacy", {}).items():
+        stop = info["stopped_sharing_round"]
+        print(
+            f"{peer}: ε spent {info['epsilon_spent']:.3f} / budget {info['budget_epsilon']} "
+            f"(δ={info['delta']:.2g}, σ={info['noise_multiplier']:.3g})"
+            + (f" — stopped sharing at round {stop}" if stop is not None else "")
+        )
     print(f"results: {Path(cfg.output.dir) / 'results.json'}")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from secure_pcft.privacy.accounting import epsilon_spent
+    from secure_pcft.privacy.ledger import read_ledger
+
+    contents = read_ledger(args.path)  # verifies the hash chain and the high-water mark
+    g = contents.genesis
+    print(
+        f"ledger {args.path}: peer {g.peer_id}, δ={g.delta:g}, budget ε={g.budget_epsilon}, "
+        f"accountant {g.accountant} — chain verified, {len(contents.entries)} events"
+    )
+    print(
+        f"{'#':>4} {'round':>5} {'mechanism':<20} {'σ':>8} {'q':>8} {'steps':>6} {'released':<18} to"
+    )
+    events = []
+    for i, e in enumerate(contents.events, 1):
+        events.append(e)
+        print(
+            f"{i:>4} {e.round:>5} {e.mechanism:<20} {e.noise_multiplier:>8.3g} {e.sample_rate:>8.3g} "
+            f"{e.steps:>6} {e.released:<18} {','.join(e.recipients)}"
+        )
+    print(
+        f"ε spent (recomputed from the ledger): {epsilon_spent(events, g.delta, g.accountant):.4f}"
+    )
     return 0
 
 
@@ -138,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--output", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
+
+    ledger = sub.add_parser("ledger", help="verify a peer's privacy ledger and print its events")
+    ledger.add_argument("path", type=Path)
+    ledger.set_defaults(func=cmd_ledger)
 
     base = sub.add_parser("base", help="build (or find) a ready base model and print its path")
     base.add_argument("which", choices=["small", "smollm2"])

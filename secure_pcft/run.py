@@ -47,15 +47,24 @@ def compare_strategies(
         t0 = time.perf_counter()
         sim.restore(warm)
         sim.cfg = replace(cfg, strategy=scfg)
+        out = out_root if len(strategies) == 1 else out_root / scfg.name
+        if len(strategies) > 1:
+            # each strategy is its own (hypothetical) run: its releases go to its own ledgers
+            for p in sim.peers:
+                if p.privacy is not None:
+                    root = (
+                        Path(cfg.privacy.ledger_dir) / scfg.name if cfg.privacy.ledger_dir else out
+                    )
+                    p.privacy.open_ledger(root / "ledgers" if not cfg.privacy.ledger_dir else root)
         strategy = make_strategy(scfg)
         sim.run_rounds(strategy, progress)
         res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
-        out = out_root if len(strategies) == 1 else out_root / scfg.name
         res.write_json(out / "results.json")
         if cfg.output.save_adapters:
             for p in sim.peers:
                 save_peft_adapter(p.model, out / "adapters" / p.peer_id)
         results.append(res)
+    sim.close()
     return results
 
 

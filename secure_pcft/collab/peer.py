@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -24,6 +25,8 @@ from secure_pcft.model.lora import (
     attach_lora,
     load_adapter_state,
 )
+from secure_pcft.privacy.dp_trainer import DpTrainer
+from secure_pcft.privacy.peer_privacy import PeerPrivacy
 from secure_pcft.train.evaluate import LmScore, evaluate_lm
 from secure_pcft.train.local import LocalTrainer
 
@@ -71,6 +74,7 @@ class Peer:
         base: BaseModel,
         cfg: RunConfig,
         channel: Channel,
+        ledger_dir: Path | None = None,
     ) -> None:
         self.index = index
         self.peer_ids = peer_ids
@@ -82,7 +86,16 @@ class Peer:
         self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
         self.spec = adapter_spec(self.model)
         generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + index)
-        self.trainer = LocalTrainer(self.model, blocks.train, cfg.train, generator)
+        self.privacy: PeerPrivacy | None = None
+        self.trainer: LocalTrainer | DpTrainer
+        if cfg.privacy.enabled:
+            self.privacy = PeerPrivacy(
+                self.peer_id, self.model, blocks.train, cfg, generator,
+                ledger_dir or Path(cfg.output.dir) / "ledgers", len(peer_ids),
+            )  # fmt: skip
+            self.trainer = self.privacy.trainer
+        else:
+            self.trainer = LocalTrainer(self.model, blocks.train, cfg.train, generator)
         self.inbox = Inbox()
         self.round = 0
 
@@ -101,10 +114,18 @@ class Peer:
         return evaluate_lm(self.model, blocks, batch_size=16, max_batches=max_batches)
 
     def validation_perplexity(self, state: AdapterState) -> float:
-        """Perplexity of ``state`` on this peer's private validation split (own adapter restored)."""
+        """Perplexity of ``state`` on this peer's private validation split (own adapter restored).
+
+        With DP on, the score is the accounted noisy mechanism of :mod:`privacy.validation_scores`.
+
+        Raises:
+            BudgetExhaustedError: with DP on, the score would exceed the privacy budget.
+        """
         own = self.adapter()
         try:
             self.set_adapter(state)
+            if self.privacy is not None:  # private data shapes a release: accounted mechanism
+                return self.privacy.noisy_validation_perplexity(self.model, self.blocks.val)
             return self.evaluate("val", max_batches=self.cfg.train.eval_batches).perplexity
         finally:
             self.set_adapter(own)
@@ -123,6 +144,8 @@ class Peer:
     def begin_round(self, rnd: int) -> None:
         self.round = rnd
         self.inbox = Inbox()
+        if self.privacy is not None:
+            self.privacy.round = rnd
 
     def send(
         self,
@@ -130,17 +153,19 @@ class Peer:
         msg_type: MessageType,
         tensors: dict[str, torch.Tensor] | None = None,
         meta: dict[str, object] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Send one message; with DP on, a release is first recorded in the ledger (fail closed).
+
+        Returns:
+            False when the privacy budget refused the release (nothing was sent).
+        """
+        to = self.peer_ids[recipient]
+        if self.privacy is not None and not self.privacy.authorize(str(msg_type), to):
+            return False
         self.channel.send(
-            Message(
-                msg_type,
-                self.peer_id,
-                self.peer_ids[recipient],
-                self.round,
-                dict(meta or {}),
-                dict(tensors or {}),
-            )
+            Message(msg_type, self.peer_id, to, self.round, dict(meta or {}), dict(tensors or {}))
         )
+        return True
 
     def collect(self) -> None:
         """Read the channel and file each valid message in the inbox; reject the rest."""

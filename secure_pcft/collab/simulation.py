@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -29,7 +30,13 @@ from secure_pcft.transport.loopback import LoopbackTransport
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
+
+class ProgressFn(Protocol):
+    """Progress callback: stage name, done, total, and a short note (e.g. ε spent per peer)."""
+
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None: ...
+
+
 ChannelFactory = Callable[[str, LoopbackTransport], Channel]
 
 
@@ -79,6 +86,7 @@ class Simulation:
                 base,
                 cfg,
                 make_channel(corpus.peer_id, self.transport),
+                ledger_dir=Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers"),
             )
             for i, corpus in enumerate(federation.peers)
         ]
@@ -175,7 +183,7 @@ class Simulation:
         for r in range(1, n + 1):
             self.round(strategy, r)
             if progress:
-                progress(f"rounds ({strategy.name})", r, n)
+                progress(f"rounds ({strategy.name})", r, n, self.privacy_status())
 
     def result(self, strategy: TrustStrategy, seconds: float) -> RunResult:
         return RunResult(
@@ -188,8 +196,31 @@ class Simulation:
             rounds=list(self.records),
             rejections={p.peer_id: [r.__dict__ for r in p.channel.rejections] for p in self.peers},
             seconds=seconds,
-            extra={"security": self.security.report()} if self.security else {},
+            extra=self._extra(),
         )
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.security:
+            extra["security"] = self.security.report()
+        if self.cfg.privacy.enabled:
+            extra["privacy"] = {p.peer_id: p.privacy.summary() for p in self.peers if p.privacy}
+        return extra
+
+    def privacy_status(self) -> str:
+        """One line of ε spent per peer (for progress displays); empty without DP."""
+        parts = [
+            f"{p.peer_id}: ε={p.privacy.summary()['epsilon_spent']:.2f}"
+            for p in self.peers
+            if p.privacy is not None
+        ]
+        return ", ".join(parts)
+
+    def close(self) -> None:
+        """Release ledger locks and Opacus hooks."""
+        for p in self.peers:
+            if p.privacy is not None:
+                p.privacy.close()
 
 
 def run_collaboration(

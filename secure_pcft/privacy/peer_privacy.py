@@ -1,0 +1,155 @@
+"""A peer's privacy wrapper: DP-SGD trainer, durable ledger and budget gate on every release.
+
+The peer asks :meth:`PeerPrivacy.authorize` before any message derived from its private data
+leaves it (adapters, prediction signatures, similarity answers). The DP-SGD steps behind that
+release are written and fsync'd to the ledger first; a release that would exceed the budget is
+refused, and from then on the peer shares nothing derived from its model (TM-01, TM-05).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from secure_pcft.config import RunConfig
+from secure_pcft.errors import BudgetExhaustedError
+from secure_pcft.privacy.accounting import epsilon_spent
+from secure_pcft.privacy.budget import BudgetGuard, budget_epsilon
+from secure_pcft.privacy.dp_trainer import DpTrainer
+from secure_pcft.privacy.events import DpEvent
+from secure_pcft.privacy.ledger import PrivacyLedger, ledger_path
+from secure_pcft.privacy.validation_scores import noisy_validation_scores, validation_losses
+
+log = logging.getLogger(__name__)
+
+# Message types whose content is derived from the peer's private data (via its DP model).
+RELEASE_TYPES = frozenset({"adapter", "signature", "he-answer"})
+
+
+class PeerPrivacy:
+    """DP-SGD training and release accounting for one peer.
+
+    Args:
+        peer_id: the peer's id (names its ledger).
+        model: the peer's LoRA model (Opacus hooks are attached to it).
+        train_blocks: private training blocks (N, T).
+        cfg: the run configuration (``privacy`` and ``train`` sections).
+        generator: the peer's sampling generator.
+        ledger_dir: directory of the per-peer ledgers.
+        num_peers: peers in the run (the ``validation`` strategy scores up to this many per round).
+    """
+
+    def __init__(
+        self,
+        peer_id: str,
+        model: nn.Module,
+        train_blocks: torch.Tensor,
+        cfg: RunConfig,
+        generator: torch.Generator,
+        ledger_dir: Path,
+        num_peers: int,
+    ) -> None:
+        self.peer_id = peer_id
+        self.cfg = cfg
+        pc = cfg.privacy
+        reserved: list[DpEvent] = []
+        if cfg.strategy.name == "validation":
+            reserved = [
+                DpEvent("gaussian-validation", pc.validation_noise_multiplier, 1.0, num_peers, r,
+                        "validation-scores")
+                for r in range(1, cfg.train.num_rounds + 1)
+            ]  # fmt: skip
+        self.trainer = DpTrainer(model, train_blocks, cfg.train, pc, generator, reserved=reserved)
+        self.budget = budget_epsilon(pc)
+        self.round = 0
+        self.stopped_round: int | None = None
+        self._validation_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
+        self.ledger: PrivacyLedger | None = None
+        self.open_ledger(ledger_dir)
+
+    def open_ledger(self, ledger_dir: Path) -> None:
+        """(Re)open this peer's ledger in ``ledger_dir`` (a fresh directory = a fresh run)."""
+        pc = self.cfg.privacy
+        if self.ledger is not None:
+            self.ledger.close()
+        self.ledger = ledger = PrivacyLedger.open(
+            ledger_path(ledger_dir, self.peer_id),
+            peer_id=self.peer_id,
+            delta=self.trainer.delta,
+            budget_epsilon=self.budget,
+            accountant=pc.accountant,
+        )
+        self.guard = BudgetGuard(ledger, self.budget, self.trainer.delta, pc.accountant)
+        first = self.cfg.train.warmup_steps + self.cfg.train.local_steps
+        self.guard.preflight(
+            [
+                DpEvent(
+                    "dp-sgd",
+                    self.trainer.noise_multiplier,
+                    self.trainer.sample_rate,
+                    first,
+                    0,
+                    "adapter",
+                )
+            ]
+        )
+        self.stopped_round = None
+
+    @property
+    def sharing(self) -> bool:
+        return self.stopped_round is None
+
+    def authorize(self, msg_type: str, recipient: str) -> bool:
+        """Record the release in the ledger (fsync'd) and say whether it may leave.
+
+        Non-release messages (requests, declines, HE contexts and queries) always may.
+        """
+        if msg_type not in RELEASE_TYPES:
+            return True
+        if not self.sharing:
+            return False
+        try:
+            self.guard.record_training_release(
+                self.trainer, round=self.round, released=msg_type, recipients=(recipient,)
+            )
+        except BudgetExhaustedError as exc:
+            self.stopped_round = self.round
+            log.warning("%s stops sharing at round %d: %s", self.peer_id, self.round, exc)
+            return False
+        return True
+
+    def noisy_validation_perplexity(self, model: nn.Module, val_blocks: torch.Tensor) -> float:
+        """Accounted validation score of the adapter currently loaded in ``model``.
+
+        Raises:
+            BudgetExhaustedError: the score's ε would exceed the budget (nothing recorded).
+        """
+        losses = validation_losses(model, val_blocks, max_blocks=None)
+        noisy = noisy_validation_scores(
+            {0: losses}, self.cfg.privacy, round=self.round, generator=self._validation_generator
+        )
+        self.guard.record_release([noisy.event])
+        return float(noisy.perplexities[0])
+
+    def summary(self) -> dict[str, object]:
+        """Ledger summary for results and reports (ε recomputed from the ledger)."""
+        events = list(self.guard.ledger.events)
+        return {
+            "epsilon_spent": epsilon_spent(events, self.trainer.delta, self.cfg.privacy.accountant),
+            "budget_epsilon": self.budget,
+            "delta": self.trainer.delta,
+            "noise_multiplier": self.trainer.noise_multiplier,
+            "sample_rate": self.trainer.sample_rate,
+            "accountant": self.cfg.privacy.accountant,
+            "events": len(events),
+            "stopped_sharing_round": self.stopped_round,
+            "ledger": str(self.guard.ledger.path),
+        }
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None

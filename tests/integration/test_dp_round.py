@@ -1,0 +1,107 @@
+"""DP-SGD runs end to end: releases recorded before they leave, budgets stop sharing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from secure_pcft.cli import main
+from secure_pcft.collab.simulation import Simulation
+from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.config import (
+    DataConfig,
+    PrivacyConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from secure_pcft.data.corpus import Federation
+from secure_pcft.model.loading import BaseModel
+from secure_pcft.privacy.accounting import epsilon_spent
+from secure_pcft.privacy.events import DpEvent
+from secure_pcft.privacy.ledger import ledger_path, read_ledger
+
+TRAIN = TrainConfig(
+    batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=8, eval_batches=2
+)
+
+
+def dp_cfg(tmp: Path, strategy: str, **privacy: object) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(block_size=16),
+        train=TRAIN,
+        strategy=StrategyConfig(name=strategy, reference_batches=1),
+        privacy=PrivacyConfig(enabled=True, **privacy),  # type: ignore[arg-type]
+        output=RunConfig().output.__class__(dir=str(tmp / "out")),
+    )
+
+
+def run(cfg: RunConfig, federation: Federation, base: BaseModel) -> Simulation:
+    sim = Simulation(cfg, federation, base)
+    sim.warmup()
+    sim.run_rounds(make_strategy(cfg.strategy))
+    return sim
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "predictions", "validation"])
+def test_every_release_is_in_the_ledger_before_it_leaves(
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation, strategy: str
+) -> None:
+    cfg = dp_cfg(tmp_path, strategy, noise_multiplier=1.0, budget_epsilon=1e6)
+    sim = run(cfg, federation, tiny_base)
+    res = sim.result(make_strategy(cfg.strategy), 0.0)
+    sim.close()
+    for p in sim.peers:
+        contents = read_ledger(ledger_path(tmp_path / "out" / "ledgers", p.peer_id))
+        sent = sum(counts.get(p.peer_id, 0) for counts in sim.transport.messages_sent.values())
+        released = [e for e in contents.events if e.released in ("adapter", "signature")]
+        assert sent >= len(released) > 0
+        # all DP-SGD steps taken before the last release are accounted
+        assert sum(e.steps for e in contents.events if e.mechanism == "dp-sgd") == TRAIN.total_steps
+        eps = epsilon_spent(
+            list(contents.events), contents.genesis.delta, contents.genesis.accountant
+        )
+        assert res.extra["privacy"][p.peer_id]["epsilon_spent"] == pytest.approx(eps)
+        if strategy == "validation":
+            assert any(e.mechanism == "gaussian-validation" for e in contents.events)
+
+
+def test_budget_stops_sharing_and_is_never_exceeded(
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation
+) -> None:
+    cfg = dp_cfg(tmp_path, "fedavg", noise_multiplier=0.8)
+    # the first release (warm-up + one round) fits; the whole run does not
+    first = TRAIN.warmup_steps + TRAIN.local_steps
+    sim = Simulation(cfg, federation, tiny_base)
+    trainer = sim.peers[0].privacy.trainer  # type: ignore[union-attr]
+    q, delta = trainer.sample_rate, trainer.delta
+    sim.close()
+    eps_first = epsilon_spent([DpEvent("dp-sgd", 0.8, q, first, 1, "adapter")], delta)
+    eps_all = epsilon_spent([DpEvent("dp-sgd", 0.8, q, TRAIN.total_steps, 1, "adapter")], delta)
+    budget = (eps_first + eps_all) / 2
+    cfg = dp_cfg(tmp_path / "b", "fedavg", noise_multiplier=0.8, budget_epsilon=budget)
+    sim = run(cfg, federation, tiny_base)
+    res = sim.result(make_strategy(cfg.strategy), 0.0)
+    sim.close()
+    for info in res.extra["privacy"].values():
+        assert info["epsilon_spent"] <= budget
+        assert info["stopped_sharing_round"] is not None
+    # after stopping, peers send no adapters
+    last = res.rounds[-1]
+    assert sum(last.bytes_sent) < sum(res.rounds[1].bytes_sent)
+
+
+def test_ledger_cli_verifies_and_detects_tampering(
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = dp_cfg(tmp_path, "fedavg", noise_multiplier=1.0)
+    run(cfg, federation, tiny_base).close()
+    path = ledger_path(tmp_path / "out" / "ledgers", "peer-0")
+    assert main(["ledger", str(path)]) == 0
+    assert "chain verified" in capsys.readouterr().out
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace('"steps":', '"steps":1', 1)
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["ledger", str(path)]) == 2
+    assert "LedgerError" in capsys.readouterr().err

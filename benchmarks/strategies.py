@@ -13,8 +13,10 @@ Needs ../shared/data (Leipzig, AG News); the small base is built and cached on f
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -79,6 +81,15 @@ def run_setting(cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig]
     return out
 
 
+def _job(cfg: RunConfig) -> tuple[str, int, dict[str, Any], float]:
+    """One (setting, seed) in its own process, single-threaded (2 jobs share 2 cores cleanly)."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    base = load_base(resolve_base_path(cfg.model))
+    out = run_setting(cfg, base, STRATEGIES)
+    return cfg.data.source, cfg.data.seed, out, time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,32 +102,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--docs-per-peer", type=int, default=0, help="0 = the setting's default")
     ap.add_argument("--output", default="strategies.json")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel single-threaded processes")
     args = ap.parse_args(argv)
 
     seeds = 1 if args.quick else args.seeds
-    train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=30, local_steps=15, total_steps=90)
+    train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=20, local_steps=10, total_steps=50)
     if args.quick:
-        train = replace(train, warmup_steps=20, local_steps=10, total_steps=50)
+        train = replace(train, warmup_steps=10, total_steps=30)
     model = ModelConfig(base=args.base)
-    base = load_base(resolve_base_path(model))
+    base_path = resolve_base_path(model)  # build/cache once, before the workers start
     started = time.perf_counter()
-    per_setting: dict[str, list[dict[str, Any]]] = {}
-    for setting in args.settings:
-        for seed in range(seeds):
-            cfg = RunConfig(
-                model=model,
-                lora=LoraSettings(mode=args.mode),  # type: ignore[arg-type]
-                data=DataConfig(
-                    source=setting,  # type: ignore[arg-type]
-                    shared_data_dir=args.shared_data_dir,
-                    docs_per_peer=args.docs_per_peer,
-                    seed=seed,
-                ),
-                train=replace(train, seed=seed),
-            )
-            t0 = time.perf_counter()
-            per_setting.setdefault(setting, []).append(run_setting(cfg, base, STRATEGIES))
-            print(f"[{setting} seed {seed}] {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    cfgs = [
+        RunConfig(
+            model=model,
+            lora=LoraSettings(mode=args.mode),  # type: ignore[arg-type]
+            data=DataConfig(
+                source=setting,  # type: ignore[arg-type]
+                shared_data_dir=args.shared_data_dir,
+                docs_per_peer=args.docs_per_peer,
+                seed=seed,
+            ),
+            train=replace(train, seed=seed),
+        )
+        for setting in args.settings
+        for seed in range(seeds)
+    ]
+    per_setting: dict[str, list[dict[str, Any]]] = {s: [] for s in args.settings}
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        for setting, seed, out, secs in pool.map(_job, cfgs):
+            per_setting[setting].append(out)
+            print(f"[{setting} seed {seed}] {secs:.0f}s", file=sys.stderr)
 
     table: dict[str, Any] = {}
     for setting, runs in per_setting.items():
@@ -141,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         **table,
         "_meta": {
-            "command": "python benchmarks/strategies.py" + (" --quick" if args.quick else ""),
+            "command": "python " + " ".join(["benchmarks/strategies.py", *(argv or sys.argv[1:])]),
             "mode": args.mode,
             "train": train.__dict__,
-            "base": str(base.path),
+            "base": str(base_path),
+            "jobs": args.jobs,
             "seconds": time.perf_counter() - started,
             "machine": machine(),
         },
@@ -176,5 +192,4 @@ def print_table(table: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     raise SystemExit(main())

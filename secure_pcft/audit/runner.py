@@ -1,0 +1,283 @@
+"""Running audit campaigns: real target runs, every attack, thresholds, results JSON, summary.
+
+:func:`run_campaign` trains (or observes) the target once per trial with the toolkit's own
+trainers, runs every attack of the campaign on it, averages the metrics over trials, checks the
+thresholds, and returns a :class:`CampaignResult` (written as ``<output>/<name>.json``).
+:func:`write_summary` merges the ``[campaign.summary]`` figures of several campaigns into one
+``summary.json``. Results hold metrics, scores and ROC points only — never private text, canary
+secrets or adapter tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from secure_pcft.audit.attack import AttackResult, make_attack
+from secure_pcft.audit.campaign import AttackSpec, Campaign, load_campaign
+from secure_pcft.audit.target import AuditTarget, build_target
+from secure_pcft.audit.updates import build_update_target
+from secure_pcft.data.corpus import Federation
+from secure_pcft.data.settings import load_federation
+from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    if finite:
+        return float(np.mean(finite))
+    return values[0] if values and all(v == values[0] for v in values) else math.nan
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+@dataclass
+class AttackOutcome:
+    """One attack over all trials: per-trial results, means, and the threshold verdict."""
+
+    spec: AttackSpec
+    results: list[AttackResult] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        keys = dict.fromkeys(k for r in self.results for k in r.metrics)
+        return {k: _mean([float(r.metrics.get(k, math.nan)) for r in self.results]) for k in keys}
+
+    @property
+    def failures(self) -> list[str]:
+        m, out = self.metrics, []
+        for bound, table, ok in (("max", self.spec.max, float.__le__),
+                                 ("min", self.spec.min, float.__ge__)):  # fmt: skip
+            for metric, limit in table.items():
+                value = m.get(metric, math.nan)
+                if math.isnan(value) or not ok(float(value), float(limit)):
+                    out.append(f"{self.spec.label}.{metric} = {value:.4g} violates {bound} {limit}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.results[0]
+        return {
+            "label": self.spec.label,
+            "name": self.spec.name,
+            "threat_models": list(first.threat_models),
+            "params": dict(self.spec.params),
+            "metrics": self.metrics,
+            "per_trial": [r.to_dict() for r in self.results],
+            "thresholds": {"max": dict(self.spec.max), "min": dict(self.spec.min)},
+            "failures": self.failures,
+            "passed": not self.failures,
+        }
+
+
+@dataclass
+class CampaignResult:
+    """What a campaign measured."""
+
+    campaign: Campaign
+    base_model: str
+    targets: list[dict[str, Any]]
+    attacks: list[AttackOutcome]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(not a.failures for a in self.attacks)
+
+    def lookup(self, ref: str) -> float:
+        """A ``label.metric`` or ``target.epsilon`` figure (mean over trials)."""
+        head, metric = ref.split(".", 1)
+        if head == "target":
+            return _mean([float(t.get(metric, math.nan)) for t in self.targets])
+        by_label = {a.spec.label: a for a in self.attacks}
+        return by_label[head].metrics.get(metric, math.nan)
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """``[campaign.summary]`` keys → values (the maximum of several references)."""
+        out = {}
+        for key, refs in self.campaign.summary.items():
+            values = [v for v in (self.lookup(r) for r in refs) if not math.isnan(v)]
+            out[key] = max(values) if values else math.nan
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.campaign
+        return _json_safe(
+            {
+                "campaign": c.name,
+                "description": c.description,
+                "source": c.source,
+                "threat_models": list(c.threat_models),
+                "trials": c.trials,
+                "seed": c.seed,
+                "base_model": self.base_model,
+                "targets": self.targets,
+                "attacks": [a.to_dict() for a in self.attacks],
+                "summary": self.summary,
+                "passed": self.passed,
+                "seconds": self.seconds,
+                "versions": _versions(),
+            }
+        )
+
+    def write_json(self, directory: str | Path) -> Path:
+        """Write ``<directory>/<campaign name>.json`` atomically."""
+        return _atomic_json(Path(directory) / f"{self.campaign.name}.json", self.to_dict())
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("secure-pcft", "torch", "transformers", "peft", "opacus", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _atomic_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _trial_target(
+    campaign: Campaign, base: BaseModel, federation: Federation, seed: int
+) -> AuditTarget:
+    if campaign.update is not None:
+        return build_update_target(campaign.target, campaign.update, base, federation, seed)
+    return build_target(campaign.target, base, federation, seed)
+
+
+def _target_facts(target: AuditTarget) -> dict[str, Any]:
+    facts: dict[str, Any] = {"seed": target.seed, "epsilon": target.epsilon}
+    facts["delta"] = target.delta if target.delta is not None else math.nan
+    facts.update(target.notes)
+    facts.update({"members": int(target.members.shape[0]),
+                  "nonmembers": int(target.nonmembers.shape[0]),
+                  "population": int(target.population.shape[0])})  # fmt: skip
+    return facts
+
+
+def run_campaign(
+    campaign: Campaign, *, base: BaseModel | None = None, progress: ProgressFn | None = None
+) -> CampaignResult:
+    """Run every trial and attack of ``campaign`` (real training runs; minutes on a small base).
+
+    Args:
+        campaign: the validated campaign.
+        base: an already loaded base (else ``[target.model]`` is resolved and loaded).
+        progress: ``(stage, done, total)`` callback (the CLI draws bars with it).
+
+    Raises:
+        SecurePcftError: data, model, training or attack errors propagate with their types.
+    """
+    start = time.perf_counter()
+    if base is None:
+        base = load_base(resolve_base_path(campaign.target.run.model))
+    federation = load_federation(campaign.target.run.data)
+    outcomes = [AttackOutcome(spec) for spec in campaign.attacks]
+    targets = []
+    total = campaign.trials * (1 + len(outcomes))
+    done = 0
+    for trial in range(campaign.trials):
+        seed = campaign.seed + trial
+        target = _trial_target(campaign, base, federation, seed)
+        targets.append(_target_facts(target))
+        done += 1
+        if progress:
+            progress(campaign.name, done, total)
+        for index, outcome in enumerate(outcomes):
+            attack = make_attack(outcome.spec.name, **dict(outcome.spec.params))
+            result = attack.run(target, np.random.default_rng([seed, index, 1_000_003]))
+            outcome.results.append(result)
+            log.info("%s/%s trial %d: %s", campaign.name, outcome.spec.label, trial,
+                     {k: round(v, 4) for k, v in result.metrics.items()})  # fmt: skip
+            done += 1
+            if progress:
+                progress(campaign.name, done, total)
+    return CampaignResult(campaign, str(base.path), targets, outcomes,
+                          time.perf_counter() - start)  # fmt: skip
+
+
+def write_summary(results: Iterable[CampaignResult], directory: str | Path) -> Path:
+    """Merge the summaries of ``results`` into ``<directory>/summary.json`` (with provenance)."""
+    summary: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    bases = set()
+    for r in results:
+        for key, value in r.summary.items():
+            summary[key] = value
+            sources[key] = r.campaign.name
+        bases.add(r.base_model)
+    out = {**summary, "_sources": sources, "_base_models": sorted(bases)}
+    return _atomic_json(Path(directory) / "summary.json", _json_safe(out))
+
+
+def with_base(campaign: Campaign, base: str) -> Campaign:
+    """``campaign`` with ``[target.model] base`` replaced (``"small"``, a local dir or .gguf)."""
+    run = campaign.target.run
+    target = replace(campaign.target, run=replace(run, model=replace(run.model, base=base)))
+    return replace(campaign, target=target)
+
+
+def run_campaign_files(
+    paths: Sequence[str | Path],
+    output_dir: str | Path,
+    *,
+    base: str | None = None,
+    progress: ProgressFn | None = None,
+) -> list[CampaignResult]:
+    """Load, run and write every campaign of ``paths``; merge their summaries.
+
+    Writes ``<output_dir>/<name>.json`` per campaign and, if any campaign has a
+    ``[campaign.summary]``, ``<output_dir>/summary.json``. Campaigns are all loaded (validated)
+    before the first one runs, so a typo in the last file fails fast.
+
+    Args:
+        paths: campaign TOML files.
+        output_dir: where results go.
+        base: override every campaign's ``[target.model] base``.
+        progress: ``(stage, done, total)`` callback.
+
+    Raises:
+        ConfigError: an invalid campaign file (nothing has run yet).
+        SecurePcftError: failures of a run propagate with their types.
+    """
+    campaigns = [load_campaign(p) for p in paths]
+    if base is not None:
+        campaigns = [with_base(c, base) for c in campaigns]
+    results = []
+    for campaign in campaigns:
+        result = run_campaign(campaign, progress=progress)
+        result.write_json(output_dir)
+        results.append(result)
+    if any(r.campaign.summary for r in results):
+        write_summary(results, output_dir)
+    return results

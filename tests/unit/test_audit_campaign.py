@@ -1,0 +1,227 @@
+"""Audit campaigns: TOML → validated frozen dataclasses → real runs → results JSON and summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from secure_pcft.audit import Campaign, campaign_from_dict, load_campaign, run_campaign
+from secure_pcft.audit.runner import run_campaign_files
+from secure_pcft.cli import main
+from secure_pcft.errors import ConfigError
+from tests.conftest import _sentences
+from tests.unit.test_audit_attacks import audit_base_dir
+
+AUDITS = Path(__file__).resolve().parents[2] / "audits"
+
+
+def write_peers(tmp: Path) -> dict[str, str]:
+    """Two peers' private files (target, attacker's population) and a public reference file."""
+    paths = {}
+    for name, seed in (("target", 400), ("population", 401)):
+        paths[name] = str(tmp / f"{name}.txt")
+        Path(paths[name]).write_text("\n".join(_sentences("a", 80, seed)) + "\n")
+    paths["reference"] = str(tmp / "public.txt")
+    Path(paths["reference"]).write_text("\n".join(_sentences("b", 70, 402)) + "\n")
+    return paths
+
+
+def campaign_toml(tmp: Path, *, extra_target: str = "", attacks: str = "") -> str:
+    p = write_peers(tmp)
+    return textwrap.dedent(
+        f"""
+        [campaign]
+        name = "tiny-mia"
+        description = "overfit non-DP peer on the test base"
+        threat_models = ["TM-01", "TM-05"]
+        trials = 1
+        seed = 1
+        [campaign.summary]
+        mia_auc_nondp = ["loss.roc_auc", "ref.roc_auc"]
+        epsilon = "target.epsilon"
+
+        [target]
+        peer = "target"
+        population_peers = ["population"]
+        [target.model]
+        base = "{audit_base_dir()}"
+        [target.lora]
+        r = 8
+        dropout = 0.0
+        [target.data]
+        source = "files"
+        paths = ["{p["target"]}", "{p["population"]}"]
+        reference_path = "{p["reference"]}"
+        reference_docs = 64
+        val_fraction = 0.25
+        test_fraction = 0.25
+        block_size = 16
+        [target.train]
+        batch_size = 64
+        lr = 5e-3
+        warmup_steps = 0
+        total_steps = 60
+        {extra_target}
+
+        [[attacks]]
+        name = "loss"
+        max = {{ roc_auc = 1.0 }}
+        min = {{ roc_auc = 0.75 }}
+
+        [[attacks]]
+        name = "reference"
+        label = "ref"
+        params = {{ reference = "base" }}
+        {attacks}
+        """
+    )
+
+
+def test_a_campaign_loads_into_validated_frozen_dataclasses(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(campaign_toml(tmp_path))
+
+    campaign = load_campaign(path)
+
+    assert isinstance(campaign, Campaign)
+    assert campaign.threat_models == ("TM-01", "TM-05")
+    assert [a.label for a in campaign.attacks] == ["loss", "ref"]
+    assert campaign.target.run.lora.r == 8 and campaign.target.peer == "target"
+    assert campaign.summary["mia_auc_nondp"] == ("loss.roc_auc", "ref.roc_auc")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        campaign.trials = 2  # type: ignore[misc]
+
+
+def _raw(tmp: Path) -> dict[str, object]:
+    import tomllib
+
+    return tomllib.loads(campaign_toml(tmp))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda r: r.update(extra=1), r"unknown key\(s\): extra"),
+        (lambda r: r["campaign"].update(threat_models=["TM-1"]), "threat_models"),
+        (lambda r: r["campaign"].update(trials=0), "trials"),
+        (lambda r: r["attacks"][0].update(name="nope"), "unknown attack"),
+        (lambda r: r["attacks"][1].update(params={"reference": "x"}), "reference"),
+        (lambda r: r["attacks"][1].update(label="loss"), "unique"),
+        (lambda r: r["attacks"][0].update(max={"roc_auc": "high"}), "a number"),
+        (lambda r: r["campaign"]["summary"].update(x="nobody.roc_auc"), "summary"),
+        (lambda r: r["target"]["train"].update(lr=-1), r"\[train\] lr"),
+        (lambda r: r["target"].update(security={}), r"unknown key\(s\): security"),
+        (lambda r: r["target"].update(canaries={"inclusion": 0.3}), "inclusion"),
+        (lambda r: r["target"].update(update={"optimizer": "lbfgs"}), "optimizer"),
+    ],
+)
+def test_invalid_campaigns_raise_config_errors_naming_the_field(
+    tmp_path: Path, mutate: object, match: str
+) -> None:
+    raw = _raw(tmp_path)
+    mutate(raw)  # type: ignore[operator]
+
+    with pytest.raises(ConfigError, match=match):
+        campaign_from_dict(raw)
+
+
+def test_missing_or_broken_campaign_files_raise_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_campaign(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[campaign\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_campaign(bad)
+
+
+def test_a_campaign_runs_real_training_and_writes_results_and_summary(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(campaign_toml(tmp_path, extra_target="[target.canaries]\ncount = 2\n"
+                                  'copies = 4\ndigits = 3\nprefix = "number"\ncandidates = 50',
+                                  attacks='[[attacks]]\nname = "canary"'))  # fmt: skip
+
+    results = run_campaign_files([path], tmp_path / "out")
+
+    (result,) = results
+    data = json.loads((tmp_path / "out" / "tiny-mia.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert data["passed"] is result.passed
+    assert data["targets"][0]["members"] > 10 and data["targets"][0]["epsilon"] == "inf"
+    assert [a["label"] for a in data["attacks"]] == ["loss", "ref", "canary"]
+    auc = max(a["metrics"]["roc_auc"] for a in data["attacks"][:2])
+    assert summary["mia_auc_nondp"] == pytest.approx(auc)
+    assert summary["_sources"]["mia_auc_nondp"] == "tiny-mia"
+    text = (tmp_path / "out" / "tiny-mia.json").read_text()
+    assert "plant" not in text and "pump" not in text  # no private text in results
+
+
+def test_thresholds_decide_pass_and_fail(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["attacks"][0]["max"] = {"roc_auc": 0.01}  # type: ignore[index]
+    raw["attacks"][0]["min"] = {"no_such_metric": 0.0}  # type: ignore[index]
+    raw["target"]["train"]["total_steps"] = 2  # type: ignore[index]
+
+    result = run_campaign(campaign_from_dict(raw))
+
+    assert not result.passed
+    failures = result.attacks[0].failures
+    assert any("roc_auc" in f and "max 0.01" in f for f in failures)
+    assert any("no_such_metric" in f for f in failures)
+    assert result.attacks[1].failures == []
+
+
+def test_cli_audit_runs_an_update_campaign_and_exits_zero_on_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = campaign_toml(tmp_path).split("[[attacks]]")[0]
+    raw = raw.replace('name = "tiny-mia"', 'name = "tiny-recon"').replace(
+        'mia_auc_nondp = ["loss.roc_auc", "ref.roc_auc"]', 'recall = "span.token_recall"'
+    )
+    raw = raw.replace("r = 8", "r = 16")
+    raw += textwrap.dedent(
+        """
+        [target.update]
+        optimizer = "sgd"
+        lr = 0.1
+        warm_steps = 5
+        tokens = 12
+
+        [[attacks]]
+        name = "span-reconstruction"
+        label = "span"
+        min = { token_precision = 0.99 }
+        """
+    )
+    path = tmp_path / "recon.toml"
+    path.write_text(raw)
+
+    code = main(["audit", str(path), "--output", str(tmp_path / "out")])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "tiny-recon: PASS" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["recall"] >= 0.8
+
+
+def test_cli_audit_reports_an_invalid_campaign_as_a_typed_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[campaign]\nname = "x"\n')
+
+    code = main(["audit", str(bad), "--output", str(tmp_path)])
+
+    assert code == 2
+    assert "ConfigError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(AUDITS.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_campaigns_are_valid(path: Path) -> None:
+    campaign = load_campaign(path)
+
+    assert campaign.threat_models and campaign.attacks

@@ -11,7 +11,7 @@ from pathlib import Path
 from secure_pcft.collab.results import RunResult
 from secure_pcft.collab.simulation import ProgressFn, Simulation
 from secure_pcft.collab.strategy import make_strategy
-from secure_pcft.config import DataConfig, RunConfig, StrategyConfig
+from secure_pcft.config import DataConfig, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.settings import load_federation
 from secure_pcft.model.loading import load_base, resolve_base_path
 from secure_pcft.model.lora import save_peft_adapter
@@ -72,6 +72,7 @@ def demo_config(output_dir: str = "runs/demo") -> RunConfig:
     """The demo: parliament speeches in German, Spanish and Dutch, 6 peers, on the small base."""
     return RunConfig(
         data=DataConfig(source="embedded"),
+        train=TrainConfig(warmup_steps=20, local_steps=10, total_steps=50),
         output=replace(RunConfig().output, dir=output_dir),
     )
 

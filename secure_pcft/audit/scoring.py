@@ -19,7 +19,7 @@ from secure_pcft.privacy.losses import per_example_lm_loss
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     was = model.training
-    model.eval()
+    model.train(False)
     try:
         with torch.no_grad():
             yield model

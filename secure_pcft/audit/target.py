@@ -95,7 +95,7 @@ def train_adapter(
         else:
             LocalTrainer(model, blocks, recipe.train, generator).train(steps)
             out = TrainedAdapter(model, math.inf, None, 0.0, steps)
-    model.eval()
+    model.train(False)
     return out
 
 

@@ -134,7 +134,7 @@ class Peer:
     def reference_logits(self, reference: torch.Tensor) -> torch.Tensor:
         """Last-position logits on public reference blocks (R, T) → (R, V)."""
         was = self.model.training
-        self.model.eval()
+        self.model.train(False)
         try:
             return self.model(input_ids=reference).logits[:, -1, :].float()
         finally:

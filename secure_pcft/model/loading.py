@@ -81,7 +81,7 @@ def load_base(path: Path) -> BaseModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(False)
-    model.eval()
+    model.train(False)
     log.info(
         "loaded base %s (%s, %d parameters)", path, model.config.model_type, model.num_parameters()
     )

@@ -362,7 +362,7 @@ def heldout_perplexity(model: Any, stream: torch.Tensor, block_size: int, max_bl
         block_size: tokens per scored block.
         max_blocks: score at most this many blocks (the first ones).
     """
-    model.eval()
+    model.train(False)
     total_nll, total_tokens = 0.0, 0
     for start in range(0, max(1, stream.numel() - 1), block_size):
         if start // block_size >= max_blocks:

@@ -72,7 +72,7 @@ def validation_losses(
         max_blocks: score only the first ``max_blocks`` blocks (the same ones every time).
     """
     was_training = model.training
-    model.eval()
+    model.train(False)
     try:
         use = blocks if max_blocks is None else blocks[:max_blocks]
         parts = [

@@ -29,7 +29,7 @@ def evaluate_lm(
     are used, so repeated calls score the same tokens).
     """
     was_training = model.training
-    model.eval()
+    model.train(False)
     total_loss, total_correct, total_tokens = 0.0, 0, 0
     try:
         for b, start in enumerate(range(0, blocks.shape[0], batch_size)):

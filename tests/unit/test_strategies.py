@@ -128,6 +128,22 @@ def test_predictions_calibrated_sharpens_a_clear_group_structure() -> None:
     assert float(calibrated[in_group].sum()) > 0.95
 
 
+def test_predictions_calibrated_hand_example_standardises_over_others_only() -> None:
+    # self (peer 0) at distance 0; others at 1, 1, 3, 3 → mean 2, std 1 over the others
+    logits = {0: [0.0], 1: [1.0], 2: [1.0], 3: [3.0], 4: [3.0]}
+    sigs = {
+        j: {"indices": torch.tensor([[0]]), "values": torch.tensor([v])} for j, v in logits.items()
+    }
+    c = TrustContext(self_index=0, peer_ids=tuple(f"p{i}" for i in range(5)), signatures=sigs)
+    row = make_strategy(StrategyConfig(name="predictions", calibrated=True)).row(c)
+    z_close, z_far = -1.0, 1.0
+    scores = torch.tensor([z_close, z_close, z_close, z_far, z_far], dtype=torch.float64) * -4.0
+    assert torch.allclose(row, torch.softmax(scores, 0))
+    # self weighs the same as its closest peers: the rule does not collapse to ``local``
+    assert float(row[0]) == pytest.approx(float(row[1]))
+    assert float(row[0]) < 0.5
+
+
 def test_validation_strategy_softmax_of_negative_perplexity() -> None:
     states = {j: {"x": torch.full((1,), float(j))} for j in range(3)}
     ppl = {0.0: 10.0, 1.0: 11.0, 2.0: 14.0}

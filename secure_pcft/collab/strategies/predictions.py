@@ -6,8 +6,11 @@ the two sparse logit vectors; the row is normalised (d̃_ij = d_ij / Σ_k d_ik) 
 W_ij = softmax_j(−10 · d̃_ij / T) (the paper's rule).
 
 Known limit (DESIGN.md): after row normalisation the weight on the true group is capped (≈0.73 for
-9 peers in 3 groups). ``calibrated = true`` instead standardises the row's distances
-(z_ij = (d_ij − mean_i) / std_i) and uses softmax(−CALIBRATED_GAIN · z_ij / T).
+9 peers in 3 groups). ``calibrated = true`` instead standardises the distances to the *other*
+peers (z_ij = (d_ij − mean_{k≠i} d_ik) / std_{k≠i} d_ik) and uses softmax(−CALIBRATED_GAIN · z / T).
+Self is scored like its closest other peer: its own distance is 0 by construction, and including
+it in the standardisation (or scoring it from its 0) would always hand it nearly all the weight,
+collapsing the rule to ``local``.
 """
 
 from __future__ import annotations
@@ -70,11 +73,21 @@ class PredictionTrust(ScoreSoftmaxStrategy):
         )
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
         if self.cfg.calibrated:
-            std = d.std(unbiased=False)
-            z = (d - d.mean()) / std if float(std) > 0 else torch.zeros_like(d)
-            s[known] = -CALIBRATED_GAIN * z
+            s[known] = _calibrated_scores(d, known.index(ctx.self_index))
         else:
             total = d.sum()
             d_norm = d / total if float(total) > 0 else torch.zeros_like(d)
             s[known] = -PAPER_GAIN * d_norm
         return s
+
+
+def _calibrated_scores(d: torch.Tensor, self_pos: int) -> torch.Tensor:
+    """−gain · z-scores of the distances to the other peers; self gets its closest peer's score."""
+    others = torch.cat([d[:self_pos], d[self_pos + 1 :]])
+    if others.numel() == 0:
+        return torch.zeros_like(d)
+    std = others.std(unbiased=False)
+    z = (d - others.mean()) / std if float(std) > 0 else torch.zeros_like(d)
+    scores = -CALIBRATED_GAIN * z
+    scores[self_pos] = scores[torch.arange(d.numel()) != self_pos].max()
+    return scores

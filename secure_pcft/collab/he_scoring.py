@@ -31,11 +31,7 @@ import numpy.typing as npt
 import torch
 
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.strategies.predictions import (
-    CALIBRATED_GAIN,
-    PAPER_GAIN,
-    prediction_signature,
-)
+from secure_pcft.collab.strategies.predictions import distance_scores, prediction_signature
 from secure_pcft.collab.strategy import (
     AdapterState,
     Discovery,
@@ -80,6 +76,11 @@ def _known(cosines: torch.Tensor, self_index: int) -> torch.Tensor:
     known = ~torch.isnan(cosines)
     known[self_index] = True
     return known
+
+
+def _position(known: torch.Tensor, self_index: int) -> int:
+    """Index of self among the known peers (``known`` is a boolean mask over all peers)."""
+    return int(known[:self_index].sum())
 
 
 def row_normalised(adapter: AdapterState) -> AdapterState:
@@ -132,12 +133,7 @@ class PredictionsHe(HeScorer):
         cos[self_index] = 1.0
         d = torch.sqrt(torch.clamp(2.0 - 2.0 * cos[known], min=0.0))
         s = torch.full_like(cos, float("-inf"))
-        if rule.cfg.calibrated:
-            std = d.std(unbiased=False)
-            s[known] = -CALIBRATED_GAIN * ((d - d.mean()) / std if float(std) > 0 else 0.0 * d)
-        else:
-            total = d.sum()
-            s[known] = -PAPER_GAIN * (d / total if float(total) > 0 else 0.0 * d)
+        s[known] = distance_scores(d, _position(known, self_index), rule.cfg.calibrated)
         return select_and_softmax(
             s / rule.cfg.temperature, self_index, rule.cfg.top_k, rule.cfg.threshold
         )

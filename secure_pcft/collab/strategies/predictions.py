@@ -72,13 +72,20 @@ class PredictionTrust(ScoreSoftmaxStrategy):
             [signature_distance(mine, ctx.signatures[j]) for j in known], dtype=torch.float64
         )
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
-        if self.cfg.calibrated:
-            s[known] = _calibrated_scores(d, known.index(ctx.self_index))
-        else:
-            total = d.sum()
-            d_norm = d / total if float(total) > 0 else torch.zeros_like(d)
-            s[known] = -PAPER_GAIN * d_norm
+        s[known] = distance_scores(d, known.index(ctx.self_index), self.cfg.calibrated)
         return s
+
+
+def distance_scores(d: torch.Tensor, self_pos: int, calibrated: bool) -> torch.Tensor:
+    """Scores (higher = more trusted) from one row of signature distances, self at ``self_pos``.
+
+    The paper's rule −PAPER_GAIN · d / Σd, or the calibrated z-score rule. Shared by the plain and
+    the encrypted (``he_scoring``) predictions strategies so both apply the same formula.
+    """
+    if calibrated:
+        return _calibrated_scores(d, self_pos)
+    total = d.sum()
+    return -PAPER_GAIN * (d / total if float(total) > 0 else torch.zeros_like(d))
 
 
 def _calibrated_scores(d: torch.Tensor, self_pos: int) -> torch.Tensor:

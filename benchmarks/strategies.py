@@ -74,6 +74,7 @@ def run_setting(cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig]
         out["strategies"][label] = {
             "test_ppl": sum(final.test_ppl) / len(final.test_ppl),
             "test_acc": sum(final.test_acc) / len(final.test_acc),
+            "test_ppl_per_round": [sum(r.test_ppl) / len(r.test_ppl) for r in sim.records],
             "trust": final.trust,
             "bytes": sum(sum(r.bytes_sent) for r in sim.records),
             "seconds": time.perf_counter() - t0,
@@ -81,12 +82,15 @@ def run_setting(cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig]
     return out
 
 
-def _job(cfg: RunConfig) -> tuple[str, int, dict[str, Any], float]:
+def _job(
+    job: tuple[RunConfig, dict[str, StrategyConfig]],
+) -> tuple[str, int, dict[str, Any], float]:
     """One (setting, seed) in its own process, single-threaded (2 jobs share 2 cores cleanly)."""
+    cfg, strategies = job
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     base = load_base(resolve_base_path(cfg.model))
-    out = run_setting(cfg, base, STRATEGIES)
+    out = run_setting(cfg, base, strategies)
     return cfg.data.source, cfg.data.seed, out, time.perf_counter() - t0
 
 
@@ -101,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", default="small")
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--docs-per-peer", type=int, default=0, help="0 = the setting's default")
-    ap.add_argument("--output", default="strategies.json")
+    ap.add_argument("--output", default="", help="file name under benchmarks/results/")
+    ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES), choices=list(STRATEGIES))
+    ap.add_argument("--warmup-steps", type=int, default=0, help="0 = the schedule's default")
+    ap.add_argument("--local-steps", type=int, default=0, help="0 = the schedule's default")
+    ap.add_argument("--total-steps", type=int, default=0, help="0 = the schedule's default")
+    ap.add_argument("--lr", type=float, default=0.0, help="0 = the schedule's default")
     ap.add_argument("--jobs", type=int, default=2, help="parallel single-threaded processes")
     args = ap.parse_args(argv)
 
@@ -109,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=20, local_steps=10, total_steps=50)
     if args.quick:
         train = replace(train, warmup_steps=10, total_steps=30)
+    overrides = {
+        "warmup_steps": args.warmup_steps,
+        "local_steps": args.local_steps,
+        "total_steps": args.total_steps,
+        "lr": args.lr,
+    }
+    train = replace(train, **{k: v for k, v in overrides.items() if v})
+    chosen = {k: STRATEGIES[k] for k in args.strategies}
     model = ModelConfig(base=args.base)
     base_path = resolve_base_path(model)  # build/cache once, before the workers start
     started = time.perf_counter()
@@ -129,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     per_setting: dict[str, list[dict[str, Any]]] = {s: [] for s in args.settings}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        for setting, seed, out, secs in pool.map(_job, cfgs):
+        for setting, seed, out, secs in pool.map(_job, [(c, chosen) for c in cfgs]):
             per_setting[setting].append(out)
             print(f"[{setting} seed {seed}] {secs:.0f}s", file=sys.stderr)
 
     table: dict[str, Any] = {}
     for setting, runs in per_setting.items():
         table[setting] = {}
-        for label in STRATEGIES:
+        for label in chosen:
             ppl = [r["strategies"][label]["test_ppl"] for r in runs]
             m, s = mean_std(ppl)
             table[setting][label] = {
@@ -165,17 +182,18 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(),
         },
     }
-    path = write_json(args.output if not args.quick else "strategies_quick.json", payload)
-    print_table(table)
+    default_name = "strategies_quick.json" if args.quick else "strategies.json"
+    path = write_json(args.output or default_name, payload)
+    print_table(table, list(chosen))
     print(f"\nwrote {path}")
     return 0
 
 
-def print_table(table: dict[str, Any]) -> None:
+def print_table(table: dict[str, Any], labels: list[str]) -> None:
     header = f"{'strategy':<24}" + "".join(f"{s:>24}" for s in table)
     print(header)
     print("-" * len(header))
-    for label in STRATEGIES:
+    for label in labels:
         cells = "".join(
             f"{table[s][label]['test_ppl_mean']:>15.1f} ± {table[s][label]['test_ppl_std']:<6.1f}"
             for s in table
@@ -186,6 +204,8 @@ def print_table(table: dict[str, Any]) -> None:
     ctx = "".join(f"{table[s]['_context']['warmup_test_ppl_mean']:>24.1f}" for s in table)
     print(f"{'(after warm-up)':<24}{ctx}")
     for s in table:
+        if not {"predictions", "validation", "fedavg", "local"} <= set(labels):
+            break
         best = min(table[s][k]["test_ppl_mean"] for k in ("predictions", "validation"))
         ref = min(table[s][k]["test_ppl_mean"] for k in ("fedavg", "local"))
         print(f"{s}: best(predictions, validation) / min(fedavg, local) = {best / ref:.3f}")

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 from secure_pcft.data.corpus import Federation
-from secure_pcft.data.splits import build_federation, cyclic_mixes, eval_sizes
+from secure_pcft.data.readers import shared_corpus_folder
+from secure_pcft.data.splits import cyclic_federation
 from secure_pcft.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -111,13 +112,7 @@ def agnews_dir(shared_data_dir: str | Path) -> Path:
     Raises:
         DataError: the folder is missing (the message gives the absolute path looked for).
     """
-    folder = Path(shared_data_dir).expanduser() / "agnews"
-    if not folder.is_dir():
-        raise DataError(
-            f"AG News folder not found: {folder.resolve()} (set [data] shared_data_dir to the "
-            "folder that holds agnews/)"
-        )
-    return folder
+    return shared_corpus_folder(shared_data_dir, "agnews", "AG News folder")
 
 
 def agnews_federation(
@@ -151,15 +146,15 @@ def agnews_federation(
     if setting not in DEFAULT_PEERS:
         raise DataError(f"AG News setting must be 'specific' or 'mixed', got {setting!r}")
     pools = read_agnews(agnews_dir(shared_data_dir) / AGNEWS_FILE)
-    peers = DEFAULT_PEERS[setting] if num_peers is None else num_peers
-    default_val, default_test = eval_sizes(docs_per_peer, val_fraction, test_fraction)
-    major = 1.0 if setting == "specific" else MIXED_MAJOR_SHARE
-    fed = build_federation(
+    fed = cyclic_federation(
         pools,
-        cyclic_mixes(AGNEWS_CLASSES, peers, major=major),
+        num_peers=DEFAULT_PEERS[setting] if num_peers is None else num_peers,
+        major=1.0 if setting == "specific" else MIXED_MAJOR_SHARE,
         train_docs=docs_per_peer,
-        val_docs=default_val if val_docs is None else val_docs,
-        test_docs=default_test if test_docs is None else test_docs,
+        val_docs=val_docs,
+        test_docs=test_docs,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
         reference_docs=reference_docs,
         seed=seed,
         name=f"agnews-{setting}",

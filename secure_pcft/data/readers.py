@@ -34,6 +34,26 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: cannot be read ({exc.strerror})") from exc
 
 
+def shared_corpus_folder(shared_data_dir: str | Path, name: str, label: str) -> Path:
+    """``<shared_data_dir>/<name>`` (a benchmark corpus folder), checked to exist.
+
+    Args:
+        shared_data_dir: the ``[data] shared_data_dir`` root.
+        name: the corpus folder's name (``leipzig``, ``agnews``).
+        label: what the folder is, for the error message (``"AG News folder"``).
+
+    Raises:
+        DataError: the folder is missing (the message gives the absolute path looked for).
+    """
+    folder = Path(shared_data_dir).expanduser() / name
+    if not folder.is_dir():
+        raise DataError(
+            f"{label} not found: {folder.resolve()} (set [data] shared_data_dir to the folder "
+            f"that holds {name}/)"
+        )
+    return folder
+
+
 def read_txt(path: str | Path, *, mode: TxtMode = "lines") -> list[str]:
     """Read a plain-text file.
 

@@ -280,3 +280,54 @@ def build_federation(
     if note:
         description += f". {note}"
     return Federation(peers=peers, reference=reference, domains=domains, description=description)
+
+
+def cyclic_federation(
+    pools: Mapping[str, Sequence[str]],
+    *,
+    num_peers: int,
+    major: float = 1.0,
+    train_docs: int,
+    val_docs: int | None,
+    test_docs: int | None,
+    val_fraction: float,
+    test_fraction: float,
+    reference_docs: int,
+    seed: int,
+    name: str,
+    note: str = "",
+) -> Federation:
+    """A generated setting: the paper's :func:`cyclic_mixes` over ``pools``, shared out by
+    :func:`build_federation`.
+
+    Peer i holds ``major`` of the i-th domain of ``pools`` (mod the number of domains) and the
+    rest of the next one. Evaluation sizes left as ``None`` come from :func:`eval_sizes` with the
+    fractions (the fractions are checked even when both sizes are given).
+
+    Args:
+        pools: documents per domain; the key order is the cycle order.
+        num_peers: peers.
+        major: share of each peer's main domain (1.0 = "specific", 0.75 = "mixed").
+        train_docs: training documents per peer.
+        val_docs, test_docs: evaluation documents per peer, or ``None``.
+        val_fraction, test_fraction: shares of a peer's whole data, for :func:`eval_sizes`.
+        reference_docs: documents in the public reference set (equal share per domain).
+        seed: seed of the deterministic shuffles.
+        name: setting name (labels the shuffles and the description).
+        note: appended to the description (attribution, licence).
+
+    Raises:
+        DataError: as :func:`eval_sizes`, :func:`cyclic_mixes` and :func:`build_federation`.
+    """
+    default_val, default_test = eval_sizes(train_docs, val_fraction, test_fraction)
+    return build_federation(
+        pools,
+        cyclic_mixes(tuple(pools), num_peers, major=major),
+        train_docs=train_docs,
+        val_docs=default_val if val_docs is None else val_docs,
+        test_docs=default_test if test_docs is None else test_docs,
+        reference_docs=reference_docs,
+        seed=seed,
+        name=name,
+        note=note,
+    )

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from secure_pcft.data.readers import read_csv, read_documents, read_jsonl, read_txt
+from secure_pcft.data.readers import (
+    read_csv,
+    read_documents,
+    read_jsonl,
+    read_txt,
+    shared_corpus_folder,
+)
 from secure_pcft.errors import DataError
 
 
@@ -112,3 +118,15 @@ def test_read_documents_errors(tmp_path: Path) -> None:
         read_documents(empty)
     with pytest.raises(DataError, match="holds no"):
         read_documents(no_supported)
+
+
+def test_shared_corpus_folder_returns_the_folder_or_names_the_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "agnews").mkdir()
+
+    assert shared_corpus_folder(tmp_path, "agnews", "AG News folder") == tmp_path / "agnews"
+    with pytest.raises(DataError) as info:
+        shared_corpus_folder(tmp_path, "leipzig", "Leipzig corpus folder")
+    assert str(info.value) == (
+        f"Leipzig corpus folder not found: {(tmp_path / 'leipzig').resolve()} (set [data] "
+        "shared_data_dir to the folder that holds leipzig/)"
+    )

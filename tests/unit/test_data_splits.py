@@ -12,6 +12,7 @@ from secure_pcft.data.splits import (
     DocumentPool,
     apportion,
     build_federation,
+    cyclic_federation,
     cyclic_mixes,
     eval_sizes,
     split_documents,
@@ -171,4 +172,28 @@ def test_build_federation_names_the_short_domain() -> None:
             {"de": _pools()["de"], "fr": _pools(20)["fr"]},
             cyclic_mixes(("de", "fr"), 4),
             train_docs=10, val_docs=2, test_docs=2, reference_docs=4, seed=0, name="t",
+        )  # fmt: skip
+
+
+def test_cyclic_federation_is_build_federation_with_cyclic_mixes_and_eval_sizes() -> None:
+    expected = build_federation(
+        _pools(),
+        cyclic_mixes(("de", "fr", "it"), 5, major=0.75),
+        train_docs=12, val_docs=20, test_docs=7, reference_docs=6, seed=4, name="t", note="n",
+    )  # fmt: skip
+
+    fed = cyclic_federation(
+        _pools(), num_peers=5, major=0.75, train_docs=12, val_docs=None, test_docs=7,
+        val_fraction=0.1, test_fraction=0.2, reference_docs=6, seed=4, name="t", note="n",
+    )  # fmt: skip
+
+    assert fed == expected
+    assert eval_sizes(12, 0.1, 0.2)[0] == 20
+
+
+def test_cyclic_federation_checks_fractions_even_with_explicit_sizes() -> None:
+    with pytest.raises(DataError, match="sum to less than 1"):
+        cyclic_federation(
+            _pools(), num_peers=3, train_docs=5, val_docs=2, test_docs=2, val_fraction=0.6,
+            test_fraction=0.5, reference_docs=3, seed=0, name="t",
         )  # fmt: skip

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 from secure_pcft.errors import ConfigError
+from secure_pcft.validation import is_int, require
 
 AggregationMode = Literal["paper", "shared-init", "frozen-a"]
 AGGREGATION_MODES: tuple[str, ...] = get_args(AggregationMode)
@@ -22,11 +23,6 @@ DataSource = Literal[
     "embedded", "files", "leipzig-specific", "leipzig-mixed", "agnews-specific", "agnews-mixed"
 ]
 DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
-
-
-def _require(cond: bool, section: str, name: str, what: str) -> None:
-    if not cond:
-        raise ConfigError(f"[{section}] {name}: {what}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,7 @@ class ModelConfig:
     cache_dir: str = "~/.cache/secure-pcft"
 
     def __post_init__(self) -> None:
-        _require(bool(self.base), "model", "base", "must name 'small', 'smollm2' or a local path")
+        require(bool(self.base), "model", "base", "must name 'small', 'smollm2' or a local path")
 
     @property
     def cache_path(self) -> Path:
@@ -72,10 +68,10 @@ class LoraSettings:
     public_seed: int = 20240401
 
     def __post_init__(self) -> None:
-        _require(self.r >= 1, "lora", "r", "rank must be >= 1")
-        _require(self.alpha > 0, "lora", "alpha", "must be > 0")
-        _require(0.0 <= self.dropout < 1.0, "lora", "dropout", "probability in [0, 1)")
-        _require(self.mode in AGGREGATION_MODES, "lora", "mode", f"one of {AGGREGATION_MODES}")
+        require(self.r >= 1, "lora", "r", "rank must be >= 1")
+        require(self.alpha > 0, "lora", "alpha", "must be > 0")
+        require(0.0 <= self.dropout < 1.0, "lora", "dropout", "probability in [0, 1)")
+        require(self.mode in AGGREGATION_MODES, "lora", "mode", f"one of {AGGREGATION_MODES}")
 
 
 @dataclass(frozen=True)
@@ -111,25 +107,25 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.source in DATA_SOURCES, "data", "source", f"one of {DATA_SOURCES}")
+        require(self.source in DATA_SOURCES, "data", "source", f"one of {DATA_SOURCES}")
         if self.source == "files":
-            _require(
+            require(
                 len(self.paths) >= 1, "data", "paths", "give one path per peer for source='files'"
             )
         else:
-            _require(not self.reference_path, "data", "reference_path", "only for source='files'")
-        _require(self.num_peers >= 0, "data", "num_peers", "count >= 0")
-        _require(self.docs_per_peer >= 0, "data", "docs_per_peer", "documents >= 0")
-        _require(0.0 < self.val_fraction < 0.5, "data", "val_fraction", "fraction in (0, 0.5)")
-        _require(0.0 < self.test_fraction < 0.5, "data", "test_fraction", "fraction in (0, 0.5)")
-        _require(
+            require(not self.reference_path, "data", "reference_path", "only for source='files'")
+        require(self.num_peers >= 0, "data", "num_peers", "count >= 0")
+        require(self.docs_per_peer >= 0, "data", "docs_per_peer", "documents >= 0")
+        require(0.0 < self.val_fraction < 0.5, "data", "val_fraction", "fraction in (0, 0.5)")
+        require(0.0 < self.test_fraction < 0.5, "data", "test_fraction", "fraction in (0, 0.5)")
+        require(
             self.val_fraction + self.test_fraction < 0.9,
             "data",
             "val_fraction+test_fraction",
             "< 0.9",
         )
-        _require(self.reference_docs >= 1, "data", "reference_docs", "documents >= 1")
-        _require(8 <= self.block_size <= 4096, "data", "block_size", "tokens in [8, 4096]")
+        require(self.reference_docs >= 1, "data", "reference_docs", "documents >= 1")
+        require(8 <= self.block_size <= 4096, "data", "block_size", "tokens in [8, 4096]")
 
 
 @dataclass(frozen=True)
@@ -157,15 +153,15 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, "train", "batch_size", "sequences >= 1")
-        _require(self.lr > 0, "train", "lr", "must be > 0")
-        _require(self.weight_decay >= 0, "train", "weight_decay", "must be >= 0")
-        _require(self.warmup_steps >= 0, "train", "warmup_steps", "steps >= 0")
-        _require(self.local_steps >= 1, "train", "local_steps", "steps >= 1")
-        _require(
+        require(self.batch_size >= 1, "train", "batch_size", "sequences >= 1")
+        require(self.lr > 0, "train", "lr", "must be > 0")
+        require(self.weight_decay >= 0, "train", "weight_decay", "must be >= 0")
+        require(self.warmup_steps >= 0, "train", "warmup_steps", "steps >= 0")
+        require(self.local_steps >= 1, "train", "local_steps", "steps >= 1")
+        require(
             self.total_steps >= self.warmup_steps, "train", "total_steps", "steps >= warmup_steps"
         )
-        _require(self.eval_batches >= 1, "train", "eval_batches", "batches >= 1")
+        require(self.eval_batches >= 1, "train", "eval_batches", "batches >= 1")
 
     @property
     def num_rounds(self) -> int:
@@ -196,10 +192,10 @@ class StrategyConfig:
     reference_batches: int = 4
 
     def __post_init__(self) -> None:
-        _require(bool(self.name), "strategy", "name", "must name a registered strategy")
-        _require(self.temperature > 0, "strategy", "temperature", "must be > 0")
-        _require(self.top_k >= 0, "strategy", "top_k", "peers >= 0")
-        _require(self.reference_batches >= 1, "strategy", "reference_batches", "batches >= 1")
+        require(bool(self.name), "strategy", "name", "must name a registered strategy")
+        require(self.temperature > 0, "strategy", "temperature", "must be > 0")
+        require(self.top_k >= 0, "strategy", "top_k", "peers >= 0")
+        require(self.reference_batches >= 1, "strategy", "reference_batches", "batches >= 1")
 
 
 AccountantName = Literal["rdp", "prv", "gdp"]
@@ -240,25 +236,25 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         s = "privacy"
-        _require(self.accountant in ACCOUNTANTS, s, "accountant", f"one of {ACCOUNTANTS}")
-        _require(self.max_grad_norm > 0, s, "max_grad_norm", "L2 norm bound must be > 0")
+        require(self.accountant in ACCOUNTANTS, s, "accountant", f"one of {ACCOUNTANTS}")
+        require(self.max_grad_norm > 0, s, "max_grad_norm", "L2 norm bound must be > 0")
         if self.noise_multiplier is not None:
-            _require(self.noise_multiplier >= 0, s, "noise_multiplier", "σ must be >= 0")
+            require(self.noise_multiplier >= 0, s, "noise_multiplier", "σ must be >= 0")
         if self.target_epsilon is not None:
-            _require(self.target_epsilon > 0, s, "target_epsilon", "ε per peer per run must be > 0")
+            require(self.target_epsilon > 0, s, "target_epsilon", "ε per peer per run must be > 0")
         if self.enabled:
-            _require(
+            require(
                 (self.noise_multiplier is None) != (self.target_epsilon is None),
                 s,
                 "noise_multiplier/target_epsilon",
                 "give exactly one of them when DP is enabled",
             )
         if self.delta is not None:
-            _require(0 < self.delta < 1, s, "delta", "δ must be in (0, 1)")
+            require(0 < self.delta < 1, s, "delta", "δ must be in (0, 1)")
         if self.budget_epsilon is not None:
-            _require(self.budget_epsilon > 0, s, "budget_epsilon", "ε per peer per run must be > 0")
-        _require(self.validation_noise_multiplier > 0, s, "validation_noise_multiplier", "σ > 0")
-        _require(self.validation_loss_clip > 0, s, "validation_loss_clip", "nats > 0")
+            require(self.budget_epsilon > 0, s, "budget_epsilon", "ε per peer per run must be > 0")
+        require(self.validation_noise_multiplier > 0, s, "validation_noise_multiplier", "σ > 0")
+        require(self.validation_loss_clip > 0, s, "validation_loss_clip", "nats > 0")
 
 
 SecurityMode = Literal["off", "full"]
@@ -309,57 +305,53 @@ class SecurityConfig:
 
     def __post_init__(self) -> None:
         s = "security"
-        _require(self.mode in SECURITY_MODES, s, "mode", f"one of {SECURITY_MODES}")
-        _require(self.consent in CONSENT_RULES, s, "consent", f"one of {CONSENT_RULES}")
-        _require(
-            _is_int(self.max_message_bytes) and self.max_message_bytes >= 1,
+        require(self.mode in SECURITY_MODES, s, "mode", f"one of {SECURITY_MODES}")
+        require(self.consent in CONSENT_RULES, s, "consent", f"one of {CONSENT_RULES}")
+        require(
+            is_int(self.max_message_bytes) and self.max_message_bytes >= 1,
             s,
             "max_message_bytes",
             "bytes, an integer >= 1",
         )
         if self.mode == "full":
-            _require(
+            require(
                 self.max_message_bytes >= MIN_SECURE_MESSAGE_BYTES,
                 s,
                 "max_message_bytes",
                 f"bytes >= {MIN_SECURE_MESSAGE_BYTES} in full mode (CKKS contexts are ~9.2 MB)",
             )
-        _require(self.max_clock_skew_s > 0, s, "max_clock_skew_s", "seconds > 0")
-        _require(
-            _is_int(self.round_window) and self.round_window >= 0, s, "round_window", "rounds >= 0"
+        require(self.max_clock_skew_s > 0, s, "max_clock_skew_s", "seconds > 0")
+        require(
+            is_int(self.round_window) and self.round_window >= 0, s, "round_window", "rounds >= 0"
         )
-        _require(
-            _is_int(self.he_queries_per_round) and self.he_queries_per_round >= 1,
+        require(
+            is_int(self.he_queries_per_round) and self.he_queries_per_round >= 1,
             s,
             "he_queries_per_round",
             "queries per asker per round, an integer >= 1",
         )
-        _require(
-            _is_int(self.projection_dim) and 1 <= self.projection_dim <= MAX_PROJECTION_DIM,
+        require(
+            is_int(self.projection_dim) and 1 <= self.projection_dim <= MAX_PROJECTION_DIM,
             s,
             "projection_dim",
             f"numbers, an integer in [1, {MAX_PROJECTION_DIM}]",
         )
-        _require(
-            _is_int(self.select_top_k) and self.select_top_k >= 0, s, "select_top_k", "peers >= 0"
+        require(
+            is_int(self.select_top_k) and self.select_top_k >= 0, s, "select_top_k", "peers >= 0"
         )
         if self.select_threshold is not None:
-            _require(
+            require(
                 -1.0 <= self.select_threshold <= 1.0,
                 s,
                 "select_threshold",
                 "a cosine in [-1, 1] (or leave it out)",
             )
-        _require(
+        require(
             self.max_adapter_norm_ratio > 1.0,
             s,
             "max_adapter_norm_ratio",
             "a ratio > 1 (multiple of the receiver's own adapter norm)",
         )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from secure_pcft.audit.target import TargetSpec
 from secure_pcft.audit.updates import UPDATE_OPTIMIZERS
 from secure_pcft.config import config_from_dict
 from secure_pcft.errors import ConfigError
+from secure_pcft.validation import is_int, require
 
 _TM_ID = re.compile(r"^TM-\d{2}$")
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -60,16 +61,17 @@ class UpdateSpec:
 
     def __post_init__(self) -> None:
         s = "target.update"
-        if self.optimizer not in UPDATE_OPTIMIZERS:
-            raise ConfigError(f"[{s}] optimizer: one of {UPDATE_OPTIMIZERS}")
+        require(self.optimizer in UPDATE_OPTIMIZERS, s, "optimizer", f"one of {UPDATE_OPTIMIZERS}")
         for name in ("steps", "warm_steps", "batch_blocks"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"[{s}] {name}: an integer >= 1")
-        if not isinstance(self.tokens, int) or self.tokens < 0 or self.tokens == 1:
-            raise ConfigError(f"[{s}] tokens: tokens per sequence, >= 2 (0 = whole block)")
-        if not self.lr > 0:
-            raise ConfigError(f"[{s}] lr: learning rate > 0")
+            require(is_int(value) and value >= 1, s, name, "an integer >= 1")
+        require(
+            isinstance(self.tokens, int) and self.tokens >= 0 and self.tokens != 1,
+            s,
+            "tokens",
+            "tokens per sequence, >= 2 (0 = whole block)",
+        )
+        require(self.lr > 0, s, "lr", "learning rate > 0")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from secure_pcft.errors import ConfigError, CorruptFileError, DataError, ModelError
+from secure_pcft.errors import CorruptFileError, DataError, ModelError
+from secure_pcft.validation import require
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ class SmallBaseSpec:
             (self.eval_blocks >= 1, "eval_blocks", "blocks >= 1"),
         )
         for ok, name, what in checks:
-            if not ok:
-                raise ConfigError(f"[small_base] {name}: {what}")
+            require(ok, "small_base", name, what)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -116,3 +116,7 @@ class BudgetInfeasibleError(ConfigError, PrivacyError):
 
 class AuditError(SecurePcftError):
     """An audit (attack, canary, ε lower bound) lacks what it needs or was asked something unsound."""
+
+
+class ReportError(SecurePcftError):
+    """A compliance report cannot be built: a run directory or audit file is missing or malformed."""

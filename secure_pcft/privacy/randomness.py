@@ -85,17 +85,22 @@ class OsUrandomSource:
 
     @staticmethod
     def _u53(n: int) -> np.ndarray:
-        # Integers in [0, 2^53) from 8 random bytes each.
+        # Integers in [0, 2^53) from 8 random bytes each: the only place that reads the kernel.
         return np.frombuffer(os.urandom(8 * n), dtype=np.uint64) >> np.uint64(11)
 
+    @classmethod
+    def _unit(cls, n: int) -> np.ndarray:
+        # Uniforms in [0, 1), float64, 53 random bits each (every value exactly k / 2^53).
+        return cls._u53(n) * _TWO_POW_MINUS_53
+
     def uniform(self, n: int) -> torch.Tensor:
-        return torch.from_numpy(self._u53(n) * _TWO_POW_MINUS_53)
+        return torch.from_numpy(self._unit(n))
 
     def standard_normal(self, n: int) -> np.ndarray:
         """``n`` standard normals (float64) by Box–Muller."""
         pairs = (n + 1) // 2
         u1 = (self._u53(pairs) + 1.0) * _TWO_POW_MINUS_53  # (0, 1]: log is finite
-        u2 = self._u53(pairs) * _TWO_POW_MINUS_53
+        u2 = self._unit(pairs)
         radius = np.sqrt(-2.0 * np.log(u1))
         angle = 2.0 * np.pi * u2
         return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n]

@@ -152,6 +152,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from secure_pcft.report import build_report, write_report
+
+    report = build_report(args.run_dir, args.audit)
+    json_path, html_path = write_report(report, args.out or Path(args.run_dir) / "report")
+    for check in report.checks:
+        if check.status != "pass":
+            print(f"{check.status.upper():<5} {check.title}: {check.detail}")
+    print(f"verdict: {report.verdict.upper()}")
+    print(f"report: {json_path} and {html_path}")
+    return 0 if report.verdict == "pass" else 1
+
+
 _AUDIT_SHOWN = {
     "roc_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "exposure_bits", "extraction_rate",
     "epsilon_lb", "epsilon", "token_recall", "token_precision",
@@ -198,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--output", default="audits/results", help="results directory")
     audit.add_argument("--base", help="override [target.model] base of every campaign")
     audit.set_defaults(func=cmd_audit)
+
+    report = sub.add_parser(
+        "report", help="compliance report of a run directory: report.json + report.html"
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "--audit",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an audit result JSON of 'secure-pcft audit' (repeatable)",
+    )
+    report.add_argument("--out", type=Path, help="output directory (default RUN_DIR/report)")
+    report.set_defaults(func=cmd_report)
     return p
 
 

@@ -1,0 +1,167 @@
+"""Audit results (``secure-pcft audit`` output) as a report sees them: figures against thresholds.
+
+Each file is one campaign (``audits/results/<name>.json``). The verdict of every threshold is
+recomputed here from the recorded metric and the campaign's ``max`` / ``min`` tables rather than
+taken from the file's ``passed`` field, and a disagreement is itself a failed check. ROC points are
+kept (thinned to at most :data:`MAX_ROC_POINTS`) for the plots; scores and private data never are
+(the audit files do not hold them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from secure_pcft.errors import ReportError
+from secure_pcft.report.checks import Check
+from secure_pcft.report.sources import read_json, real, require
+
+MAX_ROC_POINTS = 200
+
+
+def _metric_json(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
+
+
+def thin_roc(
+    points: Sequence[tuple[float, float]], limit: int = MAX_ROC_POINTS
+) -> list[list[float]]:
+    """Keep the first and last point and an even subset between (the curve's shape survives)."""
+    pts = [[float(x), float(y)] for x, y in points]
+    if len(pts) <= limit:
+        return pts
+    step = (len(pts) - 1) / (limit - 1)
+    return [pts[round(i * step)] for i in range(limit)]
+
+
+def _roc(attack: dict[str, Any], where: str) -> list[list[float]]:
+    trials = attack.get("per_trial", [])
+    if not isinstance(trials, list) or not trials or not isinstance(trials[0], dict):
+        return []
+    details = trials[0].get("details", {})
+    raw = details.get("roc", []) if isinstance(details, dict) else []
+    if not isinstance(raw, list):
+        raise ReportError(f"{where}.per_trial[0].details.roc: expected a list of [fpr, tpr]")
+    points = []
+    for i, p in enumerate(raw):
+        if not isinstance(p, list) or len(p) != 2:
+            raise ReportError(f"{where}.per_trial[0].details.roc[{i}]: expected [fpr, tpr]")
+        x, y = real(p[0], f"{where}.roc[{i}][0]"), real(p[1], f"{where}.roc[{i}][1]")
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ReportError(f"{where}.per_trial[0].details.roc[{i}]: rates must be in [0, 1]")
+        points.append((x, y))
+    return thin_roc(points)
+
+
+def _thresholds(
+    attack: dict[str, Any], metrics: dict[str, float], where: str
+) -> list[dict[str, Any]]:
+    table = require(attack, "thresholds", dict, where)
+    out = []
+    for bound in ("max", "min"):
+        limits = table.get(bound, {})
+        if not isinstance(limits, dict):
+            raise ReportError(f"{where}.thresholds.{bound}: expected an object")
+        for metric, raw_limit in sorted(limits.items()):
+            limit = real(raw_limit, f"{where}.thresholds.{bound}.{metric}")
+            value = metrics.get(metric, math.nan)
+            ok = not math.isnan(value) and (value <= limit if bound == "max" else value >= limit)
+            out.append({"metric": metric, "bound": bound, "limit": _metric_json(limit),
+                        "value": _metric_json(value), "passed": ok})  # fmt: skip
+    return out
+
+
+def _attack(raw: Any, index: int, where_file: str) -> dict[str, Any]:
+    where = f"{where_file} attacks[{index}]"
+    if not isinstance(raw, dict):
+        raise ReportError(f"{where}: expected an object")
+    label = require(raw, "label", str, where)
+    metrics_raw = require(raw, "metrics", dict, where)
+    metrics = {str(k): real(v, f"{where}.metrics.{k}") for k, v in metrics_raw.items()}
+    tms = raw.get("threat_models", [])
+    thresholds = _thresholds(raw, metrics, where)
+    return {
+        "label": label,
+        "name": require(raw, "name", str, where),
+        "threat_models": [str(t) for t in tms] if isinstance(tms, list) else [],
+        "metrics": {k: _metric_json(v) for k, v in metrics.items()},
+        "thresholds": thresholds,
+        "passed": all(t["passed"] for t in thresholds),
+        "recorded_passed": raw.get("passed") if isinstance(raw.get("passed"), bool) else None,
+        "roc": _roc(raw, where),
+    }
+
+
+def load_audit(path: str | Path) -> dict[str, Any]:
+    """One audit result file as the report's ``audits[]`` entry.
+
+    Raises:
+        ReportError: missing or malformed file (the message names the field).
+    """
+    p = Path(path)
+    obj, sha = read_json(p, "audit file")
+    where = p.name
+    attacks_raw = require(obj, "attacks", list, where)
+    if not attacks_raw:
+        raise ReportError(f"{where}: no attacks recorded")
+    targets = obj.get("targets", [])
+    target = (
+        targets[0] if isinstance(targets, list) and targets and isinstance(targets[0], dict) else {}
+    )
+    eps = target.get("epsilon")
+    tms = obj.get("threat_models", [])
+    return {
+        "campaign": require(obj, "campaign", str, where),
+        "description": str(obj.get("description", "")),
+        "file": str(p),
+        "sha256": sha,
+        "campaign_source": str(obj.get("source", "")),
+        "threat_models": [str(t) for t in tms] if isinstance(tms, list) else [],
+        "trials": obj.get("trials") if isinstance(obj.get("trials"), int) else None,
+        "base_model": str(obj.get("base_model", "")),
+        "target_epsilon": None if eps is None else _metric_json(real(eps, f"{where}.targets[0].epsilon")),
+        "target_peer": str(target.get("peer", "")),
+        "attacks": [_attack(a, i, where) for i, a in enumerate(attacks_raw)],
+        "recorded_passed": obj.get("passed") if isinstance(obj.get("passed"), bool) else None,
+        "versions": {str(k): str(v) for k, v in obj.get("versions", {}).items()}
+        if isinstance(obj.get("versions"), dict) else {},
+    }  # fmt: skip
+
+
+def audit_checks(audit: dict[str, Any], run_max_epsilon: float | None) -> list[Check]:
+    """One check per threshold, one if the file's own verdict disagrees, one on ε coverage."""
+    name, out = audit["campaign"], []
+    for a in audit["attacks"]:
+        for t in a["thresholds"]:
+            op = "≤" if t["bound"] == "max" else "≥"
+            out.append(Check(f"audit.{name}.{a['label']}.{t['metric']}",
+                             f"audit {name}: {a['label']} {t['metric']} {op} {_fmt(t['limit'])}",
+                             "pass" if t["passed"] else "fail",
+                             f"measured {t['metric']} = {_fmt(t['value'])} ({a['name']})"))  # fmt: skip
+        if a["recorded_passed"] is not None and a["recorded_passed"] != a["passed"]:
+            out.append(Check(f"audit.{name}.{a['label']}.recorded",
+                             f"audit {name}: the file's verdict for {a['label']} holds", "fail",
+                             "the file says passed = "
+                             f"{a['recorded_passed']}, its own figures say {a['passed']}"))  # fmt: skip
+    out.append(_coverage(audit, run_max_epsilon))
+    return out
+
+
+def _fmt(x: float | str) -> str:
+    return x if isinstance(x, str) else f"{x:.4g}"
+
+
+def _coverage(audit: dict[str, Any], run_max_epsilon: float | None) -> Check:
+    name, eps = audit["campaign"], audit["target_epsilon"]
+    cid, title = f"audit.{name}.coverage", f"audit {name} was measured at this run's ε or above"
+    if run_max_epsilon is None:
+        return Check(cid, title, "warn", "the run has no verified ε to compare with")
+    target = math.inf if eps in (None, "inf") else float(eps)
+    detail = (f"audited target ε = {target:.4g}; this run's peers spent up to "
+              f"ε = {run_max_epsilon:.4g}")  # fmt: skip
+    if target >= run_max_epsilon:
+        return Check(cid, title, "pass", detail)
+    return Check(cid, title, "warn",
+                 detail + ": the audit measured a more private model than this run released")  # fmt: skip

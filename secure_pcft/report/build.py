@@ -1,0 +1,269 @@
+"""Build the compliance report of a run: one JSON document (``report.json``) and checks.
+
+The document follows :data:`~secure_pcft.report.schema.REPORT_SCHEMA` (format
+``secure-pcft-report/1``); the HTML page is rendered from the document alone
+(:func:`~secure_pcft.report.page.render_html`), so both always show the same figures.
+
+Sources: ``results.json`` of the run (config, per-round traffic and trust, fingerprints), each
+peer's privacy ledger (verified; the only source of ε), the roster of ``[security] key_dir`` when
+there is one, the saved adapters (SHA-256 only), and any audit result files given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from secure_pcft.crypto.consortium import ROSTER_FILE
+from secure_pcft.crypto.roster import Roster
+from secure_pcft.errors import PrivacyError, SecurePcftError
+from secure_pcft.privacy.events import check_peer_id
+from secure_pcft.report.audits import audit_checks, load_audit
+from secure_pcft.report.checks import Check, Status, verdict
+from secure_pcft.report.ledgers import max_epsilon, review_peer
+from secure_pcft.report.sources import RunFiles, load_run
+
+REPORT_FORMAT = "secure-pcft-report/1"
+VERSIONED = ("secure-pcft", "torch", "transformers", "peft", "opacus", "tenseal", "pynacl",
+             "safetensors", "tokenizers", "numpy")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Report:
+    """A built report: the JSON document and the checks behind its verdict."""
+
+    document: dict[str, Any]
+    checks: tuple[Check, ...]
+
+    @property
+    def verdict(self) -> Status:
+        return verdict(self.checks)
+
+    def to_json(self) -> str:
+        return json.dumps(self.document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the toolkit and the libraries its guarantees rest on."""
+    out = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _adapter(run: RunFiles, peer_id: str) -> dict[str, Any] | None:
+    try:
+        check_peer_id(peer_id)  # a peer id becomes a path component only if it is file-safe
+    except PrivacyError:
+        return None
+    f = run.run_dir / "adapters" / peer_id / "adapter_model.safetensors"
+    if not f.is_file():
+        return None
+    return {"file": str(f.relative_to(run.run_dir)), "bytes": f.stat().st_size,
+            "sha256": _sha256_file(f)}  # fmt: skip
+
+
+def _traffic(run: RunFiles, index: int, peer_id: str) -> dict[str, Any]:
+    by_round = [{"round": r.round, "bytes": r.bytes_sent[index], "messages": r.messages_sent[index]}
+                for r in run.rounds]  # fmt: skip
+    sent_to: Counter[str] = Counter()
+    received_from: Counter[str] = Counter()
+    declined: Counter[str] = Counter()
+    for rnd in run.extra("security").get("rounds", []):
+        if not isinstance(rnd, dict):
+            continue
+        for pair in rnd.get("adapters_sent", []):
+            if isinstance(pair, list) and len(pair) == 2:
+                if pair[0] == peer_id:
+                    sent_to[str(pair[1])] += 1
+                if pair[1] == peer_id:
+                    received_from[str(pair[0])] += 1
+        for pair in rnd.get("declined", []):
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == peer_id:
+                declined[str(pair[1])] += 1
+    rejections = run.results.get("rejections", {})
+    rejected = rejections.get(peer_id, []) if isinstance(rejections, dict) else []
+    return {
+        "bytes_sent": sum(r["bytes"] for r in by_round),
+        "messages_sent": sum(r["messages"] for r in by_round),
+        "by_round": by_round,
+        "adapters_sent_to": dict(sorted(sent_to.items())),
+        "adapters_received_from": dict(sorted(received_from.items())),
+        "adapter_requests_declined": dict(sorted(declined.items())),
+        "messages_rejected": len(rejected) if isinstance(rejected, list) else 0,
+    }
+
+
+def _security(run: RunFiles) -> tuple[dict[str, Any], dict[str, str], list[Check]]:
+    sec_cfg, info = run.config.security, run.extra("security")
+    raw_fp = info.get("fingerprints", {})
+    fingerprints = {str(k): str(v) for k, v in raw_fp.items()} if isinstance(raw_fp, dict) else {}
+    section: dict[str, Any] = {
+        "mode": sec_cfg.mode, "consent": sec_cfg.consent, "key_dir": sec_cfg.key_dir or None,
+        "roster": None, "fingerprint_source": "results.json" if fingerprints else None,
+        "he_context_bytes": info.get("he_context_bytes"),
+        "he_context_messages": info.get("he_context_messages"),
+    }  # fmt: skip
+    if sec_cfg.mode != "full":
+        why = ("[security] mode = off: plain messages, no signatures or encryption; every adapter "
+               "is readable by the relay and the network (TM-03, TM-04)")  # fmt: skip
+        return section, fingerprints, [Check("security.mode", "channels are signed and encrypted",
+                                             "warn", why)]  # fmt: skip
+    checks = [Check("security.mode", "channels are signed and encrypted", "pass",
+                    "[security] mode = full: Ed25519-signed, Box-encrypted envelopes, CKKS "
+                    f"discovery, consent = {sec_cfg.consent}")]  # fmt: skip
+    if not sec_cfg.key_dir:
+        checks.append(Check("security.roster", "peer keys are pinned in a roster file", "warn",
+                            "keys were generated in memory for this simulation and discarded; "
+                            "the fingerprints are the run's own"))  # fmt: skip
+        return section, fingerprints, checks
+    roster_file = Path(sec_cfg.key_dir) / ROSTER_FILE
+    try:
+        roster = Roster.load(roster_file)
+    except SecurePcftError as exc:
+        checks.append(Check("security.roster", "peer keys are pinned in a roster file", "fail",
+                            f"{roster_file}: {exc}"))  # fmt: skip
+        return section, fingerprints, checks
+    section["roster"] = str(roster_file)
+    pinned = {p.name: p.fingerprint for p in roster}
+    for peer_id in run.peer_ids:
+        got, want = fingerprints.get(peer_id), pinned.get(peer_id)
+        ok = want is not None and got == want
+        checks.append(Check(f"fingerprint.{peer_id}", f"{peer_id}'s key is the pinned one",
+                            "pass" if ok else "fail",
+                            f"run {got or 'none'}; roster {want or 'not on the roster'}", peer_id))  # fmt: skip
+        if want is not None:
+            fingerprints[peer_id] = want
+    section["fingerprint_source"] = "roster"
+    return section, fingerprints, checks
+
+
+def _run_section(run: RunFiles) -> tuple[dict[str, Any], list[Check]]:
+    r, cfg = run.results, run.config
+    recorded, recomputed = str(r["config_hash"]), cfg.digest()
+    checks = [Check("config.hash", "the recorded config hash matches the config",
+                    "pass" if recorded == recomputed else "fail",
+                    f"recorded {recorded[:16]}…, recomputed {recomputed[:16]}… "
+                    "(SHA-256 of the canonical JSON of the validated config)")]  # fmt: skip
+    if cfg.privacy.enabled and not cfg.privacy.secure_rng:
+        checks.append(Check("dp.noise", "DP noise comes from a CSPRNG", "warn",
+                            "[privacy] secure_rng = false: noise from a seeded PRNG is "
+                            "reproducible by anyone who knows the seed (TM-06)"))  # fmt: skip
+    section = {
+        "run_dir": str(run.run_dir),
+        "results_sha256": run.results_sha256,
+        "strategy": r["strategy"],
+        "peer_ids": list(run.peer_ids),
+        "base_model": str(r.get("base_model", "")),
+        "data": str(r.get("data", "")),
+        "rounds": len(run.rounds) - 1,
+        "seconds": r.get("seconds") if isinstance(r.get("seconds"), int | float) else None,
+        "config_hash": {"recorded": recorded, "recomputed": recomputed,
+                        "match": recorded == recomputed},
+        "dp_enabled": cfg.privacy.enabled,
+        "security_mode": cfg.security.mode,
+        "config": cfg.to_dict(),
+    }  # fmt: skip
+    return section, checks
+
+
+def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Report:
+    """Gather, verify and summarise a run directory and audit files into a :class:`Report`.
+
+    A ledger that fails verification does not raise: its peer shows no ε and a ``fail`` check
+    (the report is the place a reviewer must see it). The verdict is ``fail`` then.
+
+    Raises:
+        ReportError: the run directory, its ``results.json`` or an audit file is missing or
+            malformed (nothing can be reported).
+    """
+    run = load_run(run_dir)
+    audit_docs = [load_audit(a) for a in audits]
+    run_section, checks = _run_section(run)
+    security, fingerprints, sec_checks = _security(run)
+    peers: list[dict[str, Any]] = []
+    final = run.rounds[-1]
+    for i, peer_id in enumerate(run.peer_ids):
+        privacy, peer_checks = review_peer(run, peer_id)
+        checks += peer_checks
+        peers.append({
+            "peer_id": peer_id,
+            "fingerprint": fingerprints.get(peer_id),
+            "privacy": privacy,
+            "traffic": _traffic(run, i, peer_id),
+            "final": {"test_ppl": final.test_ppl[i], "test_acc": final.test_acc[i]},
+            "adapter": _adapter(run, peer_id),
+        })  # fmt: skip
+    checks += sec_checks
+    rejected = {p["peer_id"]: p["traffic"]["messages_rejected"] for p in peers}
+    if any(rejected.values()):
+        checks.append(Check("security.rejections", "no message was rejected", "warn",
+                            ", ".join(f"{k}: {v}" for k, v in rejected.items() if v)
+                            + " rejected (bad signature, replay, malformed or poisoned adapter)"))  # fmt: skip
+    run_eps = max_epsilon(peers)
+    for a in audit_docs:
+        checks += audit_checks(a, run_eps)
+    doc = {
+        "format": REPORT_FORMAT,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "verdict": verdict(checks),
+        "run": run_section,
+        "versions": library_versions(),
+        "security": security,
+        "peers": peers,
+        "trust": {"peer_ids": list(run.peer_ids),
+                  "rounds": [{"round": r.round, "matrix": r.trust} for r in run.rounds if r.trust]},
+        "audits": audit_docs,
+        "checks": [c.to_json() for c in checks],
+    }  # fmt: skip
+    return Report(json_safe(doc), tuple(checks))
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float as the string the toolkit writes ("inf", "nan")."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.json`` and the self-contained ``report.html`` into ``out_dir``."""
+    from secure_pcft.report.page import render_html
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = d / "report.json", d / "report.html"
+    _atomic_write(json_path, report.to_json())
+    _atomic_write(html_path, render_html(report.document))
+    return json_path, html_path

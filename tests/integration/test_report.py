@@ -1,0 +1,376 @@
+"""Compliance report end to end: a real DP run with pinned keys, its ledgers, audit files, the JSON
+schema, tampering, escaping, the CLI, and the HTML page rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from secure_pcft.cli import main
+from secure_pcft.collab.simulation import Simulation
+from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.config import (
+    DataConfig,
+    OutputConfig,
+    PrivacyConfig,
+    RunConfig,
+    SecurityConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from secure_pcft.crypto.consortium import Consortium
+from secure_pcft.errors import ReportError
+from secure_pcft.model.loading import load_base
+from secure_pcft.privacy.accounting import epsilon_spent
+from secure_pcft.privacy.ledger import ledger_path, read_ledger
+from secure_pcft.report import REPORT_SCHEMA, build_report, render_html, write_report
+from secure_pcft.report.schema import schema_json
+from tests.conftest import tiny_federation
+
+ROOT = Path(__file__).resolve().parents[2]
+MIA_DP = ROOT / "audits" / "results" / "mia-dp.json"
+MIA_NONDP = ROOT / "audits" / "results" / "mia-nondp.json"
+TRAIN = TrainConfig(
+    batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=8, eval_batches=2
+)
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _run(root: Path, base_dir: Path, privacy: PrivacyConfig, security: SecurityConfig) -> Path:
+    cfg = RunConfig(
+        data=DataConfig(block_size=16),
+        train=TRAIN,
+        strategy=StrategyConfig(name="weights", reference_batches=1),
+        privacy=privacy,
+        security=security,
+        output=OutputConfig(dir=str(root / "out")),
+    )
+    sim = Simulation(cfg, tiny_federation(), load_base(base_dir))
+    try:
+        sim.warmup()
+        strategy = make_strategy(cfg.strategy)
+        sim.run_rounds(strategy)
+        sim.result(strategy, 1.0).write_json(root / "out" / "results.json")
+    finally:
+        sim.close()
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory: pytest.TempPathFactory, tiny_base_dir: Path) -> Path:
+    """A 3-peer DP-SGD run (budget 50) with signed+encrypted channels and a roster on disk."""
+    root = tmp_path_factory.mktemp("dp-run")
+    Consortium.create(root / "keys", [f"peer-{i}" for i in range(3)])
+    return _run(
+        root,
+        tiny_base_dir,
+        PrivacyConfig(enabled=True, noise_multiplier=1.0, budget_epsilon=50.0),
+        SecurityConfig(mode="full", key_dir=str(root / "keys"), select_top_k=1),
+    )
+
+
+def _copy(run: Path, tmp: Path) -> Path:
+    return Path(shutil.copytree(run, tmp / "copy"))
+
+
+def _checks(report: Any) -> dict[str, str]:
+    return {c.id: c.status for c in report.checks}
+
+
+# ----------------------------------------------------------------------------- contents
+
+
+def test_report_recomputes_every_peers_epsilon_from_its_verified_ledger(dp_run: Path) -> None:
+    report = build_report(dp_run)
+    doc = report.document
+
+    assert report.verdict == "pass"
+    assert doc["run"]["config_hash"]["match"] is True
+    results = json.loads((dp_run / "results.json").read_text())
+    for peer in doc["peers"]:
+        contents = read_ledger(ledger_path(dp_run / "ledgers", peer["peer_id"]))
+        g = contents.genesis
+        eps = epsilon_spent(contents.events, g.delta, g.accountant)
+        privacy = peer["privacy"]
+        assert privacy["ledger"]["status"] == "verified"
+        assert privacy["epsilon_spent"] == pytest.approx(eps)
+        assert privacy["epsilon_spent"] == pytest.approx(
+            results["extra"]["privacy"][peer["peer_id"]]["epsilon_spent"]
+        )
+        assert (privacy["budget_epsilon"], privacy["delta"]) == (50.0, g.delta)
+        by_round = [e["epsilon"] for e in privacy["epsilon_by_round"]]
+        assert by_round == sorted(by_round) and by_round[-1] == pytest.approx(eps)
+        assert len(by_round) == TRAIN.num_rounds + 1
+        # every DP-SGD step of the run is in the mechanisms table
+        assert sum(m["steps"] for m in privacy["mechanisms"]) == TRAIN.total_steps
+        assert all(m["noise_multiplier"] == 1.0 for m in privacy["mechanisms"])
+        assert _checks(report)[f"budget.{peer['peer_id']}"] == "pass"
+
+
+def test_report_says_what_was_sent_to_whom_and_pins_fingerprints(dp_run: Path) -> None:
+    doc = build_report(dp_run).document
+    results = json.loads((dp_run / "results.json").read_text())
+    pairs = [tuple(p) for r in results["extra"]["security"]["rounds"] for p in r["adapters_sent"]]
+    roster = Consortium.load(Path(doc["security"]["key_dir"]), results["peer_ids"])
+
+    assert doc["security"]["fingerprint_source"] == "roster"
+    for i, peer in enumerate(doc["peers"]):
+        pid, traffic = peer["peer_id"], peer["traffic"]
+        assert peer["fingerprint"] == roster.fingerprints()[pid]
+        assert traffic["bytes_sent"] == sum(r["bytes_sent"][i] for r in results["rounds"])
+        assert sum(traffic["adapters_sent_to"].values()) == sum(1 for s, _ in pairs if s == pid)
+        # the ledger recorded one adapter release per adapter actually sent
+        ledger_adapters = sum(
+            r["count"] for r in peer["privacy"]["releases"] if r["released"] == "adapter"
+        )
+        assert ledger_adapters == sum(traffic["adapters_sent_to"].values())
+    assert [r["round"] for r in doc["trust"]["rounds"]] == list(range(1, TRAIN.num_rounds + 1))
+
+
+def test_report_json_validates_against_the_documented_schema(dp_run: Path, tmp_path: Path) -> None:
+    report = build_report(dp_run, [MIA_DP, MIA_NONDP])
+    json_path, _ = write_report(report, tmp_path)
+    doc = json.loads(json_path.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(
+        REPORT_SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+    validator.validate(doc)
+    assert len(doc["audits"]) == 2 and doc["audits"][0]["attacks"][0]["roc"]
+    # the schema has teeth: each of these breaks it
+    for path, value in [
+        (("verdict",), "maybe"),
+        (("peers", 0, "privacy", "ledger", "status"), "ok"),
+        (("checks", 0, "status"), "PASS"),
+        (("audits", 0, "attacks", 0, "roc", 0), [0.5, 1.5]),
+        (("run", "results_sha256"), "not-a-hash"),
+    ]:
+        bad = copy.deepcopy(doc)
+        target = bad
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        assert not validator.is_valid(bad), path
+    extra = copy.deepcopy(doc)
+    extra["peers"][0]["secret"] = "x"
+    assert not validator.is_valid(extra)
+
+
+def test_docs_schema_file_is_the_packaged_schema() -> None:
+    assert (ROOT / "docs" / "report.schema.json").read_text(encoding="utf-8") == schema_json()
+
+
+# ----------------------------------------------------------------------------- tampering
+
+
+def _edit_line(path: Path, index: int, old: str, new: str) -> None:
+    lines = path.read_text().splitlines()
+    assert old in lines[index]
+    lines[index] = lines[index].replace(old, new, 1)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("tamper", ["edit", "truncate", "delete"])
+def test_a_tampered_ledger_fails_the_report_prominently(
+    dp_run: Path, tmp_path: Path, tamper: str
+) -> None:
+    run = _copy(dp_run, tmp_path)
+    path = ledger_path(run / "ledgers", "peer-1")
+    if tamper == "edit":  # spend fewer steps than were taken
+        _edit_line(path, 1, '"steps":', '"steps":0,"x":')
+    elif tamper == "truncate":  # cut the last release
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    else:
+        path.unlink()
+
+    report = build_report(run)
+    peer = report.document["peers"][1]
+    html = render_html(report.document)
+
+    assert report.verdict == "fail"
+    assert _checks(report)["ledger.peer-1"] == "fail"
+    assert _checks(report)["ledger.peer-0"] == "pass"
+    assert peer["privacy"]["epsilon_spent"] is None  # never an ε from an unverified ledger
+    assert peer["privacy"]["ledger"]["status"] == ("missing" if tamper == "delete" else "fail")
+    assert 'class="alert">LEDGER FAILED — peer-1' in html
+    assert 'id="verdict" class="verdict v-fail">Verdict: FAIL' in html
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 1
+
+
+@pytest.mark.parametrize("what", ["epsilon", "config"])
+def test_results_that_disagree_with_ledger_or_config_fail(
+    dp_run: Path, tmp_path: Path, what: str
+) -> None:
+    run = _copy(dp_run, tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    if what == "epsilon":
+        results["extra"]["privacy"]["peer-2"]["epsilon_spent"] *= 0.5
+    else:
+        results["config"]["train"]["lr"] = 1e-3  # hash no longer matches
+    (run / "results.json").write_text(json.dumps(results))
+
+    report = build_report(run)
+
+    assert report.verdict == "fail"
+    failed = {c.id for c in report.checks if c.status == "fail"}
+    assert failed == ({"agree.peer-2"} if what == "epsilon" else {"config.hash"})
+
+
+def test_audit_thresholds_are_recomputed_not_trusted(dp_run: Path, tmp_path: Path) -> None:
+    audit = json.loads(MIA_DP.read_text())
+    audit["attacks"][0]["metrics"]["roc_auc"] = (
+        0.9  # above its max 0.65; the file still says passed
+    )
+    forged = tmp_path / "mia-dp.json"
+    forged.write_text(json.dumps(audit))
+
+    checks = _checks(build_report(dp_run, [forged]))
+    genuine = _checks(build_report(dp_run, [MIA_DP]))
+
+    assert checks["audit.mia-dp.loss.roc_auc"] == "fail"
+    assert checks["audit.mia-dp.loss.recorded"] == "fail"
+    assert genuine["audit.mia-dp.loss.roc_auc"] == "pass"
+    assert "audit.mia-dp.loss.recorded" not in genuine
+    # the DP audit's target (ε ≈ 1) is more private than this run (ε ≈ 3.9): flagged, not failed
+    assert genuine["audit.mia-dp.coverage"] == "warn"
+
+
+def test_a_run_without_dp_fails_and_plain_channels_are_flagged(
+    tmp_path: Path, tiny_base_dir: Path
+) -> None:
+    run = _run(tmp_path, tiny_base_dir, PrivacyConfig(), SecurityConfig())
+
+    report = build_report(run)
+    checks = _checks(report)
+
+    assert report.verdict == "fail"
+    assert {checks[f"dp.peer-{i}"] for i in range(3)} == {"fail"}
+    assert checks["security.mode"] == "warn"
+    assert all(p["privacy"]["epsilon_spent"] is None for p in report.document["peers"])
+    assert 'id="plot-trust-final"' in render_html(report.document)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_unreadable_inputs_raise_report_error(dp_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="not a directory"):
+        build_report(tmp_path / "nope")
+    with pytest.raises(ReportError, match="no such file"):
+        build_report(tmp_path)
+    (tmp_path / "results.json").write_text('{"peer_ids": NaN}')
+    with pytest.raises(ReportError, match="not valid UTF-8 JSON"):
+        build_report(tmp_path)
+    results = json.loads((dp_run / "results.json").read_text())
+    results["rounds"][1]["test_ppl"] = [1.0]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ReportError, match=r"rounds\[1\]\.test_ppl"):
+        build_report(tmp_path)
+    bad_audit = tmp_path / "audit.json"
+    bad_audit.write_text(json.dumps({"campaign": "x", "attacks": [{"label": "a"}]}))
+    with pytest.raises(ReportError, match="missing field 'metrics'"):
+        build_report(dp_run, [bad_audit])
+
+
+def test_cli_report_writes_json_and_html_and_reports_bad_input(
+    dp_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+
+    code = main(["report", str(dp_run), "--audit", str(MIA_DP), "--out", str(out)])
+
+    assert code == 0
+    assert json.loads((out / "report.json").read_text())["verdict"] == "pass"
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert "verdict: PASS" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "ReportError" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def test_html_escapes_every_outside_string_and_loads_nothing(dp_run: Path) -> None:
+    doc = copy.deepcopy(build_report(dp_run, [MIA_DP]).document)
+    doc["peers"][0]["peer_id"] = HOSTILE
+    doc["trust"]["peer_ids"][0] = HOSTILE
+    doc["run"]["strategy"] = HOSTILE
+    doc["audits"][0]["description"] = HOSTILE
+    doc["audits"][0]["attacks"][0]["label"] = HOSTILE
+    doc["checks"][0]["detail"] = HOSTILE
+
+    html = render_html(doc)
+
+    assert (
+        "<script" not in html
+        and "<img" not in html
+        and "onerror=alert" not in html.replace("onerror=alert(1)&gt;", "")
+    )
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    assert (
+        "http://" not in html and "https://" not in html and "src=" not in html.replace("src=x", "")
+    )
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_html_renders_in_headless_chromium_with_its_plots(dp_run: Path, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        if os.environ.get("SECURE_PCFT_REQUIRE_BROWSER") == "1":
+            pytest.fail("SECURE_PCFT_REQUIRE_BROWSER=1 but /usr/bin/chromium is missing")
+        pytest.skip("no /usr/bin/chromium (apt-get install chromium); CI requires it")
+    _, html_path = write_report(build_report(dp_run, [MIA_DP, MIA_NONDP]), tmp_path / "r")
+    url = html_path.resolve().as_uri()
+
+    dom = _chromium("--dump-dom", url, profile=tmp_path / "p1")
+    shot = tmp_path / "report.png"
+    shown = _chromium(
+        f"--screenshot={shot}", "--window-size=1200,2000", url, profile=tmp_path / "p2"
+    )
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!DOCTYPE html><html><body></body></html>")
+    control = tmp_path / "blank.png"
+    _chromium(f"--screenshot={control}", "--window-size=1200,2000", blank.as_uri(),
+              profile=tmp_path / "p3")  # fmt: skip
+
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rendered = dom.stdout
+    for plot in ("plot-epsilon", "plot-trust-final", "plot-roc-0", "plot-roc-1"):
+        assert f'<svg id="{plot}"' in rendered, plot
+    epsilon_svg = rendered.split('<svg id="plot-epsilon"', 1)[1].split("</svg>", 1)[0]
+    assert epsilon_svg.count('class="series"') == 3  # one step line per peer
+    assert "budget 50 (off scale)" in epsilon_svg  # ε ≈ 3.9 of 50: the budget is named, not drawn
+    trust_svg = rendered.split('<svg id="plot-trust-final"', 1)[1].split("</svg>", 1)[0]
+    assert trust_svg.count('class="cell"') == 9
+    assert "Verdict: PASS" in rendered
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert _png_size(shot) == (1200, 2000)
+    # a page with tables and plots compresses far worse than an empty one
+    assert shot.stat().st_size > 5 * control.stat().st_size

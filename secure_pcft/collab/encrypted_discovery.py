@@ -14,8 +14,9 @@ Ciphertexts and contexts travel as uint8 tensors inside ordinary :class:`Message
 Context messages are sent inside ``setup_scope`` so a driver can count them apart from the
 per-round cost. A peer that does not answer (or whose answer is rejected) has no score: NaN.
 
-Threats mitigated (TM ids to be assigned in threat_models/): similarity discovery leaking adapters
-or signatures (only ciphertexts leave a peer); a peer probing another's vector with many queries.
+Threats mitigated (threat_models/): similarity discovery leaking adapters or signatures to a
+curious peer (TM-01), the network (TM-03) or the relay (TM-04) — only ciphertexts leave a peer; a
+peer probing another's vector with many queries (TM-02), or several colluders doing so (TM-05).
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ strategy that needs discovery, says which vector and which rule:
 
 A new strategy with discovery registers one scorer here; a strategy that needs discovery but has no
 scorer is refused (fail closed: nothing is ever broadcast in clear with security on).
+
+Threats mitigated (threat_models/): adapters and signatures reaching a curious peer (TM-01), the
+network (TM-03) or the relay (TM-04) in clear during discovery.
 """
 
 from __future__ import annotations

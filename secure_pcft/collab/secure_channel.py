@@ -11,8 +11,9 @@ the receiver's own adapter spec with norm bounds. Anything that fails is recorde
 The transport's claimed sender is ignored once an envelope verifies: the signature, not the network
 address, says who sent it (a relay may forward envelopes in its own name).
 
-Threats mitigated (TM ids to be assigned in threat_models/): impersonation; injection by
-non-members; replay; an eavesdropping relay; malformed, oversize or scaled (poisoned) adapters.
+Threats mitigated (threat_models/): impersonation, injection and replay by a network attacker
+(TM-03); an eavesdropping relay (TM-04); malformed, oversize or scaled (poisoned) adapters from a
+roster member (TM-02).
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ Consent (``[security] consent``):
   requests are declined and the asker renormalises its row over what arrived.
 * ``asker``: j sends to every peer of the run that asks (the asker's choice alone).
 
-Threats mitigated (TM ids to be assigned in threat_models/): adapters sent to everyone; adapter
-harvesting by dissimilar peers; poisoned adapters (norm checks in the secure channel).
+Threats mitigated (threat_models/): adapters sent to everyone and who-trusts-whom leaking to a
+curious peer (TM-01); adapter harvesting by dissimilar peers and poisoned adapters (TM-02, norm
+checks in the secure channel).
 """
 
 from __future__ import annotations

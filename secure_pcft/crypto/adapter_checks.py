@@ -6,8 +6,8 @@ model: exact tensor names, shapes and dtypes, finite values, and L2 norm bounds 
 the whole adapter. Rejections raise :class:`AdapterRejectedError` naming the tensor and the reason,
 never tensor values or norms.
 
-Threats mitigated (TM ids to be assigned in threat_models/): malformed input; poisoned or scaled
-adapters from a roster member.
+Threats mitigated (threat_models/): malformed input; poisoned or scaled adapters from a roster
+member (TM-02).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ A one-machine simulation holds every peer's identity (:class:`Consortium`): load
 directory, or generated in memory for the run (:meth:`Consortium.generate`), so that throw-away keys
 never touch a disk.
 
-Threats mitigated (TM ids to be assigned in threat_models/): impersonation of a peer; theft of key
-material at rest (0600 key files, public files carry no secret).
+Threats mitigated (threat_models/): impersonation of a peer (TM-03, pinned roster); theft or
+substitution of key material at rest (TM-06: 0600 key files, public files carry no secret).
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ but lengths is parsed before the signature verifies, and nothing is decrypted be
 check passes. Every rejection raises a typed :class:`MessageError` and logs who and why, never the
 body.
 
-Threats mitigated (TM ids to be assigned in threat_models/): impersonation; injection by
-non-members; replay and reordering; an eavesdropping relay; oversize / malformed input.
+Threats mitigated (threat_models/): impersonation, injection, replay, reordering and tampering by a
+network attacker (TM-03); an eavesdropping or forging relay (TM-04); oversize or malformed input
+from a roster member (TM-02).
 """
 
 from __future__ import annotations

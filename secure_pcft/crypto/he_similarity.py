@@ -26,8 +26,9 @@ Guarantees and limits (stated honestly):
   linear measurements of R's sketch, so queries are capped per asker per round, and the sketch is
   post-processing of R's DP adapter (see DESIGN "privacy closure").
 
-Threats mitigated (TM ids to be assigned in threat_models/): similarity discovery leaking
-adapters; malformed input.
+Threats mitigated (threat_models/): similarity discovery leaking adapters or scores to a curious
+peer (TM-01) or the relay (TM-04); probing with chosen queries and malformed contexts (TM-02), also
+from several colluding identities (TM-05, bounded per asker).
 """
 
 from __future__ import annotations

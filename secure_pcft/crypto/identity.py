@@ -6,8 +6,8 @@ keys never appear in ``repr``/``str``, logs or error messages, and :class:`Ident
 pickled. Peers know each other by a *fingerprint*: a short hex digest of SHA-256 over both public
 keys, pinned in the roster (:mod:`secure_pcft.crypto.roster`).
 
-Threats mitigated (TM ids to be assigned in threat_models/): impersonation of a peer; theft of
-key material at rest.
+Threats mitigated (threat_models/): impersonation of a peer by a network attacker (TM-03); theft
+of key material at rest on a compromised site (TM-06).
 """
 
 from __future__ import annotations

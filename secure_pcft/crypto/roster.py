@@ -5,8 +5,8 @@ each peer's name, base64 Ed25519/X25519 public keys and fingerprint. Loading rec
 fingerprint; a mismatch is an :class:`AuthenticationError` (someone edited a key but not its pin, or
 the reverse). Anything not on the roster is rejected by name (:class:`UnknownPeerError`) or by key id.
 
-Threats mitigated (TM ids to be assigned in threat_models/): impersonation; a non-member
-injecting messages.
+Threats mitigated (threat_models/): a non-member injecting messages (TM-03); substitution of a
+peer's public key (TM-06).
 """
 
 from __future__ import annotations

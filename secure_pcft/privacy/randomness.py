@@ -18,6 +18,9 @@ Two sources behind one small protocol:
 
 Opacus's own ``secure_mode`` needs ``torchcsprng``, which is not built for this torch; this module
 replaces it.
+
+Threats mitigated (threat_models/): DP noise regenerated from a known or guessed seed on a
+compromised site (TM-06), with ``[privacy] secure_rng = true``.
 """
 
 from __future__ import annotations

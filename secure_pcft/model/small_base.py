@@ -8,22 +8,19 @@ directory: ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokeniz
 every file. A cached directory is reused only when all of that checks out; otherwise it is rebuilt.
 
 Directories appear atomically (built under a temporary name next to the target, then renamed), so a
-build that is killed half way never leaves a directory that later looks valid.
+build that is killed half way never leaves a directory that later looks valid; the directory and
+record machinery lives in :mod:`secure_pcft.model.cache`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from typing import Any
 import torch
 
 from secure_pcft.errors import CorruptFileError, DataError, ModelError
+from secure_pcft.model.cache import BUILD_INFO_VERSION, read_build_info, save_model_dir
 from secure_pcft.validation import require
 
 logger = logging.getLogger(__name__)
@@ -39,10 +37,6 @@ ProgressCallback = Callable[[int, int, float], None]
 """Called as ``progress(step, total_steps, train_loss)`` after every optimiser step."""
 
 SPECIAL_TOKEN = "<|endoftext|>"
-BUILD_INFO = "build_info.json"
-BUILD_INFO_VERSION = 1
-_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-_STALE_TMP_SECONDS = 6 * 3600.0
 GPT2_LORA_TARGETS: tuple[str, ...] = ("c_attn", "c_proj", "c_fc")
 """Module-name suffixes of GPT-2's attention and MLP projections (the paper's LoRA targets)."""
 
@@ -133,98 +127,6 @@ TINY_SMALL_BASE = SmallBaseSpec(
     eval_blocks=4,
 )
 """A seconds-long build for tests; the model is useless as a language model."""
-
-
-# --------------------------------------------------------------------------- atomic directories
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory next to ``final``; rename it to ``final`` on success.
-
-    On any exception (``KeyboardInterrupt`` included) the temporary directory is removed and
-    ``final`` is left as it was. An existing ``final`` is moved aside and deleted only after the
-    new directory is in place. A process killed outright leaves only a ``.tmp-*`` directory, which
-    never looks valid and is swept by a later build once it is stale.
-
-    Raises:
-        OSError: the parent is not writable or the rename fails.
-    """
-    parent = final.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_tmp(parent, final.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=parent))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        old: Path | None = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=parent))
-            os.replace(final, old / final.name)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _sweep_stale_tmp(parent: Path, name: str) -> None:
-    now = time.time()
-    for pattern in (f".tmp-{name}-*", f".old-{name}-*"):
-        for leftover in parent.glob(pattern):
-            with contextlib.suppress(OSError):
-                if now - leftover.stat().st_mtime > _STALE_TMP_SECONDS:
-                    shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root`` except ``build_info.json``, keyed by relative path."""
-    digests: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != BUILD_INFO:
-            h = hashlib.sha256()
-            with path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            digests[path.relative_to(root).as_posix()] = h.hexdigest()
-    return digests
-
-
-def read_build_info(directory: Path, required: Sequence[str] = _REQUIRED_FILES) -> dict[str, Any]:
-    """Read and verify a cached model directory's ``build_info.json`` against its files.
-
-    Raises:
-        CorruptFileError: a file is missing, ``build_info.json`` is unreadable, or a file's SHA-256
-            differs from the one recorded at build time.
-    """
-    missing = [name for name in (*required, BUILD_INFO) if not (directory / name).is_file()]
-    if missing:
-        raise CorruptFileError(f"{directory}: missing {', '.join(missing)}")
-    try:
-        info = json.loads((directory / BUILD_INFO).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptFileError(f"{directory / BUILD_INFO}: unreadable ({exc})") from exc
-    if not isinstance(info, dict) or not isinstance(info.get("files"), dict):
-        raise CorruptFileError(f"{directory / BUILD_INFO}: not a build record")
-    if file_digests(directory) != info["files"]:
-        raise CorruptFileError(f"{directory}: files differ from those recorded at build time")
-    return info
-
-
-def write_build_info(directory: Path, info: dict[str, Any]) -> None:
-    """Write ``build_info.json`` with the SHA-256 of every other file in ``directory``."""
-    record = {**info, "files": file_digests(directory)}
-    (directory / BUILD_INFO).write_text(
-        json.dumps(record, indent=2, sort_keys=True), encoding="utf-8"
-    )
 
 
 def _sha256_json(obj: Any) -> str:
@@ -477,11 +379,7 @@ def build_small_base(
         "tokenizer_size": len(tokenizer),  # <= vocab_size: small corpora run out of merges
         "torch_version": torch.__version__,
     }
-    with atomic_directory(Path(out_dir)) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        info["build_seconds"] = round(time.perf_counter() - started, 2)
-        write_build_info(tmp, info)
+    save_model_dir(Path(out_dir), model, tokenizer, info, started)
     logger.info(
         "small base built in %.0f s: train loss %.3f, held-out ppl %.1f -> %s",
         info["build_seconds"],

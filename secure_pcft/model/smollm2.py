@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from secure_pcft.errors import CorruptFileError, ModelError
-from secure_pcft.model.small_base import (
+from secure_pcft.model.cache import (
     BUILD_INFO_VERSION,
-    atomic_directory,
     read_build_info,
-    write_build_info,
+    save_model_dir,
+    sha256_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,6 @@ LLAMA_LORA_TARGETS: tuple[str, ...] = (
     "down_proj",
 )
 """Module-name suffixes of the Llama attention and MLP projections (SmolLM2's LoRA targets)."""
-
-_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 def find_smollm2_gguf() -> tuple[Path, str]:
@@ -86,14 +84,6 @@ def find_smollm2_gguf() -> tuple[Path, str]:
         )
     record_hash = f"{ggufs[0].hash.mode}={ggufs[0].hash.value}" if ggufs[0].hash else ""
     return path, record_hash
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _linear_suffixes(model: torch.nn.Module) -> list[str]:
@@ -162,18 +152,14 @@ def load_gguf_as_hf(gguf_path: Path, out_dir: Path, *, source: str = "") -> Path
         "version": BUILD_INFO_VERSION,
         "source": source or str(gguf_path),
         "gguf_file": gguf_path.name,
-        "gguf_sha256": _sha256_file(gguf_path),
+        "gguf_sha256": sha256_file(gguf_path),
         "architecture": type(model).__name__,
         "model_type": model.config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()),
         "linear_modules": _linear_suffixes(model),
         "torch_version": torch.__version__,
     }
-    with atomic_directory(Path(out_dir)) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        info["build_seconds"] = round(time.perf_counter() - started, 2)
-        write_build_info(tmp, info)
+    save_model_dir(Path(out_dir), model, tokenizer, info, started)
     logger.info("converted %s in %.0f s -> %s", gguf_path.name, info["build_seconds"], out_dir)
     return Path(out_dir)
 
@@ -205,7 +191,7 @@ def ensure_smollm2(cache_dir: Path) -> Path:
     target = smollm2_dir(cache_dir, record_hash)
     if target.is_dir():
         try:
-            info = read_build_info(target, _REQUIRED_FILES)
+            info = read_build_info(target)
             if info.get("kind") == "gguf" and info.get("gguf_file") == gguf_path.name:
                 logger.info("reusing cached SmolLM2 %s", target)
                 return target

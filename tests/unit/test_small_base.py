@@ -12,16 +12,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from secure_pcft.errors import ConfigError, CorruptFileError, DataError
-from secure_pcft.model import small_base
+from secure_pcft.model import cache, small_base
+from secure_pcft.model.cache import BUILD_INFO, read_build_info
 from secure_pcft.model.small_base import (
-    BUILD_INFO,
     GPT2_LORA_TARGETS,
     TINY_SMALL_BASE,
     SmallBaseSpec,
-    atomic_directory,
     build_small_base,
     ensure_small_base,
-    read_build_info,
     small_base_dir,
     text_fingerprint,
 )
@@ -222,38 +220,13 @@ def test_build_killed_while_saving_leaves_no_directory(
     def crash(directory: Path, info: dict[str, object]) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(small_base, "write_build_info", crash)
+    monkeypatch.setattr(cache, "write_build_info", crash)
     target = tmp_path / "bases" / "small-x"
 
     with pytest.raises(OSError, match="disk full"):
         build_small_base(_texts(), target, TINY_SMALL_BASE)
 
     assert list((tmp_path / "bases").iterdir()) == []
-
-
-def test_interrupted_rebuild_keeps_the_old_directory(tmp_path: Path) -> None:
-    target = tmp_path / "d"
-    target.mkdir()
-    (target / "old.txt").write_text("old", encoding="utf-8")
-
-    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
-        (tmp / "new.txt").write_text("new", encoding="utf-8")
-        raise RuntimeError("killed")
-
-    assert [p.name for p in target.iterdir()] == ["old.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["d"]
-
-
-def test_atomic_directory_replaces_the_old_directory(tmp_path: Path) -> None:
-    target = tmp_path / "d"
-    target.mkdir()
-    (target / "old.txt").write_text("old", encoding="utf-8")
-
-    with atomic_directory(target) as tmp:
-        (tmp / "new.txt").write_text("new", encoding="utf-8")
-
-    assert [p.name for p in target.iterdir()] == ["new.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["d"]
 
 
 @pytest.mark.parametrize(

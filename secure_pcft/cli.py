@@ -171,6 +171,92 @@ _AUDIT_SHOWN = {
 }  # fmt: skip
 
 
+# ---- Flower runtime (extra `flower`): see docs/deploying.md -----------------------------------
+def cmd_flower_certs(args: argparse.Namespace) -> int:
+    from secure_pcft.transport.flower.deployment import write_tls
+
+    files = write_tls(args.dir, tuple(args.host))
+    print(f"CA certificate (give to every site): {files.ca_cert}")
+    print(f"SuperLink certificate: {files.server_cert}")
+    print(f"SuperLink private key (stays on the relay host, mode 0600): {files.server_key}")
+    return 0
+
+
+def cmd_flower_node_key(args: argparse.Namespace) -> int:
+    from secure_pcft.transport.flower.deployment import write_node_key
+
+    private, public = write_node_key(args.dir, args.name)
+    print(f"SuperNode private key (stays on the site, mode 0600): {private}")
+    print(f"public key (register it on the SuperLink with `flwr supernode register`): {public}")
+    return 0
+
+
+def cmd_flower_app_dir(args: argparse.Namespace) -> int:
+    from secure_pcft.transport.flower.deployment import APP_DIR
+
+    print(APP_DIR)
+    return 0
+
+
+def cmd_flower_site(args: argparse.Namespace) -> int:
+    from secure_pcft.transport.flower.deployment import SiteLaunch, run_site
+    from secure_pcft.transport.flower.site import SiteSpec
+
+    if args.root_certificates is None and not args.insecure:
+        print(
+            "error: give --root-certificates (TLS) or, for tests only, --insecure", file=sys.stderr
+        )
+        return 2
+    launch = SiteLaunch(args.superlink, args.runtime_port, args.root_certificates, args.auth_key)
+    spec = SiteSpec(args.site_dir, args.config, args.peer_id, args.key_dir)
+    run_site(launch, spec, args.site_dir / "logs")
+    return 0
+
+
+def cmd_flower_simulate(args: argparse.Namespace) -> int:
+    from secure_pcft.transport.flower.simulation import simulate
+
+    result = simulate(args.config, args.output, num_cpus=args.num_cpus)
+    _print_table([result["summary"]])
+    print(f"results: {args.output / 'results.json'}")
+    return 0
+
+
+def _add_flower_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    flower = sub.add_parser("flower", help="Flower runtime: certificates, keys, sites, simulation")
+    fsub = flower.add_subparsers(dest="flower_command", required=True)
+    certs = fsub.add_parser(
+        "certs", help="write a consortium CA and the SuperLink's TLS certificate"
+    )
+    certs.add_argument("dir", type=Path)
+    certs.add_argument(
+        "--host", action="append", required=True, help="SuperLink IP/DNS name (repeatable)"
+    )
+    certs.set_defaults(func=cmd_flower_certs)
+    nk = fsub.add_parser("node-key", help="write a SuperNode authentication key pair")
+    nk.add_argument("dir", type=Path)
+    nk.add_argument("name")
+    nk.set_defaults(func=cmd_flower_node_key)
+    ad = fsub.add_parser("app-dir", help="print the Flower app directory for `flwr run`")
+    ad.set_defaults(func=cmd_flower_app_dir)
+    site = fsub.add_parser("site", help="run this site: its SuperNode and its ClientApp host")
+    site.add_argument("--superlink", required=True, help="SuperLink address host:port")
+    site.add_argument("--root-certificates", type=Path, help="consortium CA certificate (TLS)")
+    site.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
+    site.add_argument("--auth-key", type=Path, help="SuperNode private authentication key")
+    site.add_argument("--runtime-port", type=int, default=9094, help="SuperNode Runtime API port")
+    site.add_argument("--site-dir", type=Path, required=True)
+    site.add_argument("--config", type=Path, required=True, help="the consortium's run TOML")
+    site.add_argument("--peer-id", required=True)
+    site.add_argument("--key-dir", type=Path, help="<peer-id>.key and roster.json")
+    site.set_defaults(func=cmd_flower_site)
+    sim = fsub.add_parser("simulate", help="run a config on Flower's simulation engine (Ray)")
+    sim.add_argument("config", type=Path)
+    sim.add_argument("--output", type=Path, default=Path("runs/flower-simulation"))
+    sim.add_argument("--num-cpus", type=int, default=2, help="CPUs Ray may use")
+    sim.set_defaults(func=cmd_flower_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="secure-pcft", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -226,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, help="output directory (default RUN_DIR/report)")
     report.set_defaults(func=cmd_report)
+    _add_flower_commands(sub)
     return p
 
 

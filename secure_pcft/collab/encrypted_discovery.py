@@ -131,25 +131,51 @@ def encrypted_cosines(
         Per peer i a float64 tensor (N,): cos(v_i, v_j) ± the flooding noise for each peer j that
         answered, NaN otherwise; the diagonal is 1.
     """
-    n = len(peers)
     with setup_scope():
         for p in peers:
-            agent = agents[p.peer_id]
-            for j, other in enumerate(p.peer_ids):
-                if j != p.index and other not in agent.contexts_sent:
-                    p.send(j, MessageType.HE_CONTEXT, bytes_tensor(agent.asker.public_context()))
-                    agent.contexts_sent.add(other)
+            send_contexts(p, agents[p.peer_id])
     for p, v in zip(peers, vectors, strict=True):
-        query = bytes_tensor(agents[p.peer_id].asker.query(v))
-        for j in range(n):
-            if j != p.index:
-                p.send(j, MessageType.HE_QUERY, query)
+        send_queries(p, v, agents[p.peer_id])
     # Every responder drains its queries before any answer is sent, so answers never mix with
     # queries in a mailbox (each phase reads exactly the messages of the previous one).
     queries = [_incoming(p, rnd, (MessageType.HE_CONTEXT, MessageType.HE_QUERY)) for p in peers]
     for p, v, msgs in zip(peers, vectors, queries, strict=True):
         _respond(p, v, rnd, msgs, agents[p.peer_id], fingerprint)
-    return [_collect_answers(p, rnd, agents[p.peer_id]) for p in peers]
+    return [collect_answers(p, rnd, agents[p.peer_id]) for p in peers]
+
+
+# ---- one peer's share of each step (a distributed runtime runs these on the peer's own machine)
+def send_contexts(peer: Peer, agent: PeerHe) -> None:
+    """Send this peer's public CKKS context to every peer that does not have it yet."""
+    for j, other in enumerate(peer.peer_ids):
+        if j != peer.index and other not in agent.contexts_sent:
+            peer.send(j, MessageType.HE_CONTEXT, bytes_tensor(agent.asker.public_context()))
+            agent.contexts_sent.add(other)
+
+
+def send_queries(peer: Peer, vector: npt.NDArray[np.float64], agent: PeerHe) -> None:
+    """Send Enc(own unit vector) to every other peer."""
+    query = bytes_tensor(agent.asker.query(vector))
+    for j in range(len(peer.peer_ids)):
+        if j != peer.index:
+            peer.send(j, MessageType.HE_QUERY, query)
+
+
+def respond(
+    peer: Peer,
+    vector: npt.NDArray[np.float64],
+    rnd: int,
+    agent: PeerHe,
+    fingerprint: Callable[[str], str],
+) -> None:
+    """Read the contexts and queries delivered to this peer and answer each valid query."""
+    messages = _incoming(peer, rnd, (MessageType.HE_CONTEXT, MessageType.HE_QUERY))
+    _respond(peer, vector, rnd, messages, agent, fingerprint)
+
+
+def collect_answers(peer: Peer, rnd: int, agent: PeerHe) -> torch.Tensor:
+    """Decrypt the answers delivered to this peer: its row of cosines (NaN where none arrived)."""
+    return _collect_answers(peer, rnd, agent)
 
 
 def _respond(

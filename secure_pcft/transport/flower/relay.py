@@ -1,0 +1,431 @@
+"""The relay: schedules the steps of every round and forwards envelopes between peers, blind.
+
+It sees only what a network would: opaque envelope bytes with the recipient peer id a peer put
+next to each, sizes, timing, and each peer's public step report (test metrics, applied trust row,
+byte counts, ε spent). In ``[security] mode = "full"`` every envelope is sealed to its recipient
+and signed by its sender, and peer ids are bound to Flower node ids by a signed hello checked
+against the pinned roster (:mod:`.hello`) before anything is routed.
+
+A peer that does not answer a step in time (dead process, lost node, error) is *missing* for the
+rest of that round: it gets no further steps, envelopes for it are dropped, and the others
+aggregate over what arrived (the protocol renormalises trust rows). Each round starts with a hello
+to every connected node, so a peer that restarted rejoins at the next round from its saved state.
+Rounds are never repeated: a resumed run starts after the last round any peer started.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from flwr.app import Message
+
+from secure_pcft.collab.results import RoundRecord, RunResult
+from secure_pcft.config import RunConfig
+from secure_pcft.crypto.roster import Roster
+from secure_pcft.errors import SecurePcftError
+from secure_pcft.transport.flower.errors import HelloError
+from secure_pcft.transport.flower.hello import new_challenge, verify_hello
+from secure_pcft.transport.flower.records import MESSAGE_TYPE, StepReply, StepRequest
+from secure_pcft.transport.flower.steps import WARMUP, round_steps
+
+log = logging.getLogger(__name__)
+
+HELLO = "hello"
+
+
+class GridLike(Protocol):
+    """The part of Flower's ``Grid`` the relay uses."""
+
+    def get_node_ids(self) -> Iterable[int]: ...
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]: ...
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]: ...
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """How the relay runs.
+
+    Attributes:
+        step_timeout_s: seconds a peer has to answer one step before it counts as missing.
+        wait_for_peers_s: seconds to wait at start for every peer's node to connect.
+        min_peers: fewer live peers than this ends the run early (its results say so).
+        poll_s: seconds between polls for replies.
+    """
+
+    step_timeout_s: float = 300.0
+    wait_for_peers_s: float = 120.0
+    min_peers: int = 2
+    poll_s: float = 0.2
+
+
+@dataclass
+class _PeerView:
+    node: int
+    epoch: str
+    completed: int | None
+    started: int
+
+
+@dataclass
+class RelayLog:
+    """What the relay accumulates for the results file."""
+
+    records: list[RoundRecord] = field(default_factory=list)
+    missing: dict[int, list[str]] = field(default_factory=dict)
+    rejections: dict[str, list[dict[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    privacy: dict[str, Any] = field(default_factory=dict)
+    security_rounds: list[dict[str, Any]] = field(default_factory=list)
+    setup: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    hello_refused: list[dict[str, Any]] = field(default_factory=list)
+    undelivered: int = 0
+    abandoned_rounds: list[int] = field(default_factory=list)
+    ended_early: str = ""
+
+
+class Relay:
+    """Runs a whole collaboration over a Flower grid (the ServerApp's ``main``).
+
+    Args:
+        grid: Flower's grid (deployment or simulation).
+        cfg: the consortium's run configuration.
+        peer_ids: the run's peers in run order.
+        roster: pinned identities (secure mode: hellos must verify against it).
+        settings: timeouts and limits.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        grid: GridLike,
+        cfg: RunConfig,
+        peer_ids: tuple[str, ...],
+        roster: Roster | None,
+        settings: RelaySettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.grid = grid
+        self.cfg = cfg
+        self.peer_ids = peer_ids
+        self.roster = roster
+        self.settings = settings
+        self.clock = clock
+        self.schedule = round_steps(cfg)
+        self.peers: dict[str, _PeerView] = {}
+        self.log = RelayLog()
+        self._restarted: set[str] = set()
+        self._last_replies: dict[str, StepReply] = {}
+
+    # ---- the run -------------------------------------------------------------------------------
+    def run(self) -> RelayLog:
+        self._wait_for_nodes()
+        self._hello()
+        fresh = [p for p, v in self.peers.items() if v.completed is None]
+        if fresh:
+            self._warmup(fresh)
+        started = [v.started for v in self.peers.values()] or [0]
+        first = max(started) + 1
+        self.log.abandoned_rounds = [
+            r for r in range(1, first) if any(v.started == r and (v.completed or 0) < r
+                                                 for v in self.peers.values())
+        ]  # fmt: skip
+        for rnd in range(first, self.cfg.train.num_rounds + 1):
+            if rnd > first:
+                self._hello()
+            live = [
+                p for p in self.peer_ids if p in self.peers and self.peers[p].completed is not None
+            ]
+            if len(live) < self.settings.min_peers:
+                self.log.ended_early = (
+                    f"round {rnd}: {len(live)} live peers < {self.settings.min_peers}"
+                )
+                log.warning("relay: %s", self.log.ended_early)
+                break
+            self._round(rnd, live)
+        return self.log
+
+    def _wait_for_nodes(self) -> None:
+        deadline = self.clock() + self.settings.wait_for_peers_s
+        while len(list(self.grid.get_node_ids())) < len(self.peer_ids) and self.clock() < deadline:
+            time.sleep(1.0)
+
+    # ---- hello -----------------------------------------------------------------------------------
+    def _hello(self) -> None:
+        """Bind every connected node to a verified peer id (re-done at each round)."""
+        nodes = sorted(self.grid.get_node_ids())
+        challenges = {n: new_challenge() for n in nodes}
+        replies = self._exchange(
+            HELLO,
+            0,
+            {n: StepRequest(HELLO, 0, info={"challenge": c}) for n, c in challenges.items()},
+        )
+        bound: dict[str, _PeerView] = {}
+        for node, reply in replies.items():
+            try:
+                view = self._check_hello(node, reply.info, challenges[node])
+            except HelloError as exc:
+                self.log.hello_refused.append({"node": node, "reason": str(exc)})
+                log.warning("relay: %s", exc)
+                continue
+            peer = str(reply.info["peer_id"])
+            if peer in bound:
+                self.log.hello_refused.append({"node": node, "reason": f"{peer} answered twice"})
+                bound.pop(peer)
+                continue
+            old = self.peers.get(peer)
+            if old is not None and old.epoch != view.epoch:
+                self._restarted.add(peer)
+            bound[peer] = view
+        self.peers = bound
+
+    def _check_hello(self, node: int, info: Mapping[str, Any], challenge: str) -> _PeerView:
+        peer = info.get("peer_id")
+        if not isinstance(peer, str) or peer not in self.peer_ids:
+            raise HelloError(f"node {node}: {peer!r} is not a peer of this run")
+        if info.get("config") != self.cfg.digest():
+            raise HelloError(f"node {node} ({peer}): runs another configuration")
+        if self.roster is not None:
+            verify_hello(
+                self.roster,
+                peer,
+                str(info.get("signature", "")),
+                challenge,
+                node,
+                self.cfg.digest(),
+            )
+        completed, started, epoch = (
+            info.get("completed_round"),
+            info.get("started_round"),
+            info.get("epoch"),
+        )
+        if not (completed is None or type(completed) is int) or type(started) is not int:
+            raise HelloError(f"node {node} ({peer}): malformed progress")
+        return _PeerView(node, str(epoch), completed, started)
+
+    # ---- rounds ----------------------------------------------------------------------------------
+    def _warmup(self, peers: list[str]) -> None:
+        replies = self._exchange(
+            WARMUP, 0, {self.peers[p].node: StepRequest(WARMUP, 0) for p in peers}
+        )
+        reports = self._reports(replies)
+        for p, rep in reports.items():
+            self.peers[p].completed = 0
+            self._note_privacy(p, rep)
+        missing = [p for p in self.peer_ids if p not in reports]
+        for p in peers:
+            if p not in reports:
+                self.peers.pop(p, None)
+        self._record(0, reports, missing, {})
+
+    def _round(self, rnd: int, live: list[str]) -> None:
+        pending: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        reports: dict[str, dict[str, Any]] = {}
+        alive = list(live)
+        for step in self.schedule:
+            info = {"restarted": sorted(self._restarted)} if step == self.schedule[0] else {}
+            requests = {}
+            for p in alive:
+                inbound = pending.pop(p, [])
+                requests[self.peers[p].node] = StepRequest(
+                    step, rnd, tuple(s for s, _ in inbound), tuple(w for _, w in inbound), info
+                )
+            step_reports = self._reports(self._exchange(step, rnd, requests))
+            self.log.undelivered += sum(len(v) for v in pending.values())
+            pending.clear()
+            alive = [p for p in alive if p in step_reports]
+            for p in alive:
+                reports[p] = step_reports[p]
+                for rejection in step_reports[p].get("rejections", []):
+                    self.log.rejections[p].append(rejection)
+            for sender, reply in self._last_replies.items():
+                if sender not in alive:
+                    continue
+                for recipient, wire in zip(reply.recipients, reply.wires, strict=True):
+                    if recipient in alive and recipient != sender:
+                        pending[recipient].append((sender, wire))
+                    else:
+                        self.log.undelivered += 1
+        self._restarted.clear()
+        for p in alive:
+            self.peers[p].completed = rnd
+            self._note_privacy(p, reports[p])
+        missing = [p for p in self.peer_ids if p not in alive]
+        self._record(rnd, {p: reports[p] for p in alive}, missing, reports)
+
+    # ---- messaging -------------------------------------------------------------------------------
+    def _exchange(
+        self, step: str, rnd: int, requests: Mapping[int, StepRequest]
+    ) -> dict[int, StepReply]:
+        """Send each node its request; return the valid replies that came back in time."""
+        timeout = self.settings.step_timeout_s
+        messages = [
+            Message(
+                r.to_record(), dst_node_id=node, message_type=MESSAGE_TYPE, ttl=timeout,
+                group_id=f"{rnd}:{step}",
+            )
+            for node, r in requests.items()
+        ]  # fmt: skip
+        ids = list(self.grid.push_messages(messages))
+        wanted = {mid for mid in ids if mid}
+        node_of = {mid: m.metadata.dst_node_id for mid, m in zip(ids, messages, strict=True)}
+        replies: dict[int, StepReply] = {}
+        deadline = self.clock() + timeout
+        last_node_check = self.clock()
+        while wanted and self.clock() < deadline:
+            for msg in self.grid.pull_messages(list(wanted)):
+                mid = msg.metadata.reply_to_message_id
+                wanted.discard(mid)
+                node = node_of.get(mid)
+                if node is None or msg.metadata.src_node_id != node or msg.has_error():
+                    continue
+                try:
+                    reply = StepReply.from_record(msg.content)
+                except SecurePcftError as exc:
+                    log.warning("relay: bad reply from node %s: %s", node, exc)
+                    continue
+                if reply.step == step and reply.round == rnd:
+                    replies[node] = reply
+            if wanted and self.clock() - last_node_check > 2.0:
+                online = set(self.grid.get_node_ids())
+                wanted = {mid for mid in wanted if node_of[mid] in online}
+                last_node_check = self.clock()
+            if wanted:
+                time.sleep(self.settings.poll_s)
+        return replies
+
+    def _reports(self, replies: Mapping[int, StepReply]) -> dict[str, dict[str, Any]]:
+        """Reports by peer id; replies that carry an error count as missing."""
+        by_node = {v.node: p for p, v in self.peers.items()}
+        out: dict[str, dict[str, Any]] = {}
+        self._last_replies = {}
+        for node, reply in replies.items():
+            peer = by_node.get(node)
+            if peer is None:
+                continue
+            if "error" in reply.info:
+                log.warning("relay: %s reported %s", peer, reply.info["error"])
+                continue
+            out[peer] = dict(reply.info)
+            self._last_replies[peer] = reply
+        return out
+
+    # ---- results ---------------------------------------------------------------------------------
+    def _note_privacy(self, peer: str, report: Mapping[str, Any]) -> None:
+        if "privacy" in report:
+            self.log.privacy[peer] = report["privacy"]
+        if "setup_bytes" in report:
+            epoch = self.peers[peer].epoch
+            self.log.setup[(peer, epoch)] = (report["setup_bytes"], report["setup_messages"])
+
+    def _record(
+        self,
+        rnd: int,
+        reports: Mapping[str, Mapping[str, Any]],
+        missing: list[str],
+        round_reports: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        ids = self.peer_ids
+
+        def col(key: str, default: Any) -> list[Any]:
+            return [reports[p].get(key, default) if p in reports else None for p in ids]
+
+        first = next((reports[p] for p in ids if p in reports), {})
+        record = RoundRecord(
+            round=rnd,
+            step=int(first.get("step", 0)),
+            test_ppl=col("test_ppl", None),
+            test_acc=col("test_acc", None),
+            trust=[] if rnd == 0 else col("trust", None),
+            bytes_sent=[int(reports[p].get("bytes_sent", 0)) if p in reports else 0 for p in ids],
+            messages_sent=[
+                int(reports[p].get("messages_sent", 0)) if p in reports else 0 for p in ids
+            ],
+            extra={"missing_peers": list(missing)},
+        )
+        self.log.records.append(record)
+        self.log.missing[rnd] = list(missing)
+        if rnd > 0 and self.cfg.security.mode == "full":
+            self.log.security_rounds.append(
+                {
+                    "round": rnd,
+                    "selected": {p: list(r.get("selected", [])) for p, r in reports.items()},
+                    "adapters_sent": [
+                        [p, q] for p, r in reports.items() for q in r.get("adapters_sent", [])
+                    ],
+                    "declined": [[p, q] for p, r in reports.items() for q in r.get("declined", [])],
+                }
+            )
+
+
+class FlowerRunResult(RunResult):
+    """:class:`RunResult` whose per-peer lists may hold ``None`` for peers missing in a round."""
+
+    def summary(self) -> dict[str, Any]:
+        f, first = self.final, self.rounds[0]
+        return {
+            "strategy": self.strategy,
+            "mean_test_ppl": _mean(f.test_ppl),
+            "mean_test_acc": _mean(f.test_acc),
+            "mean_test_ppl_after_warmup": _mean(first.test_ppl),
+            "total_bytes_sent": sum(sum(r.bytes_sent) for r in self.rounds),
+            "rounds": len(self.rounds) - (1 if first.round == 0 else 0),
+            "seconds": self.seconds,
+            "missing_peers": {str(r.round): r.extra.get("missing_peers", []) for r in self.rounds},
+        }
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(present) if present else float("nan")
+
+
+def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunResult:
+    """The results file of a Flower run: the loopback's fields plus who was missing when."""
+    cfg = relay.cfg
+    extra: dict[str, Any] = {
+        "runtime": "flower",
+        "missing_peers": {str(k): v for k, v in relay_log.missing.items()},
+        "abandoned_rounds": relay_log.abandoned_rounds,
+        "undelivered_envelopes": relay_log.undelivered,
+        "hello_refused": relay_log.hello_refused,
+    }
+    if relay_log.ended_early:
+        extra["ended_early"] = relay_log.ended_early
+    if cfg.security.mode == "full":
+        setup = relay_log.setup.values()
+        extra["security"] = {
+            "mode": cfg.security.mode,
+            "consent": cfg.security.consent,
+            "fingerprints": {p.name: p.fingerprint for p in relay.roster} if relay.roster else {},
+            "he_context_bytes": sum(b for b, _ in setup),
+            "he_context_messages": sum(m for _, m in setup),
+            "rounds": relay_log.security_rounds,
+        }
+    if cfg.privacy.enabled:
+        extra["privacy"] = relay_log.privacy
+    return FlowerRunResult(
+        strategy=cfg.strategy.name,
+        peer_ids=list(relay.peer_ids),
+        config=cfg.to_dict(),
+        config_hash=cfg.digest(),
+        base_model=str(cfg.model.base),
+        data=f"{cfg.data.source}: {len(relay.peer_ids)} peers (each site reads only its own data)",
+        rounds=list(relay_log.records),
+        rejections={p: list(relay_log.rejections.get(p, [])) for p in relay.peer_ids},
+        seconds=seconds,
+        extra=extra,
+    )
+
+
+def write_result(result: RunResult, path: Path) -> Path:
+    """Write the results JSON atomically (``None`` for missing peers' values)."""
+    return result.write_json(path)

@@ -1,0 +1,173 @@
+"""A site's durable peer state: what a restarted ClientApp resumes from.
+
+Saved at every round boundary (after the warm-up and after each aggregation), under the site's
+directory, never sent anywhere::
+
+    <site>/state/gen-<n>/adapter.safetensors    the peer's LoRA tensors
+    <site>/state/gen-<n>/trainer.safetensors    optimiser moments, sampler and dropout RNG states
+    <site>/state/gen-<n>/trainer.json           the rest of the trainer state (counters, groups)
+    <site>/state/current.json                   which generation is current, its round and digests
+    <site>/state/started.json                   the last round this peer started (for resuming)
+
+A generation is written completely before ``current.json`` points to it (atomic rename), so a
+crash mid-save leaves the previous generation current. Files are read only with safetensors and
+JSON, and their SHA-256 digests must match ``current.json``. The privacy ledger lives next to it
+(``<site>/ledgers``) and is durable on its own (fsync'd, hash-chained).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from secure_pcft.transport.flower.errors import StateError
+from secure_pcft.transport.flower.state_codec import decode_state, encode_state
+
+_FILES = ("adapter.safetensors", "trainer.safetensors", "trainer.json")
+
+
+@dataclass
+class SavedState:
+    """A peer's state at the end of ``completed_round`` (0 = after the warm-up)."""
+
+    completed_round: int
+    adapter: dict[str, torch.Tensor]
+    trainer: dict[str, Any]
+    rng: torch.Tensor  # torch's CPU RNG state for this peer's dropout masks, uint8 (5056,)
+
+
+class SiteStore:
+    """Reads and writes one peer's state under ``<site>/state``.
+
+    Args:
+        site_dir: the site's private directory.
+        peer_id: the peer this site runs.
+        config_digest: SHA-256 of the run configuration; state of another configuration is
+            refused (resuming it would mix two runs).
+    """
+
+    def __init__(self, site_dir: Path, peer_id: str, config_digest: str) -> None:
+        self.dir = Path(site_dir) / "state"
+        self.peer_id = peer_id
+        self.config_digest = config_digest
+
+    # ---- reading ---------------------------------------------------------------------------
+    def load(self) -> SavedState | None:
+        """The current saved state, or None when the site has none yet.
+
+        Raises:
+            StateError: torn or tampered files, or state of another peer or configuration.
+        """
+        meta = self._read_json(self.dir / "current.json")
+        if meta is None:
+            return None
+        if meta.get("peer_id") != self.peer_id or meta.get("config") != self.config_digest:
+            raise StateError(
+                f"{self.dir}: saved state belongs to another peer or run configuration; "
+                "move it away to start afresh"
+            )
+        gen = self.dir / str(meta.get("generation", ""))
+        digests = meta.get("sha256")
+        if not isinstance(digests, dict) or not gen.is_dir() or gen.parent != self.dir:
+            raise StateError(f"{self.dir}: current.json is malformed")
+        for name in _FILES:
+            if _sha256(gen / name) != digests.get(name):
+                raise StateError(f"{gen / name}: digest differs from current.json (torn write?)")
+        try:
+            adapter = load_file(gen / "adapter.safetensors")
+            tensors = load_file(gen / "trainer.safetensors")
+        except (SafetensorError, OSError) as exc:
+            raise StateError(f"{gen}: unreadable tensors ({type(exc).__name__})") from exc
+        skeleton = self._read_json(gen / "trainer.json")
+        rng = tensors.pop("__rng__", None)
+        rnd = meta.get("completed_round")
+        if skeleton is None or rng is None or type(rnd) is not int:
+            raise StateError(f"{gen}: incomplete state")
+        return SavedState(rnd, adapter, decode_state(skeleton, tensors), rng)
+
+    def started_round(self) -> int:
+        """The last round this peer started (0 if none); resuming runs start after it."""
+        meta = self._read_json(self.dir / "started.json")
+        value = 0 if meta is None else meta.get("round", 0)
+        if type(value) is not int or value < 0:
+            raise StateError(f"{self.dir / 'started.json'}: malformed")
+        return value
+
+    # ---- writing ---------------------------------------------------------------------------
+    def save(self, state: SavedState) -> None:
+        """Write a new generation, then point ``current.json`` at it (atomically)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        skeleton, tensors = encode_state(state.trainer)
+        if "__rng__" in tensors:
+            raise StateError("trainer state uses the reserved tensor name __rng__")
+        tensors["__rng__"] = state.rng.detach().clone()
+        name = f"gen-{state.completed_round:06d}-{os.getpid()}"
+        gen = self.dir / name
+        shutil.rmtree(gen, ignore_errors=True)
+        gen.mkdir(mode=0o700)
+        save_file(
+            {k: v.contiguous() for k, v in state.adapter.items()}, gen / "adapter.safetensors"
+        )
+        save_file(tensors, gen / "trainer.safetensors")
+        (gen / "trainer.json").write_text(json.dumps(skeleton, allow_nan=False))
+        for f in _FILES:
+            _fsync(gen / f)
+        meta = {
+            "peer_id": self.peer_id,
+            "config": self.config_digest,
+            "completed_round": state.completed_round,
+            "generation": name,
+            "sha256": {f: _sha256(gen / f) for f in _FILES},
+        }
+        _atomic_json(self.dir / "current.json", meta)
+        for old in self.dir.glob("gen-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def mark_started(self, rnd: int) -> None:
+        """Record (durably) that this peer started round ``rnd`` — before anything is released."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _atomic_json(self.dir / "started.json", {"round": rnd})
+
+    @staticmethod
+    def _read_json(path: Path) -> dict[str, Any] | None:
+        if not path.exists():
+            return None
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StateError(f"{path}: not readable JSON") from exc
+        if not isinstance(value, dict):
+            raise StateError(f"{path}: malformed (not a JSON object)")
+        return value
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise StateError(f"{path}: missing or unreadable") from exc
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1, allow_nan=False))
+    _fsync(tmp)
+    os.replace(tmp, path)

@@ -133,7 +133,7 @@ def _epsilon_plot(doc: dict[str, Any]) -> str:
     for i, p in enumerate(doc["peers"]):
         pts = [(float(e["round"]), _real(e["epsilon"])) for e in p["privacy"]["epsilon_by_round"]]
         if pts:
-            series.append(Series(p["peer_id"], pts, colour(i), step=True))
+            series.append(Series(p["peer_id"], pts, colour(i), markers=True))
             top = max([top, *(y for _, y in pts if math.isfinite(y))])
             last = max(last, int(pts[-1][0]))
     budgets = {p["privacy"]["budget_epsilon"] for p in peers} - {None}
@@ -145,7 +145,7 @@ def _epsilon_plot(doc: dict[str, Any]) -> str:
         line = [(0.0, b), (float(last), b)] if b <= scale else []
         series.append(Series(label, line, "#b3261e", dashed=True))
     top = scale
-    return line_chart("plot-epsilon", "ε spent over rounds (from the verified ledgers)", series,
+    return line_chart("plot-epsilon", "ε spent by the end of each round (verified ledgers)", series,
                       x_label="round", y_label="ε (at each peer's δ)",
                       x_range=(0.0, float(last)), y_range=(0.0, top * 1.1 or 1.0))  # fmt: skip
 
@@ -155,7 +155,7 @@ def _privacy(doc: dict[str, Any]) -> str:
     for p in doc["peers"]:
         pr = p["privacy"]
         ledger = pr["ledger"]
-        status = "verified" if ledger["status"] == "verified" else ledger["status"]
+        status = {"fail": "tampered or corrupt"}.get(ledger["status"], ledger["status"])
         rows.append([
             _td(esc(p["peer_id"])),
             _td(f"{_num(pr['epsilon_spent'])} / {_num(pr['budget_epsilon'], 'g')}", num=True),
@@ -187,16 +187,24 @@ def _pairs(d: dict[str, int]) -> str:
 
 def _traffic(doc: dict[str, Any]) -> str:
     rows, rel_rows = [], []
+    secure = doc["security"]["mode"] == "full"
     for p in doc["peers"]:
         t = p["traffic"]
+        # selections are logged by the secure round only; in mode off every peer broadcasts
+        sent, got, declined = (
+            (_pairs(t["adapters_sent_to"]), _pairs(t["adapters_received_from"]),
+             _pairs(t["adapter_requests_declined"]))
+            if secure else ("not logged (mode off)",) * 3
+        )  # fmt: skip
         rows.append([_td(esc(p["peer_id"])), _td(f"{t['bytes_sent']:,}", True),
-                     _td(f"{t['messages_sent']:,}", True), _td(_pairs(t["adapters_sent_to"])),
-                     _td(_pairs(t["adapters_received_from"])),
-                     _td(_pairs(t["adapter_requests_declined"])),
+                     _td(f"{t['messages_sent']:,}", True), _td(sent), _td(got), _td(declined),
                      _td(str(t["messages_rejected"]), True)])  # fmt: skip
+        grouped: dict[str, dict[str, int]] = {}
         for r in p["privacy"]["releases"]:
-            rel_rows.append([_td(esc(p["peer_id"])), _td(esc(r["released"])),
-                             _td(esc(r["recipient"])), _td(str(r["count"]), True)])  # fmt: skip
+            grouped.setdefault(r["released"], {})[r["recipient"]] = r["count"]
+        for released, to in grouped.items():
+            rel_rows.append([_td(esc(p["peer_id"])), _td(esc(released)), _td(_pairs(to)),
+                             _td(str(sum(to.values())), True)])  # fmt: skip
     sec = doc["security"]
     setup = ""
     if sec["he_context_bytes"] is not None:
@@ -204,7 +212,7 @@ def _traffic(doc: dict[str, Any]) -> str:
                  f"messages, {sec['he_context_bytes']:,} bytes (not in the per-round counts).</p>")  # fmt: skip
     head = ["peer", "bytes sent", "messages sent", "adapters sent to", "adapters received from",
             "declined requests of", "messages rejected"]  # fmt: skip
-    rel = _table(["peer", "released", "to", "count"], rel_rows) if rel_rows else ""
+    rel = _table(["peer", "released", "to (× times)", "total"], rel_rows) if rel_rows else ""
     return (f"<h2>What was sent to whom</h2>{_table(head, rows)}{setup}"
             f"<h3>Releases recorded in the ledgers</h3>{rel or '<p>None.</p>'}")  # fmt: skip
 

@@ -41,6 +41,7 @@ class Series:
     colour: str
     dashed: bool = False
     step: bool = False
+    markers: bool = False
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -135,6 +136,10 @@ def line_chart(
         if pts:
             parts.append(f'<path class="series" d="{_path(pts, f, s.step)}" fill="none" '
                          f'stroke="{s.colour}" stroke-width="2"{dash}/>')  # fmt: skip
+        if s.markers:
+            parts.extend(f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="3" fill="{s.colour}">'
+                         f"<title>{esc(s.label)}: ({x:g}, {y:.4g})</title></circle>"
+                         for x, y in pts)  # fmt: skip
         y = f.top + 8 + 18 * i
         parts.append(f'<line x1="{legend_x}" y1="{y}" x2="{legend_x + 22}" y2="{y}" '
                      f'stroke="{s.colour}" stroke-width="2"{dash}/><text x="{legend_x + 28}" '

@@ -54,6 +54,7 @@ def attach_lora(base: PreTrainedModel, settings: LoraSettings, peer_seed: int) -
     The LoRA-A initialisation follows ``settings.mode``: ``paper`` draws it from ``peer_seed``
     (independent per peer); ``shared-init`` and ``frozen-a`` draw it from the consortium's public
     seed, so every peer starts from the same A (``frozen-a`` then keeps it fixed). B starts at 0.
+    A is drawn on the CPU whatever the base's device, so a seed gives the same A on CPU and GPU.
     """
     memo: dict[int, object] = {id(p): p for p in base.parameters()}
     private_copy = copy.deepcopy(base, memo)
@@ -71,8 +72,12 @@ def attach_lora(base: PreTrainedModel, settings: LoraSettings, peer_seed: int) -
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, param in _lora_params(model, "lora_A"):
-            # peft's own default for A (Kaiming-uniform, a=sqrt(5)), drawn from our generator.
-            nn.init.kaiming_uniform_(param, a=5**0.5, generator=generator)
+            # peft's own default for A (Kaiming-uniform, a=sqrt(5)), drawn from our CPU generator
+            # into a CPU tensor of the parameter's dtype, then copied to the parameter's device:
+            # a CPU generator cannot fill a CUDA tensor, and the init must not depend on the device.
+            init = torch.empty(param.shape, dtype=param.dtype)
+            nn.init.kaiming_uniform_(init, a=5**0.5, generator=generator)
+            param.copy_(init)
         for _, param in _lora_params(model, "lora_B"):
             param.zero_()
     if settings.mode == "frozen-a":

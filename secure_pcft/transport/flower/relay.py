@@ -112,6 +112,7 @@ class Relay:
         roster: Roster | None,
         settings: RelaySettings,
         clock: Callable[[], float] = time.monotonic,
+        on_round: Callable[[], None] | None = None,
     ) -> None:
         self.grid = grid
         self.cfg = cfg
@@ -119,6 +120,7 @@ class Relay:
         self.roster = roster
         self.settings = settings
         self.clock = clock
+        self.on_round = on_round  # e.g. write the results so far: a killed relay loses no round
         self.schedule = round_steps(cfg)
         self.peers: dict[str, _PeerView] = {}
         self.log = RelayLog()
@@ -364,6 +366,8 @@ class Relay:
                     "declined": [[p, q] for p, r in reports.items() for q in r.get("declined", [])],
                 }
             )
+        if self.on_round is not None:
+            self.on_round()
 
 
 class FlowerRunResult(RunResult):

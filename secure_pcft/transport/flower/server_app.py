@@ -64,11 +64,15 @@ def relay_main(grid: Grid, run_config: Mapping[str, Any]) -> Path:
         min_peers=int(_number(run_config, "min-peers", 2)),
     )
     start = time.perf_counter()
-    relay = Relay(grid, cfg, run_peer_ids(cfg, Path(config)), roster, settings)
-    relay_log = relay.run()
-    result = run_result(relay, relay_log, time.perf_counter() - start)
     out = Path(str(run_config.get("results", "runs/flower/results.json"))).expanduser()
-    write_result(result, out)
+    relay = Relay(grid, cfg, run_peer_ids(cfg, Path(config)), roster, settings)
+
+    def write() -> None:  # after every round, so a killed relay loses no finished round
+        write_result(run_result(relay, relay.log, time.perf_counter() - start), out)
+
+    relay.on_round = write
+    relay.run()
+    write()
     log.info("relay: results written to %s", out)
     return out
 

@@ -3,7 +3,8 @@
 The digests were recorded from the code before the generated settings shared one pool-and-split
 helper; a refactoring of the loaders must leave them unchanged (same peers, same texts, same order).
 Synthetic corpora are written in each reader's own file format; the real corpora are checked too
-when ``../shared/data`` holds them.
+when ``../shared/data`` holds them. The synthetic writers are copies, not imports of the other data
+tests' helpers, on purpose: a pin's input must not move when another test's fixture does.
 """
 
 from __future__ import annotations

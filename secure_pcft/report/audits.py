@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from secure_pcft.errors import ReportError
+from secure_pcft.errors import ReportError, SecurePcftError
 from secure_pcft.report.checks import Check
 from secure_pcft.report.sources import read_json, real, require
 
@@ -94,6 +94,35 @@ def _attack(raw: Any, index: int, where_file: str) -> dict[str, Any]:
     }
 
 
+def campaign_thresholds_match(source: str, attacks: list[dict[str, Any]]) -> bool | None:
+    """Whether the thresholds recorded in a result file equal those of its campaign TOML.
+
+    ``source`` is the campaign path the result recorded (relative to where ``secure-pcft audit``
+    ran). Returns None when that file cannot be found or loaded here: thresholds are then only as
+    recorded.
+    """
+    from secure_pcft.audit.campaign import load_campaign  # loads the attack registry (torch)
+
+    if not source or not Path(source).is_file():
+        return None
+    try:
+        campaign = load_campaign(source)
+    except SecurePcftError:
+        return None
+    declared = {
+        (a.label, bound, metric): float(limit)
+        for a in campaign.attacks
+        for bound, table in (("max", a.max), ("min", a.min))
+        for metric, limit in table.items()
+    }
+    recorded = {
+        (a["label"], t["bound"], t["metric"]): float(t["limit"])
+        for a in attacks
+        for t in a["thresholds"]
+    }
+    return declared == recorded
+
+
 def load_audit(path: str | Path) -> dict[str, Any]:
     """One audit result file as the report's ``audits[]`` entry.
 
@@ -112,27 +141,46 @@ def load_audit(path: str | Path) -> dict[str, Any]:
     )
     eps = target.get("epsilon")
     tms = obj.get("threat_models", [])
+    attacks = [_attack(a, i, where) for i, a in enumerate(attacks_raw)]
+    source = str(obj.get("source", ""))
     return {
         "campaign": require(obj, "campaign", str, where),
         "description": str(obj.get("description", "")),
         "file": str(p),
         "sha256": sha,
-        "campaign_source": str(obj.get("source", "")),
+        "campaign_source": source,
+        "campaign_thresholds_match": campaign_thresholds_match(source, attacks),
         "threat_models": [str(t) for t in tms] if isinstance(tms, list) else [],
         "trials": obj.get("trials") if isinstance(obj.get("trials"), int) else None,
         "base_model": str(obj.get("base_model", "")),
         "target_epsilon": None if eps is None else _metric_json(real(eps, f"{where}.targets[0].epsilon")),
         "target_peer": str(target.get("peer", "")),
-        "attacks": [_attack(a, i, where) for i, a in enumerate(attacks_raw)],
+        "attacks": attacks,
         "recorded_passed": obj.get("passed") if isinstance(obj.get("passed"), bool) else None,
         "versions": {str(k): str(v) for k, v in obj.get("versions", {}).items()}
         if isinstance(obj.get("versions"), dict) else {},
     }  # fmt: skip
 
 
+def _provenance(audit: dict[str, Any]) -> Check:
+    name, match, src = (
+        audit["campaign"],
+        audit["campaign_thresholds_match"],
+        audit["campaign_source"],
+    )
+    cid, title = f"audit.{name}.thresholds", f"audit {name}: thresholds are the campaign's"
+    if match is None:
+        return Check(cid, title, "warn", f"campaign file {src or '(none recorded)'} not found here: "
+                     "thresholds as recorded in the result file")  # fmt: skip
+    if match:
+        return Check(cid, title, "pass", f"thresholds equal those of {src}")
+    return Check(cid, title, "fail", f"the result file's thresholds differ from {src}")
+
+
 def audit_checks(audit: dict[str, Any], run_max_epsilon: float | None) -> list[Check]:
-    """One check per threshold, one if the file's own verdict disagrees, one on ε coverage."""
-    name, out = audit["campaign"], []
+    """One check per threshold, one if the file's own verdict disagrees, one that the thresholds
+    are the campaign file's, one on ε coverage."""
+    name, out = audit["campaign"], [_provenance(audit)]
     for a in audit["attacks"]:
         for t in a["thresholds"]:
             op = "≤" if t["bound"] == "max" else "≥"

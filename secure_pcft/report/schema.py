@@ -113,6 +113,7 @@ _AUDIT = _obj({
     "file": {"type": "string"},
     "sha256": _SHA256,
     "campaign_source": {"type": "string"},
+    "campaign_thresholds_match": {"type": ["boolean", "null"]},
     "threat_models": {"type": "array", "items": {"type": "string"}},
     "trials": {"type": ["integer", "null"]},
     "base_model": {"type": "string"},

@@ -225,7 +225,10 @@ def test_results_that_disagree_with_ledger_or_config_fail(
     assert failed == ({"agree.peer-2"} if what == "epsilon" else {"config.hash"})
 
 
-def test_audit_thresholds_are_recomputed_not_trusted(dp_run: Path, tmp_path: Path) -> None:
+def test_audit_thresholds_are_recomputed_not_trusted(
+    dp_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # the result files name their campaign relative to the repository
     audit = json.loads(MIA_DP.read_text())
     audit["attacks"][0]["metrics"]["roc_auc"] = (
         0.9  # above its max 0.65; the file still says passed
@@ -242,6 +245,23 @@ def test_audit_thresholds_are_recomputed_not_trusted(dp_run: Path, tmp_path: Pat
     assert "audit.mia-dp.loss.recorded" not in genuine
     # the DP audit's target (ε ≈ 1) is more private than this run (ε ≈ 3.9): flagged, not failed
     assert genuine["audit.mia-dp.coverage"] == "warn"
+    assert genuine["audit.mia-dp.thresholds"] == "pass"  # equal to audits/mia_dp.toml
+
+
+def test_thresholds_loosened_in_a_result_file_fail(
+    dp_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    audit = json.loads(MIA_DP.read_text())
+    audit["attacks"][2]["thresholds"]["max"]["roc_auc"] = 0.99  # campaign says 0.65
+    forged = tmp_path / "mia-dp.json"
+    forged.write_text(json.dumps(audit))
+    audit["source"] = "audits/nowhere.toml"
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps(audit))
+
+    assert _checks(build_report(dp_run, [forged]))["audit.mia-dp.thresholds"] == "fail"
+    assert _checks(build_report(dp_run, [unknown]))["audit.mia-dp.thresholds"] == "warn"
 
 
 def test_a_run_without_dp_fails_and_plain_channels_are_flagged(

@@ -26,6 +26,7 @@ from secure_pcft.config import (
     SecurityConfig,
     StrategyConfig,
     TrainConfig,
+    config_from_dict,
 )
 from secure_pcft.crypto.consortium import Consortium
 from secure_pcft.errors import ReportError
@@ -223,6 +224,27 @@ def test_results_that_disagree_with_ledger_or_config_fail(
     assert report.verdict == "fail"
     failed = {c.id for c in report.checks if c.status == "fail"}
     assert failed == ({"agree.peer-2"} if what == "epsilon" else {"config.hash"})
+
+
+def test_fingerprints_are_checked_against_the_roster(dp_run: Path, tmp_path: Path) -> None:
+    run = _copy(dp_run, tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    results["extra"]["security"]["fingerprints"]["peer-0"] = "0" * 32  # a substituted key
+    (run / "results.json").write_text(json.dumps(results))
+    moved = copy.deepcopy(results)
+    moved["config"]["security"]["key_dir"] = str(tmp_path / "elsewhere")
+    moved["config_hash"] = config_from_dict(moved["config"]).digest()
+    other = tmp_path / "moved"
+    shutil.copytree(run, other)
+    (other / "results.json").write_text(json.dumps(moved))
+
+    substituted = _checks(build_report(run))
+    unpinned = _checks(build_report(other))
+
+    assert substituted["fingerprint.peer-0"] == "fail"
+    assert substituted["fingerprint.peer-1"] == "pass"
+    assert unpinned["security.roster"] == "warn"  # cannot check from here: said, not failed
+    assert not any(k.startswith("fingerprint.") for k in unpinned)
 
 
 def test_audit_thresholds_are_recomputed_not_trusted(

@@ -9,6 +9,7 @@ Every process runs in its own process group and is killed on exit, pass or fail.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from secure_pcft.crypto.consortium import ROSTER_FILE, key_path, new_identity, write_roster
 from secure_pcft.transport.flower.deployment import (
@@ -32,6 +35,19 @@ from secure_pcft.transport.flower.deployment import (
 from tests.conftest import build_tiny_base, tiny_federation
 
 CONNECTION = "consortium"
+
+
+@pytest.fixture()
+def flower_selected(request: pytest.FixtureRequest) -> None:
+    """Run only when asked for: ``-m flower`` (CI's own step) or SECURE_PCFT_FLOWER_TESTS=1.
+
+    These tests start a dozen processes for minutes; a plain ``-m "not slow"`` run skips them
+    (with this reason) instead of loading a shared machine by surprise.
+    """
+    expr = str(request.config.getoption("markexpr") or "")
+    selected = "flower" in expr and "not flower" not in expr
+    if not (selected or os.environ.get("SECURE_PCFT_FLOWER_TESTS") == "1"):
+        pytest.skip("multi-process Flower test: run with -m flower (own CI step)")
 
 
 def free_port() -> int:

@@ -25,9 +25,14 @@ import torch
 
 from secure_pcft.config import load_config
 from secure_pcft.run import execute_run
-from tests.integration.flower_cluster import Cluster, started, write_run
+from tests.integration.flower_cluster import (  # noqa: F401  (fixture)
+    Cluster,
+    flower_selected,
+    started,
+    write_run,
+)
 
-pytestmark = pytest.mark.flower
+pytestmark = [pytest.mark.flower, pytest.mark.usefixtures("flower_selected")]
 
 
 def test_three_sites_two_secure_rounds_match_loopback(tmp_path: Path) -> None:

@@ -232,10 +232,12 @@ def supernode_argv(launch: SiteLaunch, site: SiteSpec) -> list[str]:
     return [*argv, "--node-config", node_config]
 
 
-def run_site(launch: SiteLaunch, site: SiteSpec, log_dir: Path) -> None:
-    """Start this site's SuperNode (same process group) and host its ClientApp until SIGTERM/SIGINT.
+def run_site(launch: SiteLaunch, site: SiteSpec, log_dir: Path, restart_s: float = 5.0) -> None:
+    """Run this site's SuperNode (same process group) and host its ClientApp until SIGTERM/SIGINT.
 
-    The SuperNode is stopped when this returns, however it returns.
+    The SuperNode is restarted whenever it exits: after a crash the SuperLink refuses to activate
+    the same node again until its last session expires (missed heartbeats, about a minute), so a
+    restarted site keeps trying, as a service manager would. It is stopped when this returns.
     """
     import threading
 
@@ -245,16 +247,31 @@ def run_site(launch: SiteLaunch, site: SiteSpec, log_dir: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log_dir.mkdir(parents=True, exist_ok=True)
-    with (log_dir / f"supernode-{site.peer_id}.log").open("ab") as out:
-        supernode = subprocess.Popen(
-            supernode_argv(launch, site), stdout=out, stderr=subprocess.STDOUT
-        )
+    supernode: list[subprocess.Popen[bytes]] = []
+
+    def supervise() -> None:
+        while not stop.is_set():
+            if not supernode or supernode[-1].poll() is not None:
+                with (log_dir / f"supernode-{site.peer_id}.log").open("ab") as out:
+                    supernode.append(
+                        subprocess.Popen(
+                            supernode_argv(launch, site), stdout=out, stderr=subprocess.STDOUT
+                        )
+                    )
+            stop.wait(restart_s)
+
+    watcher = threading.Thread(target=supervise, daemon=True)
+    watcher.start()
     try:
         serve(f"127.0.0.1:{launch.runtime_port}", stop=stop, warm=site)
     finally:
-        supernode.terminate()
-        try:
-            supernode.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            supernode.kill()
-            supernode.wait()
+        stop.set()
+        watcher.join()
+        for proc in supernode:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

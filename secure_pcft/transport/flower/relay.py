@@ -125,6 +125,8 @@ class Relay:
         self.peers: dict[str, _PeerView] = {}
         self.log = RelayLog()
         self._restarted: set[str] = set()
+        self._round_seconds = 0.0  # relay wall time of the last round (its hello included)
+        self._epochs: dict[str, str] = {}  # last process epoch seen per peer, across rounds
         self._last_replies: dict[str, StepReply] = {}
 
     # ---- the run -------------------------------------------------------------------------------
@@ -141,6 +143,7 @@ class Relay:
                                                  for v in self.peers.values())
         ]  # fmt: skip
         for rnd in range(first, self.cfg.train.num_rounds + 1):
+            t0 = self.clock()
             if rnd > first:
                 self._hello()
             live = [
@@ -152,7 +155,7 @@ class Relay:
                 )
                 log.warning("relay: %s", self.log.ended_early)
                 break
-            self._round(rnd, live)
+            self._round(rnd, live, t0)
         return self.log
 
     def _wait_for_nodes(self) -> None:
@@ -183,9 +186,9 @@ class Relay:
                 self.log.hello_refused.append({"node": node, "reason": f"{peer} answered twice"})
                 bound.pop(peer)
                 continue
-            old = self.peers.get(peer)
-            if old is not None and old.epoch != view.epoch:
-                self._restarted.add(peer)
+            if self._epochs.get(peer, view.epoch) != view.epoch:
+                self._restarted.add(peer)  # a new process: others must resend their CKKS context
+            self._epochs[peer] = view.epoch
             bound[peer] = view
         self.peers = bound
 
@@ -215,6 +218,7 @@ class Relay:
 
     # ---- rounds ----------------------------------------------------------------------------------
     def _warmup(self, peers: list[str]) -> None:
+        t0 = self.clock()
         replies = self._exchange(
             WARMUP, 0, {self.peers[p].node: StepRequest(WARMUP, 0) for p in peers}
         )
@@ -226,9 +230,10 @@ class Relay:
         for p in peers:
             if p not in reports:
                 self.peers.pop(p, None)
+        self._round_seconds = self.clock() - t0
         self._record(0, reports, missing, {})
 
-    def _round(self, rnd: int, live: list[str]) -> None:
+    def _round(self, rnd: int, live: list[str], t0: float) -> None:
         pending: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         reports: dict[str, dict[str, Any]] = {}
         alive = list(live)
@@ -261,6 +266,7 @@ class Relay:
             self.peers[p].completed = rnd
             self._note_privacy(p, reports[p])
         missing = [p for p in self.peer_ids if p not in alive]
+        self._round_seconds = self.clock() - t0
         self._record(rnd, {p: reports[p] for p in alive}, missing, reports)
 
     # ---- messaging -------------------------------------------------------------------------------
@@ -351,7 +357,7 @@ class Relay:
             messages_sent=[
                 int(reports[p].get("messages_sent", 0)) if p in reports else 0 for p in ids
             ],
-            extra={"missing_peers": list(missing)},
+            extra={"missing_peers": list(missing), "seconds": self._round_seconds},
         )
         self.log.records.append(record)
         self.log.missing[rnd] = list(missing)

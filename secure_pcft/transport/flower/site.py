@@ -181,6 +181,7 @@ class Site:
             peer.trainer.load_state_dict(saved.trainer)
             rng = saved.rng
             self.completed_round = saved.completed_round
+            _reconcile_released_steps(peer, saved.completed_round)
             log.info("%s resumes after round %d", spec.peer_id, saved.completed_round)
         self.session = PeerSession(peer, self.mailbox, reference, mixes, secure, rng)
         self.lock = threading.Lock()
@@ -276,6 +277,24 @@ class Site:
             SavedState(rnd, p.adapter(), p.trainer.state_dict(), self.session.rng_state)
         )
         self.completed_round = rnd
+
+
+def _reconcile_released_steps(peer: Peer, completed_round: int) -> None:
+    """After a restart, never count the restored DP-SGD steps twice in the ledger.
+
+    The saved trainer state is from the end of ``completed_round``. If the ledger holds a
+    DP-SGD release from a later round, that release came from a process that had trained past the
+    saved point, so it already accounted every step up to it: those steps are released. Only the
+    steps trained after the restore will be recorded by the next release (no double counting; the
+    abandoned steps stay recorded, as they were released).
+    """
+    privacy = peer.privacy
+    if privacy is None or privacy.ledger is None:
+        return
+    trainer = privacy.trainer
+    later = [e for e in privacy.ledger.events if e.steps > 0 and e.round > completed_round]
+    if later:
+        trainer.steps_released = max(trainer.steps_released, trainer.steps_done)
 
 
 _SITES: dict[SiteSpec, Site] = {}

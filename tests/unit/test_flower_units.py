@@ -1,0 +1,163 @@
+"""Unit tests of the Flower runtime's pieces that need no processes: records, hello, mailbox,
+site state (safetensors + JSON, digests, torn writes), the state codec, and the step order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import ConfigRecord, RecordDict
+
+from secure_pcft.config import RunConfig, SecurityConfig, StrategyConfig
+from secure_pcft.crypto.identity import Identity
+from secure_pcft.crypto.roster import Roster
+from secure_pcft.errors import UnknownPeerError
+from secure_pcft.transport.flower.errors import HelloError, RelayRecordError, StateError
+from secure_pcft.transport.flower.hello import new_challenge, sign_hello, verify_hello
+from secure_pcft.transport.flower.mailbox import RelayMailbox
+from secure_pcft.transport.flower.records import StepReply, StepRequest
+from secure_pcft.transport.flower.site_state import SavedState, SiteStore
+from secure_pcft.transport.flower.state_codec import decode_state, encode_state
+from secure_pcft.transport.flower.steps import round_steps
+
+
+# ---- records ------------------------------------------------------------------------------------
+def test_step_request_round_trip_keeps_envelope_bytes() -> None:
+    req = StepRequest("select", 3, ("a", "b"), (b"\x00\x01", b"sealed"), {"restarted": ["c"]})
+    back = StepRequest.from_record(req.to_record())
+    assert back == req
+
+
+def test_empty_reply_round_trips() -> None:
+    rep = StepReply("answer", 1)
+    assert StepReply.from_record(rep.to_record()) == rep
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"step": "x", "round": "1", "n": 0, "info": "{}"},
+        {"step": "x", "round": 1, "n": 2, "info": "{}", "peers": ["a"], "wires": [b"1", b"2"]},
+        {"step": "x", "round": 1, "n": 1, "info": "{}", "peers": ["a"], "wires": ["not bytes"]},
+        {"step": "x", "round": 1, "n": 0, "info": "[1, 2]"},
+        {"step": "x", "round": 1, "n": 0, "info": "{not json"},
+    ],
+)
+def test_malformed_records_raise_typed_error(body: dict[str, object]) -> None:
+    with pytest.raises(RelayRecordError):
+        StepReply.from_record(RecordDict({"spcft": ConfigRecord(body)}))  # type: ignore[arg-type]
+
+
+def test_record_without_our_section_is_refused() -> None:
+    with pytest.raises(RelayRecordError):
+        StepRequest.from_record(RecordDict({"other": ConfigRecord({"a": 1})}))
+
+
+# ---- hello --------------------------------------------------------------------------------------
+def test_hello_verifies_only_for_the_signed_node_and_config() -> None:
+    alice, mallory = Identity.generate("alice"), Identity.generate("mallory")
+    roster = Roster([alice.public()])
+    challenge = new_challenge()
+    sig = sign_hello(alice, challenge, node_id=7, config_digest="cfg")
+    verify_hello(roster, "alice", sig, challenge, 7, "cfg")
+    with pytest.raises(HelloError):
+        verify_hello(roster, "alice", sig, challenge, 8, "cfg")  # replayed to another node id
+    with pytest.raises(HelloError):
+        verify_hello(roster, "alice", sig, new_challenge(), 7, "cfg")  # old challenge
+    with pytest.raises(HelloError):
+        verify_hello(roster, "alice", sig, challenge, 7, "other-config")
+    forged = sign_hello(mallory, challenge, 7, "cfg")
+    with pytest.raises(HelloError):
+        verify_hello(roster, "alice", forged, challenge, 7, "cfg")
+    with pytest.raises(HelloError):
+        verify_hello(roster, "mallory", forged, challenge, 7, "cfg")  # not on the roster
+    with pytest.raises(HelloError):
+        verify_hello(roster, "alice", "zz", challenge, 7, "cfg")
+
+
+# ---- mailbox ------------------------------------------------------------------------------------
+def test_mailbox_counts_per_round_and_refuses_strangers() -> None:
+    box = RelayMailbox("a", ("a", "b", "c"))
+    box.round = 2
+    box.send("a", "b", b"12345")
+    box.send("a", "c", b"1")
+    assert box.bytes_sent[2] == 6 and box.messages_sent[2] == 2
+    assert box.take_outbox() == [("b", b"12345"), ("c", b"1")]
+    assert box.take_outbox() == []
+    box.deliver([("b", b"x")])
+    assert box.receive("a") == [("b", b"x")] and box.receive("a") == []
+    for bad in (lambda: box.send("a", "z", b""), lambda: box.send("b", "c", b""),
+                lambda: box.send("a", "a", b""), lambda: box.receive("b")):  # fmt: skip
+        with pytest.raises(UnknownPeerError):
+            bad()
+
+
+# ---- state codec and site store -----------------------------------------------------------------
+def test_state_codec_round_trips_optimizer_state() -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "generator": torch.Generator().get_state(), "n": 3}
+    skeleton, tensors = encode_state(state)
+    json.dumps(skeleton)  # the skeleton is plain JSON
+    back = decode_state(json.loads(json.dumps(skeleton)), tensors)
+    opt2 = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=1.0)
+    opt2.load_state_dict(back["optimizer"])
+    assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.param_groups[0]["betas"] == (0.9, 0.999)
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
+    assert back["n"] == 3 and torch.equal(back["generator"], state["generator"])
+
+
+def test_state_codec_refuses_objects_and_missing_tensors() -> None:
+    with pytest.raises(StateError):
+        encode_state({"x": object()})
+    with pytest.raises(StateError):
+        decode_state({"x": {"__tensor__": "t9"}}, {})
+
+
+def _saved(rnd: int) -> SavedState:
+    return SavedState(
+        rnd, {"w": torch.full((2, 2), float(rnd))}, {"steps_done": rnd, "m": torch.ones(3)},
+        torch.Generator().manual_seed(rnd).get_state(),
+    )  # fmt: skip
+
+
+def test_site_store_round_trip_and_atomic_generations(tmp_path: Path) -> None:
+    store = SiteStore(tmp_path, "a", "cfg1")
+    assert store.load() is None and store.started_round() == 0
+    store.save(_saved(1))
+    store.mark_started(2)
+    store.save(_saved(2))
+    got = store.load()
+    assert got is not None and got.completed_round == 2 and got.trainer["steps_done"] == 2
+    assert torch.equal(got.adapter["w"], torch.full((2, 2), 2.0))
+    assert store.started_round() == 2
+    assert len(list((tmp_path / "state").glob("gen-*"))) == 1  # old generation removed
+
+
+def test_site_store_refuses_torn_or_foreign_state(tmp_path: Path) -> None:
+    SiteStore(tmp_path, "a", "cfg1").save(_saved(1))
+    with pytest.raises(StateError):
+        SiteStore(tmp_path, "a", "another-config").load()
+    with pytest.raises(StateError):
+        SiteStore(tmp_path, "b", "cfg1").load()
+    gen = next((tmp_path / "state").glob("gen-*"))
+    (gen / "adapter.safetensors").write_bytes(b"torn")
+    with pytest.raises(StateError):
+        SiteStore(tmp_path, "a", "cfg1").load()
+
+
+# ---- schedule -----------------------------------------------------------------------------------
+def test_round_steps_follow_security_and_strategy() -> None:
+    full = SecurityConfig(mode="full")
+    plain = RunConfig(strategy=StrategyConfig(name="weights"))
+    assert round_steps(plain) == ("discover", "select", "answer", "aggregate")
+    secure = RunConfig(strategy=StrategyConfig(name="weights"), security=full)
+    assert round_steps(secure) == ("discover", "respond", "select", "answer", "aggregate")
+    fedavg = RunConfig(strategy=StrategyConfig(name="fedavg"), security=full)
+    assert round_steps(fedavg) == ("discover", "select", "answer", "aggregate")

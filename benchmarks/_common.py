@@ -1,4 +1,4 @@
-"""Shared bits of the benchmark scripts: machine description, JSON output, table printing."""
+"""Shared bits of the benchmark scripts: machine description, schedule, JSON output."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import json
 import os
 import platform
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from secure_pcft.config import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +27,24 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.cuda.is_available(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), for quoting the machine of a timing."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def train_schedule(quick: bool) -> TrainConfig:
+    """The strategies benchmark's schedule (benchmarks/strategies.py): batch 8, lr 3e-3, rounds of
+    10 local steps; 20 warm-up + 3 rounds (full) or 10 warm-up + 2 rounds (``quick``)."""
+    train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=20, local_steps=10, total_steps=50)
+    return replace(train, warmup_steps=10, total_steps=30) if quick else train
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:

@@ -18,6 +18,7 @@ Accountants (a registry; add one with :func:`register_accountant`):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -76,12 +77,22 @@ def epsilon_spent(events: Iterable[DpEvent], delta: float, accountant: str = "rd
     if any(sigma == 0 for sigma, _, _ in history):
         return math.inf
     try:
-        eps = float(_ACCOUNTANTS[accountant](history, delta))
+        eps = _cached_epsilon(_ACCOUNTANTS[accountant], tuple(history), delta)
     except (ValueError, ArithmeticError, RuntimeError) as exc:
         raise PrivacyError(f"{accountant} accountant failed on this history: {exc}") from exc
     if math.isnan(eps) or eps < 0:
         raise PrivacyError(f"{accountant} accountant returned ε={eps}")
     return eps
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_epsilon(
+    fn: AccountantFn, history: tuple[tuple[float, float, int], ...], delta: float
+) -> float:
+    # ε is a pure function of (accountant, history, δ), and Opacus's RDP/PRV take 0.1-0.5 s per
+    # call. Every release re-checks the whole history, and repeated releases of one model (an
+    # adapter to each of N-1 peers, steps = 0 after the first) repeat the same history.
+    return float(fn(list(history), delta))
 
 
 def _rdp(history: History, delta: float) -> float:

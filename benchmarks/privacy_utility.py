@@ -1,0 +1,497 @@
+"""Benchmark: privacy–utility of the six trust strategies at ε ∈ {∞, 8, 3, 1}, and DP-SGD step time.
+
+Setting ``leipzig-specific`` (9 peers, de/fr/it), the small base, the strategies benchmark's schedule
+(benchmarks/_common.train_schedule). For every finite ε each peer trains with DP-SGD whose σ is
+calibrated up front for the *whole planned run* (all rounds; ``PrivacyConfig.target_epsilon``),
+at a fixed δ (< 1/n_train for every peer), and the same ε is the peer's hard budget. ε = ∞ is plain
+(non-DP) training. ``local`` at a finite ε is the DP-local baseline: the same DP-SGD, no sharing.
+
+* ``local``, ``fedavg``, ``oracle``, ``weights``, ``predictions`` branch off one shared warm-up per
+  (ε, seed); each strategy writes its releases to its own fresh ledgers (each is its own
+  hypothetical run, as in ``secure_pcft.run.compare_strategies``).
+* ``validation`` needs its own warm-up: its budget is split up front. The accounted validation
+  mechanism (``privacy/validation_scores.py``) gets σ_val such that its planned releases alone
+  (N candidates per peer per round) cost ``--validation-share`` of ε; DP-SGD's σ is then calibrated
+  with those releases reserved, so the *composition* of both stays within ε.
+
+Per strategy and ε: mean test perplexity over peers (then mean ± std over seeds), ε spent per peer
+from the ledgers (max, mean), the ε of the final model were it published (ledger + unreleased steps),
+whether any peer stopped sharing (and when), σ. Separately: the DP-SGD step time over the plain step
+time, on the same model (small base + LoRA) and the same batch of 8 Leipzig blocks, interleaved,
+median ratio (``dp_step_time.py``'s timer).
+
+    python benchmarks/privacy_utility.py --quick             # 1 seed, short schedule
+    python benchmarks/privacy_utility.py --jobs 14           # 3 seeds, full schedule
+
+Writes benchmarks/results/privacy_utility.json (``--output`` for another path); partial results are
+written after every finished job, so an interrupted run still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, cpu_model, machine, mean_std, train_schedule, write_json
+from dp_step_time import timed
+from strategies import STRATEGIES
+
+from secure_pcft.collab.peer import Peer
+from secure_pcft.collab.simulation import Simulation
+from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.config import (
+    DataConfig,
+    LoraSettings,
+    ModelConfig,
+    OutputConfig,
+    PrivacyConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from secure_pcft.data.blocks import encode_blocks
+from secure_pcft.data.corpus import Federation
+from secure_pcft.data.settings import load_federation
+from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+from secure_pcft.model.lora import attach_lora
+from secure_pcft.privacy import DpTrainer
+from secure_pcft.privacy.accounting import calibrate_noise_multiplier, epsilon_spent
+from secure_pcft.train.local import LocalTrainer
+
+SETTING: Final = "leipzig-specific"
+EPSILONS = ("inf", "8", "3", "1")
+SIX = ("local", "fedavg", "oracle", "weights", "predictions", "validation")
+SHARED_WARMUP = SIX[:5]  # one warm-up per (ε, seed); validation has its own (its σ differs)
+DELTA = 1e-3  # fixed for every peer and ε; < 1/n_train (n_train ≤ 61 blocks here)
+VALIDATION_SHARE = 0.25
+
+
+def validation_sigma(eps: float, delta: float, queries: int, share: float) -> float:
+    """σ of the validation mechanism such that its ``queries`` planned releases (Gaussian, q = 1)
+    alone cost ``share``·ε at ``delta`` (RDP)."""
+    return calibrate_noise_multiplier(
+        target_epsilon=share * eps, delta=delta, sample_rate=1.0, steps=queries
+    )
+
+
+def privacy_for(
+    eps: str, *, delta: float, num_peers: int, train: TrainConfig, share: float, ledger_dir: Path
+) -> PrivacyConfig:
+    """The PrivacyConfig of one ε cell (``"inf"`` = DP off)."""
+    if eps == "inf":
+        return PrivacyConfig(enabled=False)
+    target = float(eps)
+    queries = num_peers * train.num_rounds  # what PeerPrivacy reserves for `validation`
+    return PrivacyConfig(
+        enabled=True,
+        target_epsilon=target,
+        delta=delta,
+        validation_noise_multiplier=validation_sigma(target, delta, queries, share),
+        ledger_dir=str(ledger_dir),
+    )
+
+
+def _peer_record(p: Peer) -> dict[str, Any]:
+    """ε of one peer from its ledger: spent (released), split by mechanism, and of its final model."""
+    if p.privacy is None:  # ε = ∞: no DP, no ledger (None keeps the JSON standard)
+        return {"epsilon_spent": None, "epsilon_model": None, "noise_multiplier": None}
+    pv = p.privacy
+    events = list(pv.guard.ledger.events)
+    delta, acc = pv.trainer.delta, pv.cfg.privacy.accountant
+    pending = pv.trainer.pending_event(round=pv.round, released="final-model")
+    return {
+        "epsilon_spent": epsilon_spent(events, delta, acc),
+        "epsilon_dpsgd_alone": epsilon_spent(
+            [e for e in events if e.mechanism == "dp-sgd"], delta, acc
+        ),
+        "epsilon_validation_alone": epsilon_spent(
+            [e for e in events if e.mechanism == "gaussian-validation"], delta, acc
+        ),
+        # what publishing the final adapter would cost: every recorded release + unreleased steps
+        "epsilon_model": epsilon_spent([*events, pending], delta, acc),
+        "noise_multiplier": pv.trainer.noise_multiplier,
+        "validation_noise_multiplier": pv.cfg.privacy.validation_noise_multiplier,
+        "sample_rate": pv.trainer.sample_rate,
+        "delta": delta,
+        "budget_epsilon": pv.budget,
+        "stopped_sharing_round": pv.stopped_round,
+        "releases": len(events),
+    }
+
+
+def run_cell(
+    cfg: RunConfig,
+    federation: Federation,
+    base: BaseModel,
+    labels: Sequence[str],
+    ledger_root: Path,
+) -> dict[str, dict[str, Any]]:
+    """Warm up once with ``cfg`` and run each strategy of ``labels`` from that snapshot.
+
+    Each strategy's releases go to fresh ledgers under ``ledger_root/<label>``. ``cfg.strategy``
+    must be the strategy the peers' privacy is planned for (``validation`` reserves its releases).
+    Returns, per label, the test perplexity (mean over peers) and each peer's ε record.
+    """
+    sim = Simulation(cfg, federation, base)
+    try:
+        sim.warmup()
+        warm = sim.snapshot()
+        warm_ppl = statistics.fmean(warm.record.test_ppl)
+        out: dict[str, dict[str, Any]] = {}
+        for label in labels:
+            scfg = STRATEGIES[label]
+            sim.restore(warm)
+            sim.cfg = replace(cfg, strategy=scfg)
+            for p in sim.peers:
+                if p.privacy is not None:
+                    p.privacy.open_ledger(ledger_root / label)
+            t0 = time.perf_counter()
+            sim.run_rounds(make_strategy(scfg))
+            final = sim.records[-1]
+            out[label] = {
+                "test_ppl": statistics.fmean(final.test_ppl),
+                "test_ppl_per_round": [statistics.fmean(r.test_ppl) for r in sim.records],
+                "warmup_test_ppl": warm_ppl,
+                "bytes": sum(sum(r.bytes_sent) for r in sim.records),
+                "seconds": time.perf_counter() - t0,
+                "peers": {p.peer_id: _peer_record(p) for p in sim.peers},
+            }
+        return out
+    finally:
+        sim.close()
+
+
+def cell_config(
+    base_cfg: RunConfig,
+    eps: str,
+    strategy: str,
+    *,
+    num_peers: int,
+    ledger_dir: Path,
+    delta: float,
+    share: float,
+) -> RunConfig:
+    """``base_cfg`` with the strategy the peers' privacy is planned for and the ε cell's privacy."""
+    privacy = privacy_for(
+        eps, delta=delta, num_peers=num_peers, train=base_cfg.train, share=share,
+        ledger_dir=ledger_dir,
+    )  # fmt: skip
+    return replace(base_cfg, strategy=StrategyConfig(name=strategy), privacy=privacy)
+
+
+def run_seed(
+    base_cfg: RunConfig,
+    federation: Federation,
+    base: BaseModel,
+    epsilons: Sequence[str],
+    ledger_root: Path,
+    *,
+    delta: float = DELTA,
+    share: float = VALIDATION_SHARE,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every ε of ``epsilons`` and all six strategies for one seed, serially: {ε: {label: record}}."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for eps in epsilons:
+        out[eps] = {}
+        for group in (SHARED_WARMUP, ("validation",)):
+            ledgers = ledger_root / f"eps-{eps}" / group[0]
+            cfg = cell_config(
+                base_cfg, eps, group[0], num_peers=len(federation.peers), ledger_dir=ledgers,
+                delta=delta, share=share,
+            )  # fmt: skip
+            out[eps].update(run_cell(cfg, federation, base, group, ledgers))
+    return out
+
+
+# ---- parallel jobs ---------------------------------------------------------------------------
+Job = tuple[RunConfig, str, tuple[str, ...], int, float, float, str]
+
+
+def _job(job: Job) -> tuple[str, int, dict[str, dict[str, Any]], float]:
+    """One (ε, seed, warm-up group) in its own single-threaded process."""
+    base_cfg, eps, group, seed, delta, share, ledger_root = job
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    federation = load_federation(base_cfg.data)
+    base = load_base(resolve_base_path(base_cfg.model))
+    ledgers = Path(ledger_root) / f"seed-{seed}" / f"eps-{eps}" / group[0]
+    cfg = cell_config(
+        base_cfg, eps, group[0], num_peers=len(federation.peers), ledger_dir=ledgers,
+        delta=delta, share=share,
+    )  # fmt: skip
+    try:
+        out = run_cell(cfg, federation, base, group, ledgers)
+    except Exception as exc:  # keep the other cells: report the failure in the results
+        out = {label: {"error": f"{type(exc).__name__}: {exc}"} for label in group}
+    return eps, seed, out, time.perf_counter() - t0
+
+
+def summarise(
+    per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]], epsilons: Sequence[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{ε: {label: summary}} over seeds: test_ppl_mean/std and the ε figures from the ledgers."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for eps in epsilons:
+        table[eps] = {}
+        for label in SIX:
+            runs = [s[eps][label] for s in per_seed.values() if label in s.get(eps, {})]
+            ok = [r for r in runs if "error" not in r]
+            if not ok:
+                if runs:
+                    table[eps][label] = {"error": runs[0]["error"], "seeds": 0}
+                continue
+            table[eps][label] = _summary(eps, ok, [r["error"] for r in runs if "error" in r])
+    return table
+
+
+def _summary(eps: str, runs: list[dict[str, Any]], errors: list[str]) -> dict[str, Any]:
+    ppl = [r["test_ppl"] for r in runs]
+    m, s = mean_std(ppl)
+    peers = [p for r in runs for p in r["peers"].values()]
+    stops = [
+        {"seed_run": i, "peer": pid, "round": p["stopped_sharing_round"]}
+        for i, r in enumerate(runs)
+        for pid, p in r["peers"].items()
+        if p.get("stopped_sharing_round") is not None
+    ]
+    row: dict[str, Any] = {
+        "test_ppl_mean": m,
+        "test_ppl_std": s,
+        "seeds": len(runs),
+        "test_ppl_per_seed": ppl,
+        "warmup_test_ppl_mean": statistics.fmean(r["warmup_test_ppl"] for r in runs),
+        "target_epsilon": None if eps == "inf" else float(eps),
+        "any_peer_stopped_sharing": bool(stops),
+        "stopped_sharing": stops,
+        "bytes_mean": statistics.fmean(float(r["bytes"]) for r in runs),
+    }
+    if eps != "inf":
+        spent = [p["epsilon_spent"] for p in peers]
+        sigma = [p["noise_multiplier"] for p in peers]
+        row["epsilon_spent_max"] = max(spent)
+        row["epsilon_spent_mean"] = statistics.fmean(spent)
+        row["epsilon_model_max"] = max(p["epsilon_model"] for p in peers)
+        row["noise_multiplier_min"] = min(sigma)
+        row["noise_multiplier_max"] = max(sigma)
+        row["validation_noise_multiplier"] = peers[0]["validation_noise_multiplier"]
+        row["delta"] = peers[0]["delta"]
+        row["epsilon_dpsgd_alone_max"] = max(p["epsilon_dpsgd_alone"] for p in peers)
+        row["epsilon_validation_alone_max"] = max(p["epsilon_validation_alone"] for p in peers)
+    if errors:
+        row["errors"] = errors
+    return row
+
+
+# ---- DP-SGD step time ------------------------------------------------------------------------
+def step_time_ratio(
+    base: BaseModel, blocks: torch.Tensor, lora: LoraSettings, *, steps: int, warmup: int
+) -> dict[str, Any]:
+    """Median DP-SGD step time / median plain step time, same model and the same batch.
+
+    Plain = ``LocalTrainer.step`` on exactly ``blocks`` (B, T) (its epoch shuffle only reorders
+    them); DP = ``DpTrainer._update`` on the same B blocks (Opacus ``GradSampleModule`` per-example
+    gradients, clipping, Gaussian noise, AdamW). Steps alternate so that load drifts hit both.
+    """
+    batch = int(blocks.shape[0])
+    tcfg = TrainConfig(batch_size=batch)
+    plain = LocalTrainer(
+        attach_lora(base.model, lora, peer_seed=0), blocks, tcfg, torch.Generator().manual_seed(0)
+    )
+    pcfg = PrivacyConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5)
+    dp = DpTrainer(
+        attach_lora(base.model, lora, peer_seed=1), blocks, tcfg, pcfg,
+        torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    idx = torch.arange(batch)
+    variants = {"plain": plain.step, "dp": lambda: dp._update(idx)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu = torch.device("cpu")
+    for i in range(warmup + steps):
+        for name, fn in variants.items():
+            t = timed(fn, cpu)
+            if i >= warmup:
+                times[name].append(t)
+    dp.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "ratio": med["dp"] / med["plain"],
+        "plain_median_s": med["plain"],
+        "dp_median_s": med["dp"],
+        "batch": list(blocks.shape),
+        "steps": steps,
+        "warmup": warmup,
+        "torch_threads": torch.get_num_threads(),
+        "lora_params": sum(p.numel() for p in plain.params),
+    }
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="short schedule, 1 seed by default")
+    ap.add_argument("--seeds", type=int, default=0, help="0 = 1 with --quick, else 3")
+    ap.add_argument("--epsilons", nargs="*", default=list(EPSILONS), choices=list(EPSILONS))
+    ap.add_argument("--delta", type=float, default=DELTA)
+    ap.add_argument("--validation-share", type=float, default=VALIDATION_SHARE)
+    ap.add_argument("--mode", default="paper", choices=["paper", "shared-init", "frozen-a"])
+    ap.add_argument("--base", default="small", help="'small' or a local model directory")
+    ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--warmup-steps", type=int, default=-1, help="override (smoke runs)")
+    ap.add_argument("--local-steps", type=int, default=0, help="override (smoke runs)")
+    ap.add_argument("--total-steps", type=int, default=0, help="override (smoke runs)")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel single-threaded processes")
+    ap.add_argument("--timing-steps", type=int, default=30, help="0 = skip the step-time ratio")
+    ap.add_argument("--ledger-dir", default="", help="keep the ledgers here (default: temporary)")
+    ap.add_argument("--output", default="privacy_utility.json", help="name under results/ or path")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(1)
+    seeds = args.seeds or (1 if args.quick else 3)
+    train = train_schedule(args.quick)
+    if args.warmup_steps >= 0:
+        train = replace(train, warmup_steps=args.warmup_steps)
+    if args.local_steps:
+        train = replace(train, local_steps=args.local_steps)
+    if args.total_steps:
+        train = replace(train, total_steps=args.total_steps)
+    model = ModelConfig(base=args.base)
+    base_path = resolve_base_path(model)  # build/cache once, before the workers start
+    started = time.perf_counter()
+    base_cfg = RunConfig(
+        model=model,
+        lora=LoraSettings(mode=args.mode),
+        data=DataConfig(source=SETTING, shared_data_dir=args.shared_data_dir),
+        train=train,
+        output=OutputConfig(dir=tempfile.mkdtemp(prefix="pu-out-")),
+    )
+
+    timing: dict[str, Any] | None = None
+    if args.timing_steps:  # first, while the machine is otherwise idle
+        base = load_base(base_path)
+        first = load_federation(base_cfg.data).peers[0]
+        blocks = encode_blocks(first.train, base.tokenizer, base_cfg.data.block_size)  # (N, T)
+        timing = step_time_ratio(
+            base, blocks[: train.batch_size], base_cfg.lora, steps=args.timing_steps, warmup=5
+        )
+        print(f"DP-SGD step / plain step = {timing['ratio']:.2f}", file=sys.stderr)
+
+    ledger_root = args.ledger_dir or tempfile.mkdtemp(prefix="pu-ledgers-")
+
+    def seeded(seed: int) -> RunConfig:
+        return replace(
+            base_cfg, data=replace(base_cfg.data, seed=seed), train=replace(train, seed=seed)
+        )
+
+    jobs: list[Job] = [
+        (seeded(seed), eps, group, seed, args.delta, args.validation_share, ledger_root)
+        for group in (SHARED_WARMUP, ("validation",))  # the long jobs first
+        for seed in range(seeds)
+        for eps in args.epsilons
+    ]
+    per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in range(seeds)}
+
+    def payload(done: int) -> dict[str, Any]:
+        return {
+            SETTING: summarise(per_seed, args.epsilons),
+            "dp_step_time_ratio": timing["ratio"] if timing else None,
+            "dp_step_time": timing,
+            "_meta": {
+                "command": "python " + " ".join(["benchmarks/privacy_utility.py", *sys.argv[1:]]),
+                "jobs_done": done,
+                "jobs_total": len(jobs),
+                "complete": done == len(jobs),
+                "seeds": seeds,
+                "delta": args.delta,
+                "validation_share": args.validation_share,
+                "epsilon_inf": "DP off (plain AdamW training, no clipping or noise, no ledger)",
+                "mode": args.mode,
+                "train": train.__dict__,
+                "privacy": {
+                    "accountant": "rdp",
+                    "max_grad_norm": PrivacyConfig().max_grad_norm,
+                    "validation_loss_clip": PrivacyConfig().validation_loss_clip,
+                    "budget": "= target ε per peer per run",
+                    "noise": "seeded PRNG (secure_rng = false): same accounting as os.urandom",
+                },
+                "base": str(base_path),
+                "jobs": args.jobs,
+                "seconds": time.perf_counter() - started,
+                "machine": {**machine(), "cpu_model": cpu_model()},
+            },
+        }
+
+    out_path = Path(args.output)
+    done = 0
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_job, j) for j in jobs]
+        for fut in as_completed(futures):
+            eps, seed, out, secs = fut.result()
+            per_seed[seed].setdefault(eps, {}).update(out)
+            done += 1
+            print(f"[ε={eps} seed {seed} {sorted(out)}] {secs:.0f}s", file=sys.stderr)
+            path = write_result(out_path, payload(done))
+    result = payload(done)
+    path = write_result(out_path, result)
+    print_table(result[SETTING], args.epsilons)
+    if timing:
+        print(f"dp_step_time_ratio = {timing['ratio']:.3f} (target <= 1.5)")
+    print(f"\nwrote {path}")
+    return 0
+
+
+def write_result(out: Path, payload: dict[str, Any]) -> Path:
+    if out.parent == Path("."):
+        return write_json(out.name, payload)
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return out
+
+
+def print_table(table: dict[str, dict[str, dict[str, Any]]], epsilons: Sequence[str]) -> None:
+    """Rows = strategy, columns = ε: test ppl mean ± std, then ε spent (max over peers) and σ."""
+    head = f"{'strategy':<12}" + "".join(
+        f"{'ε=' + ('∞' if e == 'inf' else e):>22}" for e in epsilons
+    )
+    print(head)
+    print("-" * len(head))
+    for label in SIX:
+        cells = []
+        for eps in epsilons:
+            row = table.get(eps, {}).get(label)
+            if row is None or "test_ppl_mean" not in row:
+                cells.append(f"{'—':>22}")
+            else:
+                cells.append(f"{row['test_ppl_mean']:>13.1f} ± {row['test_ppl_std']:<6.1f}")
+        print(f"{label:<12}" + "".join(cells))
+    print("\nε spent (max over peers, ledger) / σ (DP-SGD, range over peers); * = a peer stopped")
+    for label in SIX:
+        cells = []
+        for eps in epsilons:
+            row = table.get(eps, {}).get(label)
+            if row is None or "test_ppl_mean" not in row or eps == "inf":
+                cells.append(f"{'—':>22}")
+                continue
+            star = "*" if row["any_peer_stopped_sharing"] else ""
+            sig = f"{row['noise_multiplier_min']:.2f}-{row['noise_multiplier_max']:.2f}"
+            cells.append(f"{row['epsilon_spent_max']:>9.2f}{star} / σ {sig:<9}")
+        print(f"{label:<12}" + "".join(cells))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -69,4 +69,9 @@ def test_three_sites_two_secure_rounds_match_loopback(tmp_path: Path) -> None:
     assert fs["fingerprints"] == ls["fingerprints"]
     assert abs(fs["he_context_bytes"] - ls["he_context_bytes"]) / ls["he_context_bytes"] < 0.01
     assert all(not v for v in flower["rejections"].values())
+    # The relay host is blind: what its SuperLink stored holds the relayed envelopes (magic SPCF)
+    # but no plaintext message (magic SPCM) and no LoRA tensor name of a plaintext adapter.
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("superlink.db*"))
+    assert stored.count(b"SPCF") > 0
+    assert b"SPCM" not in stored and b"lora_A" not in stored and b"lora_B" not in stored
     print(f"flower deployment run: {flower_s:.0f} s wall (setup, 2 rounds, teardown)")

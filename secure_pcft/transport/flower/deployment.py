@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,7 +189,9 @@ class Processes:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def wait_for(predicate: object, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.5
+) -> None:
     """Poll ``predicate()`` until true.
 
     Raises:
@@ -196,7 +199,7 @@ def wait_for(predicate: object, timeout_s: float, what: str, poll_s: float = 0.5
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(poll_s)
     raise DeploymentError(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -9,7 +9,8 @@ so a peer stays in memory between steps and rounds (its durable state is still s
 round boundary, so a restart resumes).
 
 A site therefore never runs code that arrives over the network: the FAB that ``flwr run`` ships
-with a run is ignored, and only the installed ``secure_pcft`` package answers.
+with a run is ignored, and only the installed ``secure_pcft`` package answers (TM-04: a
+compromised coordinator cannot push code to the sites).
 
 This uses the Runtime API client of flwr 1.42 (pinned by the ``flower`` extra).
 """

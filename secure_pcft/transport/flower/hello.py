@@ -4,7 +4,8 @@ The relay sends every node a fresh random challenge; the peer answers with its p
 Ed25519 signature (its pinned roster key) over a domain tag, the challenge, its peer id, the
 Flower node id and the run configuration's digest. The relay verifies it against the roster before
 it routes anything to that node, so a node cannot take over another peer's mailbox. Peers do not
-rely on this mapping for security: every envelope is signed and sealed end to end (TM-03).
+rely on this mapping for security: every envelope is signed and sealed end to end (TM-03,
+TM-04).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ rest of that round: it gets no further steps, envelopes for it are dropped, and 
 aggregate over what arrived (the protocol renormalises trust rows). Each round starts with a hello
 to every connected node, so a peer that restarted rejoins at the next round from its saved state.
 Rounds are never repeated: a resumed run starts after the last round any peer started.
+
+Threats: TM-04 (untrusted relay: it can drop, delay or misroute envelopes, which peers detect or
+survive as missing peers, but not read or forge them), TM-03 (network attacker: TLS + envelopes).
 """
 
 from __future__ import annotations
@@ -127,7 +130,6 @@ class Relay:
         self._restarted: set[str] = set()
         self._round_seconds = 0.0  # relay wall time of the last round (its hello included)
         self._epochs: dict[str, str] = {}  # last process epoch seen per peer, across rounds
-        self._last_replies: dict[str, StepReply] = {}
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self) -> RelayLog:
@@ -222,7 +224,7 @@ class Relay:
         replies = self._exchange(
             WARMUP, 0, {self.peers[p].node: StepRequest(WARMUP, 0) for p in peers}
         )
-        reports = self._reports(replies)
+        reports = {p: dict(r.info) for p, r in self._by_peer(replies).items()}
         for p, rep in reports.items():
             self.peers[p].completed = 0
             self._note_privacy(p, rep)
@@ -231,7 +233,7 @@ class Relay:
             if p not in reports:
                 self.peers.pop(p, None)
         self._round_seconds = self.clock() - t0
-        self._record(0, reports, missing, {})
+        self._record(0, reports, missing)
 
     def _round(self, rnd: int, live: list[str], t0: float) -> None:
         pending: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
@@ -245,17 +247,14 @@ class Relay:
                 requests[self.peers[p].node] = StepRequest(
                     step, rnd, tuple(s for s, _ in inbound), tuple(w for _, w in inbound), info
                 )
-            step_reports = self._reports(self._exchange(step, rnd, requests))
+            step_replies = self._by_peer(self._exchange(step, rnd, requests))
             self.log.undelivered += sum(len(v) for v in pending.values())
             pending.clear()
-            alive = [p for p in alive if p in step_reports]
+            alive = [p for p in alive if p in step_replies]
             for p in alive:
-                reports[p] = step_reports[p]
-                for rejection in step_reports[p].get("rejections", []):
-                    self.log.rejections[p].append(rejection)
-            for sender, reply in self._last_replies.items():
-                if sender not in alive:
-                    continue
+                reports[p] = dict(step_replies[p].info)
+                self.log.rejections[p].extend(reports[p].get("rejections", []))
+            for sender, reply in step_replies.items():
                 for recipient, wire in zip(reply.recipients, reply.wires, strict=True):
                     if recipient in alive and recipient != sender:
                         pending[recipient].append((sender, wire))
@@ -267,7 +266,7 @@ class Relay:
             self._note_privacy(p, reports[p])
         missing = [p for p in self.peer_ids if p not in alive]
         self._round_seconds = self.clock() - t0
-        self._record(rnd, {p: reports[p] for p in alive}, missing, reports)
+        self._record(rnd, {p: reports[p] for p in alive}, missing)
 
     # ---- messaging -------------------------------------------------------------------------------
     def _exchange(
@@ -310,11 +309,10 @@ class Relay:
                 time.sleep(self.settings.poll_s)
         return replies
 
-    def _reports(self, replies: Mapping[int, StepReply]) -> dict[str, dict[str, Any]]:
-        """Reports by peer id; replies that carry an error count as missing."""
+    def _by_peer(self, replies: Mapping[int, StepReply]) -> dict[str, StepReply]:
+        """Replies by verified peer id; a reply that reports an error counts as missing."""
         by_node = {v.node: p for p, v in self.peers.items()}
-        out: dict[str, dict[str, Any]] = {}
-        self._last_replies = {}
+        out: dict[str, StepReply] = {}
         for node, reply in replies.items():
             peer = by_node.get(node)
             if peer is None:
@@ -322,8 +320,7 @@ class Relay:
             if "error" in reply.info:
                 log.warning("relay: %s reported %s", peer, reply.info["error"])
                 continue
-            out[peer] = dict(reply.info)
-            self._last_replies[peer] = reply
+            out[peer] = reply
         return out
 
     # ---- results ---------------------------------------------------------------------------------
@@ -339,7 +336,6 @@ class Relay:
         rnd: int,
         reports: Mapping[str, Mapping[str, Any]],
         missing: list[str],
-        round_reports: Mapping[str, Mapping[str, Any]],
     ) -> None:
         ids = self.peer_ids
 

@@ -12,7 +12,8 @@ directory, never sent anywhere::
 A generation is written completely before ``current.json`` points to it (atomic rename), so a
 crash mid-save leaves the previous generation current. Files are read only with safetensors and
 JSON, and their SHA-256 digests must match ``current.json``. The privacy ledger lives next to it
-(``<site>/ledgers``) and is durable on its own (fsync'd, hash-chained).
+(``<site>/ledgers``) and is durable on its own (fsync'd, hash-chained). A restart resumes
+without re-running a round or re-counting a release (TM-07).
 """
 
 from __future__ import annotations

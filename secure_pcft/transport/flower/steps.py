@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,7 @@ class SecureParts:
 
     channel: SecureChannel
     agent: PeerHe
-    fingerprint: Any  # Callable[[str], str]
+    fingerprint: Callable[[str], str]  # peer id -> roster fingerprint
 
 
 @dataclass

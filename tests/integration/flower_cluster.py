@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,11 +207,6 @@ class Cluster:
         )  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
 
-    def wait_results(self, results: Path, timeout: float) -> dict[str, object]:
-        wait_for(results.exists, timeout, f"{results}", poll_s=1.0)
-        value: dict[str, object] = json.loads(results.read_text())
-        return value
-
     def wait_results_complete(self, results: Path, rounds: int, timeout: float) -> dict[str, Any]:
         """Results once they hold round ``rounds`` (the relay rewrites them after every round)."""
 
@@ -241,7 +235,3 @@ def started(cluster: Cluster) -> Cluster:
     for p in cluster.peers:
         cluster.start_site(p)
     return cluster
-
-
-def elapsed(t0: float) -> float:
-    return time.monotonic() - t0

@@ -17,6 +17,7 @@ from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.strategies.predictions import prediction_signature
 from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy
+from secure_pcft.errors import BudgetExhaustedError
 
 
 def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> None:
@@ -55,7 +56,17 @@ def score(
         domain_mixes=domain_mixes,
         validation_perplexity=peer.validation_perplexity,
     )
-    row = strategy.row(ctx)
+    try:
+        row = strategy.row(ctx)
+    except BudgetExhaustedError as exc:
+        # Scoring itself can cost ε (the accounted ``validation`` scores). A peer whose budget
+        # cannot pay for its row stops sharing, like a refused release, and keeps its own adapter;
+        # scores it already paid for are in its ledger and are simply not used.
+        if peer.privacy is None:
+            raise
+        peer.privacy.stop_sharing(f"trust scores over budget: {exc}")
+        row = torch.zeros(len(peer.peer_ids), dtype=torch.float64)
+        row[peer.index] = 1.0
     check_row(row, len(peer.peer_ids))
     return row
 

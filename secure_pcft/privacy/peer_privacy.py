@@ -116,10 +116,15 @@ class PeerPrivacy:
                 self.trainer, round=self.round, released=msg_type, recipients=(recipient,)
             )
         except BudgetExhaustedError as exc:
-            self.stopped_round = self.round
-            log.warning("%s stops sharing at round %d: %s", self.peer_id, self.round, exc)
+            self.stop_sharing(str(exc))
             return False
         return True
+
+    def stop_sharing(self, reason: str) -> None:
+        """Stop releasing from now on (idempotent); the first stop's round is kept."""
+        if self.stopped_round is None:
+            self.stopped_round = self.round
+            log.warning("%s stops sharing at round %d: %s", self.peer_id, self.round, reason)
 
     def noisy_validation_perplexity(self, model: nn.Module, val_blocks: torch.Tensor) -> float:
         """Accounted validation score of the adapter currently loaded in ``model``.

@@ -105,3 +105,33 @@ def test_ledger_cli_verifies_and_detects_tampering(
     path.write_text("\n".join(lines) + "\n")
     assert main(["ledger", str(path)]) == 2
     assert "LedgerError" in capsys.readouterr().err
+
+
+def test_validation_scores_over_budget_stop_sharing_instead_of_aborting(
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation
+) -> None:
+    # DP-SGD is cheap (σ=5) but one validation score (σ_val=0.2) alone is over the budget:
+    # the peers must stop sharing at round 1, finish the run, and never exceed the budget.
+    budget = 2.0
+    cfg = dp_cfg(
+        tmp_path,
+        "validation",
+        noise_multiplier=5.0,
+        budget_epsilon=budget,
+        validation_noise_multiplier=0.2,
+    )
+    sim = run(cfg, federation, tiny_base)
+    res = sim.result(make_strategy(cfg.strategy), 0.0)
+    sim.close()
+    assert len(res.rounds) == 1 + TRAIN.num_rounds
+    for p in sim.peers:
+        info = res.extra["privacy"][p.peer_id]
+        assert info["stopped_sharing_round"] == 1
+        assert info["epsilon_spent"] <= budget
+        contents = read_ledger(ledger_path(tmp_path / "out" / "ledgers", p.peer_id))
+        assert not any(e.mechanism == "gaussian-validation" for e in contents.events)
+    # a stopped peer keeps its own adapter: its applied row is local from round 1 on
+    for rec in res.rounds[1:]:
+        for i, row in enumerate(rec.trust):
+            assert row[i] == pytest.approx(1.0)
+    assert sum(res.rounds[-1].bytes_sent) == 0

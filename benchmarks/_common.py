@@ -42,8 +42,8 @@ def cpu_model() -> str:
 
 def train_schedule(quick: bool) -> TrainConfig:
     """The strategies benchmark's schedule (benchmarks/strategies.py): batch 8, lr 3e-3, rounds of
-    10 local steps; 20 warm-up + 3 rounds (full) or 10 warm-up + 2 rounds (``quick``)."""
-    train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=20, local_steps=10, total_steps=50)
+    10 local steps; 20 warm-up + 4 rounds (full) or 10 warm-up + 2 rounds (``quick``)."""
+    train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=20, local_steps=10, total_steps=60)
     return replace(train, warmup_steps=10, total_steps=30) if quick else train
 
 

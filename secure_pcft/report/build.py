@@ -11,7 +11,6 @@ there is one, the saved adapters (SHA-256 only), and any audit result files give
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from typing import Any
 from secure_pcft.crypto.consortium import ROSTER_FILE
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import PrivacyError, SecurePcftError
+from secure_pcft.model.cache import sha256_file
 from secure_pcft.privacy.events import check_peer_id
 from secure_pcft.report.audits import audit_checks, load_audit
 from secure_pcft.report.checks import Check, Status, verdict
@@ -64,14 +64,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _adapter(run: RunFiles, peer_id: str) -> dict[str, Any] | None:
     try:
         check_peer_id(peer_id)  # a peer id becomes a path component only if it is file-safe
@@ -81,7 +73,7 @@ def _adapter(run: RunFiles, peer_id: str) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     return {"file": str(f.relative_to(run.run_dir)), "bytes": f.stat().st_size,
-            "sha256": _sha256_file(f)}  # fmt: skip
+            "sha256": sha256_file(f)}  # fmt: skip
 
 
 def _traffic(run: RunFiles, index: int, peer_id: str) -> dict[str, Any]:

@@ -161,3 +161,25 @@ def test_round_steps_follow_security_and_strategy() -> None:
     assert round_steps(secure) == ("discover", "respond", "select", "answer", "aggregate")
     fedavg = RunConfig(strategy=StrategyConfig(name="fedavg"), security=full)
     assert round_steps(fedavg) == ("discover", "select", "answer", "aggregate")
+
+
+def test_site_reads_only_its_own_file_with_the_runs_split(tmp_path: Path) -> None:
+    from secure_pcft.config import DataConfig, RunConfig
+    from secure_pcft.data.settings import load_federation
+    from secure_pcft.errors import ConfigError
+    from secure_pcft.transport.flower.site import _own_data
+
+    paths = []
+    for name in ("plant-a", "plant-b"):
+        f = tmp_path / f"{name}.txt"
+        f.write_text("\n".join(f"{name} line {i} with some words" for i in range(30)) + "\n")
+        paths.append(str(f))
+    data = DataConfig(source="files", paths=tuple(paths), docs_per_peer=10, seed=3)
+    cfg = RunConfig(data=data)
+    corpus, fed = _own_data(cfg, tmp_path / "unused.toml", "plant-b")
+    assert fed.peer_ids == ("plant-b",)
+    # the same split this peer gets when the whole run is loaded in one process
+    whole = load_federation(data)
+    assert corpus.train == whole.peers[whole.peer_ids.index("plant-b")].train
+    with pytest.raises(ConfigError):
+        _own_data(cfg, tmp_path / "unused.toml", "plant-c")

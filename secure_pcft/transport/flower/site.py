@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation, PeerCorpus
-from secure_pcft.data.settings import files_federation, load_federation
+from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError, SecurePcftError
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 from secure_pcft.transport.flower.errors import RelayRecordError
@@ -109,15 +109,7 @@ def _own_data(cfg: RunConfig, config: Path, peer_id: str) -> tuple[PeerCorpus, F
         ]
         if len(own) != 1:
             raise ConfigError(f"[data] paths: no single entry for peer {peer_id!r}")
-        fed = files_federation(
-            own,
-            reference_path=d.reference_path,
-            docs_per_peer=d.docs_per_peer,
-            val_fraction=d.val_fraction,
-            test_fraction=d.test_fraction,
-            reference_docs=d.reference_docs,
-            seed=d.seed,
-        )
+        fed = load_federation(replace(d, paths=tuple(own)))
         return fed.peers[0], fed
     fed = _federation(config, cfg.digest())
     return fed.peers[fed.peer_ids.index(peer_id)], fed

@@ -10,10 +10,8 @@ secrets or adapter tensors.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +27,7 @@ from secure_pcft.audit.target import AuditTarget, build_target
 from secure_pcft.audit.updates import build_update_target
 from secure_pcft.data.corpus import Federation
 from secure_pcft.data.settings import load_federation
+from secure_pcft.fileio import write_json_atomic
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 
 log = logging.getLogger(__name__)
@@ -160,11 +159,7 @@ def _versions() -> dict[str, str]:
 
 
 def _atomic_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, obj)
 
 
 def _trial_target(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from secure_pcft.fileio import write_json_atomic
 
 
 @dataclass
@@ -72,11 +72,7 @@ class RunResult:
 
     def write_json(self, path: Path) -> Path:
         """Write atomically (temp file + rename) so a killed run never leaves half a result."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False))
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_dict(), default=_json_default)
 
 
 def _json_default(obj: object) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import Any
 from secure_pcft.crypto.consortium import ROSTER_FILE
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import PrivacyError, SecurePcftError
+from secure_pcft.fileio import write_text_atomic
 from secure_pcft.model.cache import sha256_file
 from secure_pcft.privacy.events import check_peer_id
 from secure_pcft.report.audits import audit_checks, load_audit
@@ -248,12 +248,6 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.json`` and the self-contained ``report.html`` into ``out_dir``."""
     from secure_pcft.report.page import render_html
@@ -261,6 +255,6 @@ def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     json_path, html_path = d / "report.json", d / "report.html"
-    _atomic_write(json_path, report.to_json())
-    _atomic_write(html_path, render_html(report.document))
+    write_text_atomic(json_path, report.to_json())
+    write_text_atomic(html_path, render_html(report.document))
     return json_path, html_path

@@ -1,0 +1,43 @@
+"""Crash-safe file writes shared by results, reports, audit summaries and site state.
+
+A reader never sees half a file: the text goes to a temporary file beside the target, is fsync'd, and
+is renamed over the target (atomic on POSIX). Modules with stricter needs (the ledger's append-only
+log, key files written with restricted permissions) keep their own writers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (for a directory: make a rename inside it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; creates the parent folder. Returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: Path, obj: Any, *, indent: int = 2, default: Any = None) -> Path:
+    """``obj`` as strict JSON (NaN/inf refused) written atomically, with a final newline."""
+    text = json.dumps(obj, indent=indent, default=default, allow_nan=False) + "\n"
+    return write_text_atomic(path, text)

@@ -30,7 +30,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from secure_pcft.fileio import fsync_path, write_json_atomic
 from secure_pcft.transport.flower.errors import StateError
 from secure_pcft.transport.flower.state_codec import decode_state, encode_state
 
@@ -122,7 +121,7 @@ class SiteStore:
         save_file(tensors, gen / "trainer.safetensors")
         (gen / "trainer.json").write_text(json.dumps(skeleton, allow_nan=False))
         for f in _FILES:
-            fsync_path(gen / f)
+            _fsync(gen / f)
         meta = {
             "peer_id": self.peer_id,
             "config": self.config_digest,
@@ -160,5 +159,16 @@ def _sha256(path: Path) -> str:
         raise StateError(f"{path}: missing or unreadable") from exc
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_json(path: Path, value: dict[str, Any]) -> None:
-    write_json_atomic(path, value, indent=1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1, allow_nan=False))
+    _fsync(tmp)
+    os.replace(tmp, path)

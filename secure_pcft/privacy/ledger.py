@@ -42,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from secure_pcft.errors import LedgerBusyError, LedgerError
+from secure_pcft.fileio import fsync_path
 from secure_pcft.privacy.events import (
     LEDGER_FORMAT,
     DpEvent,
@@ -105,14 +106,6 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -129,7 +122,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def _read_head(path: Path) -> LedgerHead | None:

@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 
 from secure_pcft.config import ACCOUNTANTS
 from secure_pcft.errors import LedgerError, PrivacyError
+from secure_pcft.validation import is_int
 
 Mechanism = Literal["dp-sgd", "gaussian-validation"]
 MECHANISMS: tuple[str, ...] = get_args(Mechanism)
@@ -28,10 +29,6 @@ LEDGER_FORMAT = "secure-pcft-ledger/1"
 ZERO_HASH = "0" * 64
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _RELEASED = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _is_real(x: object) -> bool:
@@ -81,9 +78,9 @@ class DpEvent:
             raise PrivacyError("event noise_multiplier: σ must be a finite number >= 0")
         if not _is_real(self.sample_rate) or not 0 < self.sample_rate <= 1:
             raise PrivacyError("event sample_rate: probability q must be in (0, 1]")
-        if not _is_int(self.steps) or self.steps < 0:
+        if not is_int(self.steps) or self.steps < 0:
             raise PrivacyError("event steps: compositions must be an integer >= 0")
-        if not _is_int(self.round) or self.round < 0:
+        if not is_int(self.round) or self.round < 0:
             raise PrivacyError("event round: must be an integer >= 0")
         if not isinstance(self.released, str) or not _RELEASED.match(self.released):
             raise PrivacyError("event released: a short lower-case name such as 'adapter'")

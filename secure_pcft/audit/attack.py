@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from secure_pcft.audit.metrics import membership_metrics, roc_points
 from secure_pcft.errors import AuditError, ConfigError
+from secure_pcft.validation import require_int
 
 if TYPE_CHECKING:
     from secure_pcft.audit.target import AuditTarget
@@ -170,6 +171,4 @@ def _load_builtin() -> None:
 
 def require_positive_int(value: object, name: str, what: str) -> int:
     """Validate an integer attack parameter (``ConfigError`` naming it and its unit)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"[attack] {name}: {what}, an integer >= 1")
-    return value
+    return require_int(value, "attack", name, 1, what)

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from secure_pcft.errors import AuditError, ConfigError
+from secure_pcft.errors import AuditError
+from secure_pcft.validation import require, require_int
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,7 @@ class CanarySpec:
 
     def __post_init__(self) -> None:
         s = "canaries"
-        if self.kind not in ("digits", "tokens"):
-            raise ConfigError(f"[{s}] kind: 'digits' or 'tokens'")
+        require(self.kind in ("digits", "tokens"), s, "kind", "'digits' or 'tokens'")
         for name, value, low in (
             ("count", self.count, 2),
             ("copies", self.copies, 1),
@@ -65,14 +65,15 @@ class CanarySpec:
             ("length", self.length, 1),
             ("candidates", self.candidates, 10),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"[{s}] {name}: an integer >= {low}")
-        if self.inclusion not in (0.5, 1.0):
-            raise ConfigError(f"[{s}] inclusion: probability 1.0 (all) or 0.5 (fair coins)")
-        if self.digits > 12:
-            raise ConfigError(f"[{s}] digits: at most 12 (candidate space 10^digits)")
-        if not self.prefix.strip():
-            raise ConfigError(f"[{s}] prefix: non-empty public text before the secret")
+            require_int(value, s, name, low)
+        require(
+            self.inclusion in (0.5, 1.0),
+            s,
+            "inclusion",
+            "probability 1.0 (all) or 0.5 (fair coins)",
+        )
+        require(self.digits <= 12, s, "digits", "at most 12 (candidate space 10^digits)")
+        require(bool(self.prefix.strip()), s, "prefix", "non-empty public text before the secret")
 
     def space_size(self, vocab_size: int) -> float:
         """Number of possible secrets: 10^digits, or V^length (EOS excluded) for ``tokens``."""

@@ -30,6 +30,7 @@ from secure_pcft.model.loading import BaseModel
 from secure_pcft.model.lora import adapter_state, attach_lora
 from secure_pcft.privacy.dp_trainer import DpTrainer
 from secure_pcft.train.local import LocalTrainer
+from secure_pcft.validation import require
 
 if TYPE_CHECKING:
     from secure_pcft.audit.campaign import UpdateSpec
@@ -67,10 +68,9 @@ def capture_update(
     Raises:
         ConfigError: unknown optimizer, steps/warm_steps < 1, or ``dp-sgd`` without DP enabled.
     """
-    if optimizer not in UPDATE_OPTIMIZERS:
-        raise ConfigError(f"[target.update] optimizer: one of {UPDATE_OPTIMIZERS}")
-    if steps < 1 or warm_steps < 1:
-        raise ConfigError("[target.update] steps, warm_steps: optimiser steps >= 1")
+    s = "target.update"
+    require(optimizer in UPDATE_OPTIMIZERS, s, "optimizer", f"one of {UPDATE_OPTIMIZERS}")
+    require(steps >= 1 and warm_steps >= 1, s, "steps, warm_steps", "optimiser steps >= 1")
     model = attach_lora(base.model, recipe.lora, peer_seed=seed)
     g = torch.Generator().manual_seed(seed)
     cfg = TrainConfig(batch_size=batch.shape[0], lr=lr, warmup_steps=0, total_steps=steps)

@@ -25,6 +25,7 @@ from secure_pcft.transport.flower.deployment import (
     APP_DIR,
     Processes,
     TlsFiles,
+    child_env,
     tool,
     wait_for,
     write_flwr_home,
@@ -162,7 +163,7 @@ class Cluster:
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [tool("flwr"), *args],
-            env=self.procs.env,
+            env=child_env(self.procs.env),
             capture_output=True,
             text=True,
             timeout=timeout,

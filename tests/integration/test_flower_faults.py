@@ -25,6 +25,7 @@ import pytest
 from secure_pcft.privacy.ledger import read_ledger
 from secure_pcft.transport.flower.deployment import (
     SiteLaunch,
+    child_env,
     supernode_argv,
     wait_for,
     write_node_key,
@@ -140,7 +141,14 @@ def _assert_unregistered_node_refused(cluster: Cluster) -> None:
     argv = supernode_argv(launch, spec)
     argv[argv.index("--port") + 1] = "0"
     argv += ["--max-retries", "2", "--max-wait-time", "15"]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    res = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=child_env(cluster.procs.env),
+    )
     out = res.stdout + res.stderr
     assert "SuperNode ID" not in out, out[-2000:]
     assert res.returncode != 0

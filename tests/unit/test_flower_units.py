@@ -4,6 +4,8 @@ site state (safetensors + JSON, digests, torn writes), the state codec, and the 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from secure_pcft.config import RunConfig, SecurityConfig, StrategyConfig
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import UnknownPeerError
+from secure_pcft.transport.flower.deployment import Processes, child_env
 from secure_pcft.transport.flower.errors import HelloError, RelayRecordError, StateError
 from secure_pcft.transport.flower.hello import new_challenge, sign_hello, verify_hello
 from secure_pcft.transport.flower.mailbox import RelayMailbox
@@ -183,3 +186,31 @@ def test_site_reads_only_its_own_file_with_the_runs_split(tmp_path: Path) -> Non
     assert corpus.train == whole.peers[whole.peer_ids.index("plant-b")].train
     with pytest.raises(ConfigError):
         _own_data(cfg, tmp_path / "unused.toml", "plant-c")
+
+
+# ---- deployment: children's environment ---------------------------------------------------------
+def test_child_env_puts_this_interpreters_bin_first_on_path() -> None:
+    """flwr starts flower-superexec & co. by bare name: they must resolve to this environment's."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = child_env({"PATH": "/usr/bin:/bin", "FLWR_HOME": "/x"})
+    assert env["PATH"].split(os.pathsep)[0] == bin_dir
+    assert env["FLWR_HOME"] == "/x"  # the rest of the environment is kept
+    assert child_env(env) == env  # not prepended twice
+    assert child_env({})["PATH"].split(os.pathsep)[0] == bin_dir
+    assert child_env()["PATH"].split(os.pathsep)[0] == bin_dir  # default: os.environ
+
+
+def test_child_env_keeps_the_existing_path_after_it() -> None:
+    bin_dir = str(Path(sys.executable).parent)
+    env = child_env({"PATH": os.pathsep.join(["/opt/tools/bin", "/usr/bin", "/bin"])})
+    assert env["PATH"] == os.pathsep.join([bin_dir, "/opt/tools/bin", "/usr/bin", "/bin"])
+
+
+def test_processes_start_children_with_this_environments_bin_first(tmp_path: Path) -> None:
+    procs = Processes(tmp_path / "logs")
+    procs.env["PATH"] = "/usr/bin:/bin"  # as when the venv is not activated
+    argv = [sys.executable, "-c", "import os; print(os.environ['PATH'])"]
+    assert procs.start("probe", argv).wait(timeout=60) == 0
+    procs.procs.clear()
+    path = procs.log("probe").strip()
+    assert path == os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])

@@ -4,7 +4,10 @@ A deployment is one SuperLink (the relay host) and, per site, one SuperNode in `
 isolation plus secure-pcft's ClientApp host (:mod:`.executor`). docs/deploying.md gives the
 commands; the functions here produce the same files and start the same processes, so tests and
 ``secure-pcft flower ...`` follow the documented path. Every process gets its own process group
-and is stopped (SIGTERM, then SIGKILL) by :meth:`Processes.stop_all`.
+and is stopped (SIGTERM, then SIGKILL) by :meth:`Processes.stop_all`. Every child gets
+:func:`child_env`: flwr's SuperLink and SuperNode start flwr's helpers (``flower-superexec``,
+``flwr-serverapp``, ...) by bare name from ``PATH``, so this environment's ``bin`` goes first even
+when the environment is not activated.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,19 +149,37 @@ def tool(name: str) -> str:
     return found
 
 
+def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``base`` (default: ``os.environ``) for a child process, with ``PATH`` starting with
+    this interpreter's ``bin`` directory (the rest of ``PATH`` is kept after it)."""
+    env = dict(os.environ if base is None else base)
+    bin_dir = str(Path(sys.executable).parent)
+    rest = env.get("PATH", os.defpath)
+    if rest.split(os.pathsep)[0] != bin_dir:
+        env["PATH"] = bin_dir + os.pathsep + rest if rest else bin_dir
+    return env
+
+
 @dataclass
 class Processes:
-    """Processes started for a deployment, each in its own process group, with log files."""
+    """Processes started for a deployment, each in its own process group, with log files.
+
+    ``env`` is the children's environment; each is started with :func:`child_env` of it.
+    """
 
     log_dir: Path
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    env: dict[str, str] = field(default_factory=child_env)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{name}.log").open("ab") as out:
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=child_env(self.env),
+                start_new_session=True,
             )
         self.procs[name] = proc
         return proc
@@ -251,6 +272,7 @@ def run_site(launch: SiteLaunch, site: SiteSpec, log_dir: Path, restart_s: float
         signal.signal(sig, lambda *_: stop.set())
     log_dir.mkdir(parents=True, exist_ok=True)
     supernode: list[subprocess.Popen[bytes]] = []
+    env = child_env()
 
     def supervise() -> None:
         while not stop.is_set():
@@ -258,7 +280,10 @@ def run_site(launch: SiteLaunch, site: SiteSpec, log_dir: Path, restart_s: float
                 with (log_dir / f"supernode-{site.peer_id}.log").open("ab") as out:
                     supernode.append(
                         subprocess.Popen(
-                            supernode_argv(launch, site), stdout=out, stderr=subprocess.STDOUT
+                            supernode_argv(launch, site),
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            env=env,
                         )
                     )
             stop.wait(restart_s)

@@ -51,16 +51,30 @@ STRATEGIES: dict[str, StrategyConfig] = {
 }
 
 
-def run_setting(cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig]) -> dict[str, Any]:
+def run_setting(
+    cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig], curves: bool = False
+) -> dict[str, Any]:
+    """Every strategy on one (setting, seed), branching off one shared warm-up.
+
+    The warm-up and round 1's local steps do not depend on the strategy: they run once, and every
+    strategy starts from a snapshot taken just before the first aggregation (identical results to
+    separate runs: tests/integration/test_simulation.py). Test splits are scored after the last
+    round only, unless ``curves`` asks for every round.
+    """
     federation = load_federation(cfg.data)
     sim = Simulation(cfg, federation, base)
     base_ppl = [evaluate_lm(base.model, p.blocks.test).perplexity for p in sim.peers]
+    t0 = time.perf_counter()
     sim.warmup()
+    pretrained = cfg.train.num_rounds >= 1
+    if pretrained:
+        sim.local_phase()
     warm = sim.snapshot()
     out: dict[str, Any] = {
         "base_test_ppl": sum(base_ppl) / len(base_ppl),
         "warmup_test_ppl": sum(warm.record.test_ppl) / len(warm.record.test_ppl),
         "train_blocks_per_peer": [int(p.blocks.train.shape[0]) for p in sim.peers],
+        "shared_seconds": time.perf_counter() - t0,
         "strategies": {},
     }
     for label, scfg in strategies.items():
@@ -68,12 +82,14 @@ def run_setting(cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig]
         sim.cfg = replace(cfg, strategy=scfg)
         strategy = make_strategy(scfg)
         t0 = time.perf_counter()
-        sim.run_rounds(strategy)
+        sim.run_rounds(strategy, first_trained=pretrained, evaluate_every_round=curves)
         final = sim.records[-1]
         out["strategies"][label] = {
             "test_ppl": sum(final.test_ppl) / len(final.test_ppl),
             "test_acc": sum(final.test_acc) / len(final.test_acc),
-            "test_ppl_per_round": [sum(r.test_ppl) / len(r.test_ppl) for r in sim.records],
+            "test_ppl_per_round": [
+                sum(r.test_ppl) / len(r.test_ppl) for r in sim.records if r.test_ppl
+            ],
             "trust": final.trust,
             "bytes": sum(sum(r.bytes_sent) for r in sim.records),
             "seconds": time.perf_counter() - t0,
@@ -82,14 +98,14 @@ def run_setting(cfg: RunConfig, base: Any, strategies: dict[str, StrategyConfig]
 
 
 def _job(
-    job: tuple[RunConfig, dict[str, StrategyConfig]],
+    job: tuple[RunConfig, dict[str, StrategyConfig], bool],
 ) -> tuple[str, int, dict[str, Any], float]:
     """One (setting, seed) in its own process, single-threaded (2 jobs share 2 cores cleanly)."""
-    cfg, strategies = job
+    cfg, strategies, curves = job
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     base = load_base(resolve_base_path(cfg.model))
-    out = run_setting(cfg, base, strategies)
+    out = run_setting(cfg, base, strategies, curves)
     return cfg.data.source, cfg.data.seed, out, time.perf_counter() - t0
 
 
@@ -117,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--total-steps", type=int, default=0, help="0 = the schedule's default")
     ap.add_argument("--lr", type=float, default=0.0, help="0 = the schedule's default")
     ap.add_argument("--jobs", type=int, default=2, help="parallel single-threaded processes")
+    ap.add_argument(
+        "--curves",
+        action="store_true",
+        help="score the test splits after every round (per-round perplexity in the JSON); "
+        "default: after the last round only",
+    )
     args = ap.parse_args(argv)
 
     seeds = 1 if args.quick else args.seeds
@@ -149,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     per_setting: dict[str, list[dict[str, Any]]] = {s: [] for s in args.settings}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        for setting, seed, out, secs in pool.map(_job, [(c, chosen) for c in cfgs]):
+        jobs = [(c, chosen, args.curves) for c in cfgs]
+        for setting, seed, out, secs in pool.map(_job, jobs):
+            out["job_seconds"] = secs
             per_setting[setting].append(out)
             print(f"[{setting} seed {seed}] {secs:.0f}s", file=sys.stderr)
 
@@ -167,12 +191,16 @@ def main(argv: list[str] | None = None) -> int:
                 "test_acc_mean": mean_std([r["strategies"][label]["test_acc"] for r in runs])[0],
                 "bytes_mean": mean_std([float(r["strategies"][label]["bytes"]) for r in runs])[0],
                 "seconds_mean": mean_std([r["strategies"][label]["seconds"] for r in runs])[0],
-                "test_ppl_per_round_seed0": runs[0]["strategies"][label]["test_ppl_per_round"],
+                "test_ppl_per_round_seed0": (
+                    runs[0]["strategies"][label]["test_ppl_per_round"] if args.curves else []
+                ),
             }
         table[setting]["_context"] = {
             "base_test_ppl_mean": mean_std([r["base_test_ppl"] for r in runs])[0],
             "warmup_test_ppl_mean": mean_std([r["warmup_test_ppl"] for r in runs])[0],
             "train_blocks_per_peer": runs[0]["train_blocks_per_peer"],
+            "shared_seconds_mean": mean_std([r["shared_seconds"] for r in runs])[0],
+            "job_seconds_per_seed": [r["job_seconds"] for r in runs],
             "trust_seed0": {k: v["trust"] for k, v in runs[0]["strategies"].items()},
         }
     payload = {

@@ -30,8 +30,9 @@ def compare_strategies(
 ) -> list[RunResult]:
     """Run several strategies from one shared warm-up (identical peers, data and seeds).
 
-    The warm-up is purely local, so it is the same for every strategy; it is done once and each
-    strategy's rounds start from a snapshot of it. Each strategy's results go to
+    The warm-up and the first round's local steps are purely local, so they are the same for every
+    strategy; they are done once and each strategy's rounds start from a snapshot taken just before
+    the first aggregation (results are identical to running each strategy from scratch). Each strategy's results go to
     ``<output dir>/<strategy>/`` when more than one is compared, else to the output dir itself.
     """
     start = time.perf_counter()
@@ -39,6 +40,9 @@ def compare_strategies(
     federation = load_federation(cfg.data)
     sim = Simulation(cfg, federation, base)
     sim.warmup(progress)
+    pretrained = cfg.train.num_rounds >= 1
+    if pretrained:
+        sim.local_phase()
     warm = sim.snapshot()
     warmup_seconds = time.perf_counter() - start
     out_root = Path(cfg.output.dir)
@@ -57,7 +61,7 @@ def compare_strategies(
                     )
                     p.privacy.open_ledger(root / "ledgers" if not cfg.privacy.ledger_dir else root)
         strategy = make_strategy(scfg)
-        sim.run_rounds(strategy, progress)
+        sim.run_rounds(strategy, progress, first_trained=pretrained)
         res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
         res.write_json(out / "results.json")
         if cfg.output.save_adapters:

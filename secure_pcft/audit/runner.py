@@ -145,7 +145,7 @@ class CampaignResult:
 
     def write_json(self, directory: str | Path) -> Path:
         """Write ``<directory>/<campaign name>.json`` atomically."""
-        return _atomic_json(Path(directory) / f"{self.campaign.name}.json", self.to_dict())
+        return write_json_atomic(Path(directory) / f"{self.campaign.name}.json", self.to_dict())
 
 
 def _versions() -> dict[str, str]:
@@ -156,10 +156,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
-
-
-def _atomic_json(path: Path, obj: Any) -> Path:
-    return write_json_atomic(path, obj)
 
 
 def _trial_target(
@@ -232,7 +228,7 @@ def write_summary(results: Iterable[CampaignResult], directory: str | Path) -> P
             sources[key] = r.campaign.name
         bases.add(r.base_model)
     out = {**summary, "_sources": sources, "_base_models": sorted(bases)}
-    return _atomic_json(Path(directory) / "summary.json", _json_safe(out))
+    return write_json_atomic(Path(directory) / "summary.json", _json_safe(out))
 
 
 def with_base(campaign: Campaign, base: str) -> Campaign:

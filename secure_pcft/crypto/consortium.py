@@ -28,6 +28,7 @@ from pathlib import Path
 from secure_pcft.crypto.identity import Identity, PublicIdentity, validate_peer_name
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import ConfigError, CorruptFileError, CryptoError
+from secure_pcft.fileio import write_text_atomic
 
 ROSTER_FILE = "roster.json"
 KEY_SUFFIX = ".key"
@@ -78,12 +79,8 @@ def new_identity(name: str, directory: str | os.PathLike[str]) -> PublicIdentity
 
 
 def _write_public(path: Path, public: PublicIdentity) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(json.dumps(public.to_json_dict(), sort_keys=True, indent=2).encode() + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(public.to_json_dict(), sort_keys=True, indent=2) + "\n"
+    write_text_atomic(path, text)
 
 
 def read_public(path: str | os.PathLike[str]) -> PublicIdentity:

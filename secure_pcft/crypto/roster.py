@@ -18,6 +18,7 @@ from pathlib import Path
 
 from secure_pcft.crypto.identity import PublicIdentity
 from secure_pcft.errors import AuthenticationError, ConfigError, CorruptFileError, UnknownPeerError
+from secure_pcft.fileio import write_bytes_atomic
 
 _ROSTER_FORMAT = "secure-pcft-roster"
 _ROSTER_VERSION = 1
@@ -147,10 +148,4 @@ class Roster:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the roster atomically (temp file + fsync + rename). It holds only public keys."""
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(self.to_json_bytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        write_bytes_atomic(Path(path), self.to_json_bytes())

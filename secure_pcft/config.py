@@ -211,6 +211,21 @@ class StrategyConfig:
         require(self.top_k >= 0, "strategy", "top_k", "peers >= 0")
         require(self.reference_batches >= 1, "strategy", "reference_batches", "batches >= 1")
 
+    @property
+    def label(self) -> str:
+        """The name plus the options that differ from the paper's rule, e.g.
+        ``predictions-calibrated`` or ``validation-t50-top3`` (names result folders and rows)."""
+        parts = [self.name]
+        if self.calibrated:
+            parts.append("calibrated")
+        if self.temperature != 1.0:
+            parts.append(f"t{self.temperature:g}")
+        if self.top_k:
+            parts.append(f"top{self.top_k}")
+        if self.threshold is not None:
+            parts.append(f"thr{self.threshold:g}")
+        return "-".join(parts)
+
 
 AccountantName = Literal["rdp", "prv", "gdp"]
 ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)

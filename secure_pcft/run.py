@@ -13,6 +13,7 @@ from secure_pcft.collab.simulation import ProgressFn, Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import DataConfig, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.settings import load_federation
+from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import load_base, resolve_base_path
 from secure_pcft.model.lora import save_peft_adapter
 
@@ -35,6 +36,11 @@ def compare_strategies(
     the first aggregation (results are identical to running each strategy from scratch). Each strategy's results go to
     ``<output dir>/<strategy>/`` when more than one is compared, else to the output dir itself.
     """
+    labels = [s.label for s in strategies]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(
+            f"strategies to compare must differ (their results share folders): {labels}"
+        )
     start = time.perf_counter()
     base = load_base(resolve_base_path(cfg.model))
     federation = load_federation(cfg.data)
@@ -51,13 +57,13 @@ def compare_strategies(
         t0 = time.perf_counter()
         sim.restore(warm)
         sim.cfg = replace(cfg, strategy=scfg)
-        out = out_root if len(strategies) == 1 else out_root / scfg.name
+        out = out_root if len(strategies) == 1 else out_root / scfg.label
         if len(strategies) > 1:
             # each strategy is its own (hypothetical) run: its releases go to its own ledgers
             for p in sim.peers:
                 if p.privacy is not None:
                     root = (
-                        Path(cfg.privacy.ledger_dir) / scfg.name if cfg.privacy.ledger_dir else out
+                        Path(cfg.privacy.ledger_dir) / scfg.label if cfg.privacy.ledger_dir else out
                     )
                     p.privacy.open_ledger(root / "ledgers" if not cfg.privacy.ledger_dir else root)
         strategy = make_strategy(scfg)

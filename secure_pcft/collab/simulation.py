@@ -237,8 +237,9 @@ class Simulation:
                 progress(f"rounds ({strategy.name})", r, n, self.privacy_status())
 
     def result(self, strategy: TrustStrategy, seconds: float) -> RunResult:
+        scfg = self.cfg.strategy
         return RunResult(
-            strategy=strategy.name,
+            strategy=scfg.label if scfg.name == strategy.name else strategy.name,
             peer_ids=list(self.peer_ids),
             config=self.cfg.to_dict(),
             config_hash=self.cfg.digest(),

@@ -170,3 +170,22 @@ def test_temperature_flattens_the_row() -> None:
     hot = make_strategy(StrategyConfig(name="weights", temperature=10.0)).row(ctx(adapters=states))
     cold = make_strategy(StrategyConfig(name="weights", temperature=0.1)).row(ctx(adapters=states))
     assert float(hot[1]) > float(cold[1])
+
+
+def test_strategy_labels_name_the_options_that_differ_from_the_paper() -> None:
+    assert StrategyConfig(name="predictions").label == "predictions"
+    assert StrategyConfig(name="predictions", calibrated=True).label == "predictions-calibrated"
+    assert (
+        StrategyConfig(name="validation", temperature=50.0, top_k=3, threshold=0.1).label
+        == "validation-t50-top3-thr0.1"
+    )
+
+
+def test_comparing_two_strategies_with_one_label_is_refused_before_any_work() -> None:
+    from secure_pcft.config import RunConfig
+    from secure_pcft.errors import ConfigError
+    from secure_pcft.run import compare_strategies
+
+    same = [StrategyConfig(name="fedavg"), StrategyConfig(name="fedavg")]
+    with pytest.raises(ConfigError, match="must differ"):
+        compare_strategies(RunConfig(), same)

@@ -34,11 +34,11 @@ def _progress_bar() -> object:
 
 def _print_table(rows: list[dict[str, object]]) -> None:
     print(
-        f"{'strategy':<14}{'test ppl':>12}{'test acc':>10}{'ppl after warm-up':>20}{'bytes sent':>14}"
+        f"{'strategy':<24}{'test ppl':>12}{'test acc':>10}{'ppl after warm-up':>20}{'bytes sent':>14}"
     )
     for r in rows:
         print(
-            f"{r['strategy']!s:<14}{r['mean_test_ppl']:>12.2f}{r['mean_test_acc']:>10.3f}"
+            f"{r['strategy']!s:<24}{r['mean_test_ppl']:>12.2f}{r['mean_test_acc']:>10.3f}"
             f"{r['mean_test_ppl_after_warmup']:>20.2f}{r['total_bytes_sent']:>14,}"
         )
 
@@ -94,7 +94,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = demo_config(args.output)
     print("secure-pcft demo: 6 peers (parliament speeches in de/es/nl, 2 peers per language),")
-    print("LoRA on the toolkit's small English base; strategies share one warm-up.")
+    print("LoRA on the toolkit's small English base; the paper's six strategies and calibrated")
+    print("predictions branch off one shared warm-up.")
     results = compare_strategies(cfg, DEMO_STRATEGIES, progress=_progress_bar())  # type: ignore[arg-type]
     _print_table([r.summary() for r in results])
     print(f"results and adapters: {cfg.output.dir}/<strategy>/")

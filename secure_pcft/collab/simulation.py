@@ -130,6 +130,8 @@ class Simulation:
         steps = self.cfg.train.warmup_steps
 
         def _run() -> None:
+            if progress:
+                progress("warm-up", 0, len(self.peers))
             for i, p in enumerate(self.peers):
                 p.train(steps)
                 if progress:
@@ -226,6 +228,8 @@ class Simulation:
             evaluate_every_round: score the test splits after every round (else only the last).
         """
         n = self.cfg.train.num_rounds
+        if progress:  # opens the bar, so the first round's time shows too
+            progress(f"rounds ({self._label(strategy)})", 0, n, self.privacy_status())
         for r in range(1, n + 1):
             self.round(
                 strategy,
@@ -234,12 +238,16 @@ class Simulation:
                 evaluate=evaluate_every_round or r == n,
             )
             if progress:
-                progress(f"rounds ({strategy.name})", r, n, self.privacy_status())
+                progress(f"rounds ({self._label(strategy)})", r, n, self.privacy_status())
+
+    def _label(self, strategy: TrustStrategy) -> str:
+        """The configured strategy's label (options included) when it is the one running."""
+        scfg = self.cfg.strategy
+        return scfg.label if scfg.name == strategy.name else strategy.name
 
     def result(self, strategy: TrustStrategy, seconds: float) -> RunResult:
-        scfg = self.cfg.strategy
         return RunResult(
-            strategy=scfg.label if scfg.name == strategy.name else strategy.name,
+            strategy=self._label(strategy),
             peer_ids=list(self.peer_ids),
             config=self.cfg.to_dict(),
             config_hash=self.cfg.digest(),

@@ -4,8 +4,9 @@ For every (setting, seed) the peers' warm-up is run once and every strategy bran
 snapshot, so strategies differ only in how they aggregate. Prints a table of mean ± std test
 perplexity (mean over peers, then mean/std over seeds) and writes benchmarks/results/strategies.json.
 
-    python benchmarks/strategies.py            # full run (3 settings × 3 seeds, ~45 min on 2 idle cores)
-    python benchmarks/strategies.py --quick    # a few minutes: 1 seed, fewer steps
+    python benchmarks/strategies.py            # full run: 3 settings × 3 seeds, the paper's six (~24 min, 2 cores)
+    python benchmarks/strategies.py --quick    # 1 seed, 10 warm-up + 2 rounds (~6 min)
+    python benchmarks/strategies.py --strategies predictions-calibrated --output strategies_calibrated.json
 
 Needs ../shared/data (Leipzig, AG News); the small base is built and cached on first use.
 """

@@ -95,8 +95,11 @@ class Simulation:
         self._rng_state = torch.Generator().manual_seed(cfg.train.seed).get_state()
 
     # ---- phases ----------------------------------------------------------------------------
-    def _evaluate(self, rnd: int, trust: torch.Tensor | None) -> RoundRecord:
-        scores = [p.evaluate("test") for p in self.peers]
+    def _evaluate(
+        self, rnd: int, trust: torch.Tensor | None, *, scored: bool = True
+    ) -> RoundRecord:
+        """The round's record; test splits scored unless ``scored`` is off (empty score lists)."""
+        scores = [p.evaluate("test") for p in self.peers] if scored else []
         return RoundRecord(
             round=rnd,
             step=self.peers[0].trainer.steps_done,
@@ -176,20 +179,9 @@ class Simulation:
         if not trained:
             self.local_phase()
         trust = self.aggregation_phase(strategy, rnd)
-        record = self._evaluate(rnd, trust) if evaluate else self._unscored(rnd, trust)
+        record = self._evaluate(rnd, trust, scored=evaluate)
         self.records.append(record)
         return record
-
-    def _unscored(self, rnd: int, trust: torch.Tensor) -> RoundRecord:
-        return RoundRecord(
-            round=rnd,
-            step=self.peers[0].trainer.steps_done,
-            test_ppl=[],
-            test_acc=[],
-            trust=trust.tolist(),
-            bytes_sent=[self.transport.bytes_sent[rnd].get(p, 0) for p in self.peer_ids],
-            messages_sent=[self.transport.messages_sent[rnd].get(p, 0) for p in self.peer_ids],
-        )
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

@@ -46,7 +46,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, cpu_model, machine, mean_std, train_schedule, write_json
 from dp_step_time import timed
-from strategies import STRATEGIES
 
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.simulation import Simulation
@@ -151,7 +150,7 @@ def run_cell(
         warm_ppl = statistics.fmean(warm.record.test_ppl)
         out: dict[str, dict[str, Any]] = {}
         for label in labels:
-            scfg = STRATEGIES[label]
+            scfg = StrategyConfig.from_label(label)
             sim.restore(warm)
             sim.cfg = replace(cfg, strategy=scfg)
             for p in sim.peers:

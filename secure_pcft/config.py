@@ -223,8 +223,38 @@ class StrategyConfig:
         if self.top_k:
             parts.append(f"top{self.top_k}")
         if self.threshold is not None:
-            parts.append(f"thr{self.threshold:g}")
+            parts.append(f"thr{self.threshold:g}".replace("-", "m"))  # '-' separates parts
         return "-".join(parts)
+
+    @classmethod
+    def from_label(cls, label: str) -> StrategyConfig:
+        """The inverse of :attr:`label`: ``validation-t50-top3`` → name, temperature and top_k.
+
+        Trailing parts that are not well-formed options stay in the name (which the strategy
+        registry then refuses if it is unknown).
+
+        Raises:
+            ConfigError: an empty name or an option value out of range.
+        """
+        parts = label.split("-")
+        opts: dict[str, Any] = {}
+        while len(parts) > 1:
+            tail = parts[-1]
+            try:
+                if tail == "calibrated":
+                    opts["calibrated"] = True
+                elif tail.startswith("thr"):
+                    opts["threshold"] = float(tail[3:].replace("m", "-"))
+                elif tail.startswith("top"):
+                    opts["top_k"] = int(tail[3:])
+                elif tail.startswith("t"):
+                    opts["temperature"] = float(tail[1:])
+                else:
+                    break
+            except ValueError:
+                break
+            parts.pop()
+        return cls(name="-".join(parts), **opts)
 
 
 AccountantName = Literal["rdp", "prv", "gdp"]

@@ -189,3 +189,24 @@ def test_comparing_two_strategies_with_one_label_is_refused_before_any_work() ->
     same = [StrategyConfig(name="fedavg"), StrategyConfig(name="fedavg")]
     with pytest.raises(ConfigError, match="must differ"):
         compare_strategies(RunConfig(), same)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        StrategyConfig(name="predictions"),
+        StrategyConfig(name="predictions", calibrated=True),
+        StrategyConfig(name="validation", temperature=50.0, top_k=3),
+        StrategyConfig(name="weights", temperature=0.5, threshold=-0.25),
+    ],
+)
+def test_a_label_parses_back_to_its_strategy(cfg: StrategyConfig) -> None:
+    assert StrategyConfig.from_label(cfg.label) == cfg
+
+
+def test_a_label_with_a_malformed_option_keeps_it_in_the_name() -> None:
+    assert StrategyConfig.from_label("validation-tx").name == "validation-tx"
+    from secure_pcft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="temperature"):
+        StrategyConfig.from_label("validation-t0")

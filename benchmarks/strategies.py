@@ -50,20 +50,15 @@ def run_setting(
 ) -> dict[str, Any]:
     """Every strategy on one (setting, seed), branching off one shared warm-up.
 
-    The warm-up and round 1's local steps do not depend on the strategy: they run once, and every
-    strategy starts from a snapshot taken just before the first aggregation (identical results to
-    separate runs: tests/integration/test_simulation.py). Test splits are scored after the last
-    round only, unless ``curves`` asks for every round.
+    The warm-up and round 1's local steps do not depend on the strategy: they run once
+    (``Simulation.branch_point``) and every strategy starts from that snapshot. Test splits are
+    scored after the last round only, unless ``curves`` asks for every round.
     """
     federation = load_federation(cfg.data)
     sim = Simulation(cfg, federation, base)
     base_ppl = [evaluate_lm(base.model, p.blocks.test).perplexity for p in sim.peers]
     t0 = time.perf_counter()
-    sim.warmup()
-    pretrained = cfg.train.num_rounds >= 1
-    if pretrained:
-        sim.local_phase()
-    warm = sim.snapshot()
+    warm = sim.branch_point()
     out: dict[str, Any] = {
         "base_test_ppl": sum(base_ppl) / len(base_ppl),
         "warmup_test_ppl": sum(warm.record.test_ppl) / len(warm.record.test_ppl),
@@ -76,7 +71,9 @@ def run_setting(
         sim.cfg = replace(cfg, strategy=scfg)
         strategy = make_strategy(scfg)
         t0 = time.perf_counter()
-        sim.run_rounds(strategy, first_trained=pretrained, evaluate_every_round=curves)
+        sim.run_rounds(
+            strategy, first_trained=warm.first_round_trained, evaluate_every_round=curves
+        )
         final = sim.records[-1]
         out["strategies"][label] = {
             "test_ppl": sum(final.test_ppl) / len(final.test_ppl),

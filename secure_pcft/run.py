@@ -31,10 +31,10 @@ def compare_strategies(
 ) -> list[RunResult]:
     """Run several strategies from one shared warm-up (identical peers, data and seeds).
 
-    The warm-up and the first round's local steps are purely local, so they are the same for every
-    strategy; they are done once and each strategy's rounds start from a snapshot taken just before
-    the first aggregation (results are identical to running each strategy from scratch). Each strategy's results go to
-    ``<output dir>/<strategy>/`` when more than one is compared, else to the output dir itself.
+    The warm-up and round 1's local steps do not depend on the strategy: they run once
+    (:meth:`Simulation.branch_point`) and every strategy starts from that snapshot, with results
+    identical to running it alone. Each strategy's results go to ``<output dir>/<label>/`` when
+    more than one is compared, else to the output dir itself.
     """
     labels = [s.label for s in strategies]
     if len(set(labels)) != len(labels):
@@ -45,11 +45,7 @@ def compare_strategies(
     base = load_base(resolve_base_path(cfg.model))
     federation = load_federation(cfg.data)
     sim = Simulation(cfg, federation, base)
-    sim.warmup(progress)
-    pretrained = cfg.train.num_rounds >= 1
-    if pretrained:
-        sim.local_phase()
-    warm = sim.snapshot()
+    warm = sim.branch_point(progress)
     warmup_seconds = time.perf_counter() - start
     out_root = Path(cfg.output.dir)
     results = []
@@ -67,7 +63,7 @@ def compare_strategies(
                     )
                     p.privacy.open_ledger(root / "ledgers" if not cfg.privacy.ledger_dir else root)
         strategy = make_strategy(scfg)
-        sim.run_rounds(strategy, progress, first_trained=pretrained)
+        sim.run_rounds(strategy, progress, first_trained=warm.first_round_trained)
         res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
         res.write_json(out / "results.json")
         if cfg.output.save_adapters:

@@ -48,6 +48,9 @@ class Snapshot:
     trainers: list[dict[str, Any]]
     rng: torch.Tensor
     record: RoundRecord
+    first_round_trained: bool = (
+        False  # round 1's local steps are in it (see Simulation.branch_point)
+    )
 
 
 class Simulation:
@@ -182,6 +185,21 @@ class Simulation:
         record = self._evaluate(rnd, trust, scored=evaluate)
         self.records.append(record)
         return record
+
+    def branch_point(self, progress: ProgressFn | None = None) -> Snapshot:
+        """Warm-up, then round 1's local steps, then a snapshot that strategies branch off.
+
+        Neither part depends on the strategy, so they run once; a strategy restored from here and
+        run with ``run_rounds(..., first_trained=snap.first_round_trained)`` ends exactly where a
+        run of it alone would (tests/integration/test_simulation.py).
+        """
+        self.warmup(progress)
+        trained = self.cfg.train.num_rounds >= 1
+        if trained:
+            self.local_phase()
+        snap = self.snapshot()
+        snap.first_round_trained = trained
+        return snap
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

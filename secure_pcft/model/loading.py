@@ -67,7 +67,9 @@ def fuse_tanh_gelu(model: nn.Module) -> int:
 
     Both compute 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) — the same function, outputs equal to
     float rounding (max |Δ| 4.8e-7 on inputs in ±16) — but ``gelu_new`` runs it as six separate
-    element-wise ops (and as many in backward). On the small base it is ~6 % of a CPU LoRA step.
+    element-wise ops (and as many in backward): forward + backward on an (8, 64, 1024) activation took
+    11.0 ms vs 5.6 ms on one CPU core, i.e. ~6 % of a small-base LoRA step (two of them per ~170 ms
+    step; estimated from that microbenchmark, not timed end to end).
     """
     swapped = 0
     for module in list(model.modules()):

@@ -121,9 +121,8 @@ def test_branching_after_the_first_local_phase_equals_a_fresh_run(
     alone.run_rounds(strategy)
 
     shared = Simulation(cfg(name), federation, tiny_base)
-    shared.warmup()
-    shared.local_phase()
-    branch = shared.snapshot()
+    branch = shared.branch_point()
+    assert branch.first_round_trained
     shared.run_rounds(make_strategy(StrategyConfig(name="local")), first_trained=True)
     shared.restore(branch)
     shared.run_rounds(strategy, first_trained=True, evaluate_every_round=False)

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from secure_pcft.collab.results import RunResult
-from secure_pcft.collab.simulation import ProgressFn, Simulation
-from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.collab.simulation import ProgressFn, Simulation, Snapshot
+from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
 from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError
@@ -33,8 +33,11 @@ def compare_strategies(
 
     The warm-up and round 1's local steps do not depend on the strategy: they run once
     (:meth:`Simulation.branch_point`) and every strategy starts from that snapshot, with results
-    identical to running it alone. Each strategy's results go to ``<output dir>/<label>/`` when
-    more than one is compared, else to the output dir itself.
+    identical to running it alone. With DP on, the warm-up *does* depend on the strategy's privacy
+    plan (σ is calibrated with a ``validation`` strategy's scores reserved), so strategies are
+    grouped by plan and each group gets its own warm-up. Each strategy's results go to
+    ``<output dir>/<label>/`` when more than one is compared, else to the output dir itself.
+    Results come back in the order of ``strategies``.
     """
     labels = [s.label for s in strategies]
     if len(set(labels)) != len(labels):
@@ -44,34 +47,68 @@ def compare_strategies(
     start = time.perf_counter()
     base = load_base(resolve_base_path(cfg.model))
     federation = load_federation(cfg.data)
-    sim = Simulation(cfg, federation, base)
-    warm = sim.branch_point(progress)
-    warmup_seconds = time.perf_counter() - start
-    out_root = Path(cfg.output.dir)
-    results = []
+    load_seconds = time.perf_counter() - start
+    by_label: dict[str, RunResult] = {}
+    for group in privacy_plan_groups(cfg, strategies, len(federation.peers)):
+        t_group = time.perf_counter()
+        sim = Simulation(replace(cfg, strategy=group[0]), federation, base)
+        try:
+            warm = sim.branch_point(progress)
+            warmup_seconds = load_seconds + time.perf_counter() - t_group
+            for scfg in group:
+                by_label[scfg.label] = _run_branch(
+                    sim, cfg, scfg, warm, warmup_seconds, several=len(strategies) > 1,
+                    progress=progress,
+                )  # fmt: skip
+        finally:
+            sim.close()
+    return [by_label[label] for label in labels]
+
+
+def privacy_plan_groups(
+    cfg: RunConfig, strategies: Sequence[StrategyConfig], num_peers: int
+) -> list[list[StrategyConfig]]:
+    """``strategies`` grouped by the privacy plan their peers need (one group without DP)."""
+    if not cfg.privacy.enabled:
+        return [list(strategies)]
+    groups: dict[int, list[StrategyConfig]] = {}
     for scfg in strategies:
-        t0 = time.perf_counter()
-        sim.restore(warm)
-        sim.cfg = replace(cfg, strategy=scfg)
-        out = out_root if len(strategies) == 1 else out_root / scfg.label
-        if len(strategies) > 1:
-            # each strategy is its own (hypothetical) run: its releases go to its own ledgers
-            for p in sim.peers:
-                if p.privacy is not None:
-                    root = (
-                        Path(cfg.privacy.ledger_dir) / scfg.label if cfg.privacy.ledger_dir else out
-                    )
-                    p.privacy.open_ledger(root / "ledgers" if not cfg.privacy.ledger_dir else root)
-        strategy = make_strategy(scfg)
-        sim.run_rounds(strategy, progress, first_trained=warm.first_round_trained)
-        res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
-        res.write_json(out / "results.json")
-        if cfg.output.save_adapters:
-            for p in sim.peers:
-                save_peft_adapter(p.model, out / "adapters" / p.peer_id)
-        results.append(res)
-    sim.close()
-    return results
+        groups.setdefault(run_scoring_queries(replace(cfg, strategy=scfg), num_peers), []).append(
+            scfg
+        )
+    return list(groups.values())
+
+
+def _run_branch(
+    sim: Simulation,
+    cfg: RunConfig,
+    scfg: StrategyConfig,
+    warm: Snapshot,
+    warmup_seconds: float,
+    *,
+    several: bool,
+    progress: ProgressFn | None,
+) -> RunResult:
+    """One strategy from the snapshot ``warm``; writes its results (and adapters)."""
+    t0 = time.perf_counter()
+    sim.restore(warm)
+    sim.cfg = replace(cfg, strategy=scfg)
+    out_root = Path(cfg.output.dir)
+    out = out_root / scfg.label if several else out_root
+    if several:
+        # each strategy is its own (hypothetical) run: its releases go to its own ledgers
+        ledgers = Path(cfg.privacy.ledger_dir) / scfg.label if cfg.privacy.ledger_dir else None
+        for p in sim.peers:
+            if p.privacy is not None:
+                p.privacy.open_ledger(ledgers or out / "ledgers")
+    strategy = make_strategy(scfg)
+    sim.run_rounds(strategy, progress, first_trained=warm.first_round_trained)
+    res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
+    res.write_json(out / "results.json")
+    if cfg.output.save_adapters:
+        for p in sim.peers:
+            save_peft_adapter(p.model, out / "adapters" / p.peer_id)
+    return res
 
 
 def demo_config(output_dir: str = "runs/demo") -> RunConfig:

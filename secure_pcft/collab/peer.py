@@ -64,6 +64,8 @@ class Peer:
         base: the frozen base (its weights are shared, never modified).
         cfg: the run configuration.
         channel: this peer's end of the message layer.
+        ledger_dir: where its privacy ledger lives (DP on); default ``<output dir>/ledgers``.
+        scoring_queries: accounted private scores per round its privacy plan reserves (DP on).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Peer:
         cfg: RunConfig,
         channel: Channel,
         ledger_dir: Path | None = None,
+        scoring_queries: int = 0,
     ) -> None:
         self.index = index
         self.peer_ids = peer_ids
@@ -92,7 +95,7 @@ class Peer:
         if cfg.privacy.enabled:
             self.privacy = PeerPrivacy(
                 self.peer_id, self.model, blocks.train, cfg, generator,
-                ledger_dir or Path(cfg.output.dir) / "ledgers", len(peer_ids),
+                ledger_dir or Path(cfg.output.dir) / "ledgers", scoring_queries,
             )  # fmt: skip
             self.trainer = self.privacy.trainer
         else:

@@ -21,10 +21,16 @@ from secure_pcft.collab.peer import Peer, PeerBlocks
 from secure_pcft.collab.protocol import run_round
 from secure_pcft.collab.results import RoundRecord, RunResult
 from secure_pcft.collab.secure_round import SecureSession
-from secure_pcft.collab.strategy import TrustStrategy, make_strategy
+from secure_pcft.collab.strategy import (
+    TrustStrategy,
+    make_strategy,
+    planned_scoring_queries,
+    run_scoring_queries,
+)
 from secure_pcft.config import RunConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation
+from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.transport.loopback import LoopbackTransport
 
@@ -75,6 +81,9 @@ class Simulation:
         )
         make_channel = channel_factory or default_channel
         tok, bs = base.tokenizer, cfg.data.block_size
+        # The peers' privacy plan is that of cfg.strategy: only strategies with the same plan may
+        # run on these peers (check_privacy_plan); σ was calibrated with its scores reserved.
+        self.scoring_queries = run_scoring_queries(cfg, len(self.peer_ids))
         self.reference = encode_blocks(federation.reference, tok, bs)  # (R, T), public
         self.peers = [
             Peer(
@@ -90,6 +99,7 @@ class Simulation:
                 cfg,
                 make_channel(corpus.peer_id, self.transport),
                 ledger_dir=Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers"),
+                scoring_queries=self.scoring_queries,
             )
             for i, corpus in enumerate(federation.peers)
         ]
@@ -237,6 +247,7 @@ class Simulation:
                 on the strategy).
             evaluate_every_round: score the test splits after every round (else only the last).
         """
+        self.check_privacy_plan(strategy)
         n = self.cfg.train.num_rounds
         if progress:  # opens the bar, so the first round's time shows too
             progress(f"rounds ({self._label(strategy)})", 0, n, self.privacy_status())
@@ -249,6 +260,31 @@ class Simulation:
             )
             if progress:
                 progress(f"rounds ({self._label(strategy)})", r, n, self.privacy_status())
+
+    def check_privacy_plan(self, strategy: TrustStrategy) -> None:
+        """Refuse a strategy whose private scoring the peers' privacy plan did not reserve.
+
+        With DP on, σ is calibrated when the peers are built, for ``cfg.strategy``'s planned
+        releases; a strategy that scores more (or fewer) candidates on private data would run on
+        the wrong plan (its scores then hit the budget, or σ is larger than needed).
+
+        Raises:
+            ConfigError: DP is on and ``strategy``'s planned private scores differ from the plan.
+        """
+        if not self.cfg.privacy.enabled:
+            return
+        planned = planned_scoring_queries(
+            strategy,
+            len(self.peer_ids),
+            secure=self.security is not None,
+            select_top_k=self.cfg.security.select_top_k,
+        )
+        if planned != self.scoring_queries:
+            raise ConfigError(
+                f"[strategy] {strategy.name!r} scores {planned} candidates per round on private "
+                f"data, but these peers' privacy plan reserved {self.scoring_queries}: build the "
+                "simulation with this strategy in cfg.strategy (compare_strategies groups by plan)"
+            )
 
     def _label(self, strategy: TrustStrategy) -> str:
         """The configured strategy's label (options included) when it is the one running."""

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from secure_pcft.config import StrategyConfig
+from secure_pcft.config import RunConfig, StrategyConfig
 from secure_pcft.errors import ConfigError, StrategyError
 
 AdapterState = dict[str, torch.Tensor]
@@ -54,10 +54,19 @@ class TrustContext:
 
 
 class TrustStrategy(ABC):
-    """Computes one peer's row of trust weights (non-negative, summing to 1, length N)."""
+    """Computes one peer's row of trust weights (non-negative, summing to 1, length N).
+
+    Attributes:
+        name: the registry name (``[strategy] name``).
+        discovery: what the strategy needs from the other peers before it can score them.
+        private_scoring: the strategy scores candidate adapters on the peer's *private* data
+            every round, so each score is an accounted release that the privacy plan must
+            reserve up front (see :func:`planned_scoring_queries`).
+    """
 
     name: ClassVar[str]
     discovery: ClassVar[Discovery] = Discovery.NONE
+    private_scoring: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig) -> None:
         self.cfg = cfg
@@ -105,6 +114,33 @@ def select_and_softmax(
     keep[self_index] = True
     s[~keep] = float("-inf")
     return torch.softmax(s, dim=0)
+
+
+def planned_scoring_queries(
+    strategy: TrustStrategy, num_peers: int, *, secure: bool, select_top_k: int
+) -> int:
+    """Accounted private scores one peer computes per round under ``strategy`` (0 = none).
+
+    A strategy with private scoring scores every adapter it holds: its own and each one received.
+    In plain mode that is every peer's; in secure mode only the ``select_top_k`` peers chosen by
+    encrypted discovery send theirs (``select_top_k = 0``: every peer). The privacy plan reserves
+    this many Gaussian queries per round before DP-SGD's σ is calibrated.
+    """
+    if not strategy.private_scoring:
+        return 0
+    if secure and select_top_k:
+        return min(num_peers, select_top_k + 1)
+    return num_peers
+
+
+def run_scoring_queries(cfg: RunConfig, num_peers: int) -> int:
+    """:func:`planned_scoring_queries` of ``cfg.strategy`` under ``cfg.security``."""
+    return planned_scoring_queries(
+        make_strategy(cfg.strategy),
+        num_peers,
+        secure=cfg.security.mode == "full",
+        select_top_k=cfg.security.select_top_k,
+    )
 
 
 StrategyFactory = Callable[[StrategyConfig], TrustStrategy]

@@ -39,7 +39,12 @@ class PeerPrivacy:
         cfg: the run configuration (``privacy`` and ``train`` sections).
         generator: the peer's sampling generator.
         ledger_dir: directory of the per-peer ledgers.
-        num_peers: peers in the run (the ``validation`` strategy scores up to this many per round).
+        scoring_queries: accounted private scores planned per round (the ``validation``
+            strategy's; :func:`~secure_pcft.collab.strategy.planned_scoring_queries`). They are
+            reserved before σ is calibrated, so DP-SGD and the scores together meet the target.
+
+    Attributes:
+        scoring_queries: the plan's scores per round (a run may only use a strategy with this plan).
     """
 
     def __init__(
@@ -50,18 +55,18 @@ class PeerPrivacy:
         cfg: RunConfig,
         generator: torch.Generator,
         ledger_dir: Path,
-        num_peers: int,
+        scoring_queries: int,
     ) -> None:
         self.peer_id = peer_id
         self.cfg = cfg
         pc = cfg.privacy
-        reserved: list[DpEvent] = []
-        if cfg.strategy.name == "validation":
-            reserved = [
-                DpEvent("gaussian-validation", pc.validation_noise_multiplier, 1.0, num_peers, r,
-                        "validation-scores")
-                for r in range(1, cfg.train.num_rounds + 1)
-            ]  # fmt: skip
+        self.scoring_queries = scoring_queries
+        reserved = [
+            DpEvent("gaussian-validation", pc.validation_noise_multiplier, 1.0, scoring_queries, r,
+                    "validation-scores")
+            for r in range(1, cfg.train.num_rounds + 1)
+            if scoring_queries
+        ]  # fmt: skip
         self.trainer = DpTrainer(model, train_blocks, cfg.train, pc, generator, reserved=reserved)
         self.budget = budget_epsilon(pc)
         self.round = 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import secure_pcft.run as run_module
 from secure_pcft.cli import main
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
@@ -17,6 +18,7 @@ from secure_pcft.config import (
     TrainConfig,
 )
 from secure_pcft.data.corpus import Federation
+from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.events import DpEvent
@@ -135,3 +137,45 @@ def test_validation_scores_over_budget_stop_sharing_instead_of_aborting(
         for i, row in enumerate(rec.trust):
             assert row[i] == pytest.approx(1.0)
     assert sum(res.rounds[-1].bytes_sent) == 0
+
+
+def test_a_strategy_outside_the_peers_privacy_plan_is_refused(
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation
+) -> None:
+    # Peers built for `local` have no validation scores reserved in their σ calibration: running
+    # `validation` on them would spend unplanned ε (before the fix it ran and hit the budget).
+    cfg = dp_cfg(tmp_path, "local", target_epsilon=3.0)
+    sim = Simulation(cfg, federation, tiny_base)
+    sim.warmup()
+    with pytest.raises(ConfigError, match="privacy plan reserved 0"):
+        sim.run_rounds(make_strategy(StrategyConfig(name="validation", reference_batches=1)))
+    sim.run_rounds(make_strategy(StrategyConfig(name="fedavg")))  # same plan: fine
+    sim.close()
+
+
+def test_compare_strategies_warms_up_once_per_privacy_plan(
+    tmp_path: Path,
+    tiny_base: BaseModel,
+    federation: Federation,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run_module, "load_base", lambda _path: tiny_base)
+    monkeypatch.setattr(run_module, "load_federation", lambda _data: federation)
+    monkeypatch.setattr(run_module, "resolve_base_path", lambda _model: tiny_base.path)
+    cfg = dp_cfg(tmp_path, "local", target_epsilon=3.0, validation_noise_multiplier=8.0)
+    names = ["local", "validation", "fedavg"]
+    results = run_module.compare_strategies(
+        cfg, [StrategyConfig(name=n, reference_batches=1) for n in names]
+    )
+    assert [r.strategy for r in results] == names
+    sigma = {r.strategy: r.extra["privacy"]["peer-0"]["noise_multiplier"] for r in results}
+    # validation's DP-SGD σ leaves room for its reserved scores; the others share one warm-up
+    assert sigma["validation"] > sigma["local"] == sigma["fedavg"]
+    val = results[1]
+    for pid, info in val.extra["privacy"].items():
+        assert info["stopped_sharing_round"] is None, pid
+        assert info["epsilon_spent"] <= 3.0 + 1e-9
+        events = read_ledger(Path(info["ledger"])).events
+        assert sum(e.steps for e in events if e.mechanism == "gaussian-validation") == (
+            len(federation.peers) * TRAIN.num_rounds
+        )

@@ -200,3 +200,12 @@ def test_calibration_refuses_an_unreachable_budget() -> None:
         calibrate_noise_multiplier(
             target_epsilon=1.0, delta=DELTA, sample_rate=0.01, steps=100, reserved=heavy
         )
+
+
+def test_a_negative_rdp_conversion_is_reported_as_zero_not_an_error() -> None:
+    # Opacus's RDP → (ε, δ) conversion goes below 0 for a very private history at a large δ
+    # (seen as a PrivacyError while calibrating σ for a small target with δ = 1/(10·n)).
+    acc = RDPAccountant()
+    acc.history = [(1000.0, 0.17, 4)]
+    assert acc.get_epsilon(delta=1e-2) < 0
+    assert epsilon_spent([DpEvent("dp-sgd", 1000.0, 0.17, 4, 0, "adapter")], 1e-2) == 0.0

@@ -21,6 +21,7 @@ from secure_pcft.errors import StrategyError
 class ValidationTrust(ScoreSoftmaxStrategy):
     name = "validation"
     discovery = Discovery.ADAPTERS
+    private_scoring = True
 
     def scores(self, ctx: TrustContext) -> torch.Tensor:
         if ctx.validation_perplexity is None:

@@ -29,6 +29,7 @@ from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.encrypted_discovery import PeerHe
 from secure_pcft.collab.peer import Peer, PeerBlocks
 from secure_pcft.collab.secure_channel import SecureChannel
+from secure_pcft.collab.strategy import run_scoring_queries
 from secure_pcft.config import RunConfig, load_config
 from secure_pcft.crypto.consortium import ROSTER_FILE, key_path
 from secure_pcft.crypto.envelope import InboxPolicy
@@ -158,6 +159,7 @@ class Site:
             cfg,
             channel,
             ledger_dir=spec.site_dir / "ledgers",
+            scoring_queries=run_scoring_queries(cfg, len(peer_ids)),
         )
         mixes = tuple(
             dict(fed.peers[fed.peer_ids.index(p)].domain_mix) if p in fed.peer_ids else {}

@@ -30,6 +30,7 @@ written after every finished job, so an interrupted run still leaves what it mea
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import statistics
 import sys
@@ -37,19 +38,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, cpu_model, machine, mean_std, train_schedule, write_json
+from _common import REPO, RESULTS, cpu_model, machine, mean_std, train_schedule, write_json
 from dp_step_time import timed
 
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.simulation import Simulation
-from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
 from secure_pcft.config import (
     DataConfig,
     LoraSettings,
@@ -57,6 +58,7 @@ from secure_pcft.config import (
     OutputConfig,
     PrivacyConfig,
     RunConfig,
+    SecurityConfig,
     StrategyConfig,
     TrainConfig,
 )
@@ -67,14 +69,53 @@ from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 from secure_pcft.model.lora import attach_lora
 from secure_pcft.privacy import DpTrainer
 from secure_pcft.privacy.accounting import calibrate_noise_multiplier, epsilon_spent
+from secure_pcft.third_party import quiet_third_party
 from secure_pcft.train.local import LocalTrainer
 
 SETTING: Final = "leipzig-specific"
 EPSILONS = ("inf", "8", "3", "1")
 SIX = ("local", "fedavg", "oracle", "weights", "predictions", "validation")
-SHARED_WARMUP = SIX[:5]  # one warm-up per (ε, seed); validation has its own (its σ differs)
-DELTA = 1e-3  # fixed for every peer and ε; < 1/n_train (n_train ≤ 61 blocks here)
+DEFAULT_STRATEGIES = (*SIX, "predictions-calibrated")
+DELTA = 1e-3  # n60: fixed for every peer and ε; < 1/n_train (n_train ≤ 61 blocks)
 VALIDATION_SHARE = 0.25
+MODES = ("paper", "shared-init", "frozen-a")
+SECURITY = ("off", "full")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How much private data a peer holds, and the DP parameters that go with it.
+
+    Attributes:
+        name: the regime's key part (``n60`` = 60 training sentences per peer).
+        docs_per_peer: training sentences per peer.
+        delta: δ of every peer (< 1/n_train blocks; ≈ 1/(10·n) for n500).
+        batch_size: expected Poisson batch (blocks).
+    """
+
+    name: str
+    docs_per_peer: int
+    delta: float
+    batch_size: int = 8
+
+
+REGIMES: dict[str, Regime] = {
+    "n60": Regime("n60", 60, DELTA),
+    "n500": Regime("n500", 500, 1e-4),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table of the result: a data regime, an aggregation mode and a security mode."""
+
+    regime: Regime
+    mode: str
+    security: str
+
+    @property
+    def key(self) -> str:
+        return f"{SETTING}/{self.regime.name}/{self.mode}/{self.security}"
 
 
 def validation_sigma(eps: float, delta: float, queries: int, share: float) -> float:
@@ -86,18 +127,26 @@ def validation_sigma(eps: float, delta: float, queries: int, share: float) -> fl
 
 
 def privacy_for(
-    eps: str, *, delta: float, num_peers: int, train: TrainConfig, share: float, ledger_dir: Path
-) -> PrivacyConfig:
-    """The PrivacyConfig of one ε cell (``"inf"`` = DP off)."""
+    eps: str, *, delta: float, scoring_queries: int, train: TrainConfig, share: float,
+    ledger_dir: Path,
+) -> PrivacyConfig:  # fmt: skip
+    """The PrivacyConfig of one ε cell (``"inf"`` = DP off).
+
+    ``scoring_queries`` = accounted validation scores per peer per round of the strategy the
+    peers are planned for (0 for strategies without private scoring: σ_val is then unused).
+    """
     if eps == "inf":
         return PrivacyConfig(enabled=False)
     target = float(eps)
-    queries = num_peers * train.num_rounds  # what PeerPrivacy reserves for `validation`
+    sigma_val = PrivacyConfig().validation_noise_multiplier
+    if scoring_queries:
+        queries = scoring_queries * train.num_rounds
+        sigma_val = validation_sigma(target, delta, queries, share)
     return PrivacyConfig(
         enabled=True,
         target_epsilon=target,
         delta=delta,
-        validation_noise_multiplier=validation_sigma(target, delta, queries, share),
+        validation_noise_multiplier=sigma_val,
         ledger_dir=str(ledger_dir),
     )
 
@@ -122,6 +171,7 @@ def _peer_record(p: Peer) -> dict[str, Any]:
         "epsilon_model": epsilon_spent([*events, pending], delta, acc),
         "noise_multiplier": pv.trainer.noise_multiplier,
         "validation_noise_multiplier": pv.cfg.privacy.validation_noise_multiplier,
+        "scoring_queries_per_round": pv.scoring_queries,
         "sample_rate": pv.trainer.sample_rate,
         "delta": delta,
         "budget_epsilon": pv.budget,
@@ -137,16 +187,17 @@ def run_cell(
     labels: Sequence[str],
     ledger_root: Path,
 ) -> dict[str, dict[str, Any]]:
-    """Warm up once with ``cfg`` and run each strategy of ``labels`` from that snapshot.
+    """Warm up once with ``cfg`` (and round 1's local steps), then run each strategy of ``labels``
+    from that snapshot (:meth:`Simulation.branch_point`).
 
     Each strategy's releases go to fresh ledgers under ``ledger_root/<label>``. ``cfg.strategy``
-    must be the strategy the peers' privacy is planned for (``validation`` reserves its releases).
-    Returns, per label, the test perplexity (mean over peers) and each peer's ε record.
+    must be the strategy the peers' privacy is planned for; a label with another plan is refused
+    (:meth:`Simulation.check_privacy_plan`). Returns, per label, the test perplexity (mean over
+    peers), the applied trust matrices and each peer's ε record.
     """
     sim = Simulation(cfg, federation, base)
     try:
-        sim.warmup()
-        warm = sim.snapshot()
+        warm = sim.branch_point()
         warm_ppl = statistics.fmean(warm.record.test_ppl)
         out: dict[str, dict[str, Any]] = {}
         for label in labels:
@@ -157,12 +208,15 @@ def run_cell(
                 if p.privacy is not None:
                     p.privacy.open_ledger(ledger_root / label)
             t0 = time.perf_counter()
-            sim.run_rounds(make_strategy(scfg))
+            sim.run_rounds(
+                make_strategy(scfg), first_trained=warm.first_round_trained,
+                evaluate_every_round=False,
+            )  # fmt: skip
             final = sim.records[-1]
             out[label] = {
                 "test_ppl": statistics.fmean(final.test_ppl),
-                "test_ppl_per_round": [statistics.fmean(r.test_ppl) for r in sim.records],
                 "warmup_test_ppl": warm_ppl,
+                "trust": [r.trust for r in sim.records[1:]],
                 "bytes": sum(sum(r.bytes_sent) for r in sim.records),
                 "seconds": time.perf_counter() - t0,
                 "peers": {p.peer_id: _peer_record(p) for p in sim.peers},
@@ -173,21 +227,27 @@ def run_cell(
 
 
 def cell_config(
-    base_cfg: RunConfig,
-    eps: str,
-    strategy: str,
-    *,
+    base_cfg: RunConfig, eps: str, strategy: str, *, ledger_dir: Path, delta: float, share: float,
     num_peers: int,
-    ledger_dir: Path,
-    delta: float,
-    share: float,
-) -> RunConfig:
+) -> RunConfig:  # fmt: skip
     """``base_cfg`` with the strategy the peers' privacy is planned for and the ε cell's privacy."""
+    planned = replace(base_cfg, strategy=StrategyConfig.from_label(strategy))
     privacy = privacy_for(
-        eps, delta=delta, num_peers=num_peers, train=base_cfg.train, share=share,
-        ledger_dir=ledger_dir,
+        eps, delta=delta, scoring_queries=run_scoring_queries(planned, num_peers),
+        train=base_cfg.train, share=share, ledger_dir=ledger_dir,
     )  # fmt: skip
-    return replace(base_cfg, strategy=StrategyConfig(name=strategy), privacy=privacy)
+    return replace(planned, privacy=privacy)
+
+
+def plan_groups(
+    base_cfg: RunConfig, labels: Sequence[str], num_peers: int
+) -> list[tuple[str, ...]]:
+    """``labels`` grouped by privacy plan (one warm-up each; the long group first)."""
+    groups: dict[int, list[str]] = {}
+    for label in labels:
+        cfg = replace(base_cfg, strategy=StrategyConfig.from_label(label))
+        groups.setdefault(run_scoring_queries(cfg, num_peers), []).append(label)
+    return sorted((tuple(g) for g in groups.values()), key=len, reverse=True)
 
 
 def run_seed(
@@ -197,54 +257,72 @@ def run_seed(
     epsilons: Sequence[str],
     ledger_root: Path,
     *,
+    labels: Sequence[str] = SIX,
     delta: float = DELTA,
     share: float = VALIDATION_SHARE,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every ε of ``epsilons`` and all six strategies for one seed, serially: {ε: {label: record}}."""
+    """Every ε of ``epsilons`` and every strategy of ``labels`` for one seed, serially."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    n = len(federation.peers)
     for eps in epsilons:
         out[eps] = {}
-        for group in (SHARED_WARMUP, ("validation",)):
+        for group in plan_groups(base_cfg, labels, n):
             ledgers = ledger_root / f"eps-{eps}" / group[0]
             cfg = cell_config(
-                base_cfg, eps, group[0], num_peers=len(federation.peers), ledger_dir=ledgers,
-                delta=delta, share=share,
+                base_cfg, eps, group[0], ledger_dir=ledgers, delta=delta, share=share,
+                num_peers=n,
             )  # fmt: skip
             out[eps].update(run_cell(cfg, federation, base, group, ledgers))
     return out
 
 
 # ---- parallel jobs ---------------------------------------------------------------------------
-Job = tuple[RunConfig, str, tuple[str, ...], int, float, float, str]
+@dataclass(frozen=True)
+class Job:
+    """One (cell, ε, seed, plan group) in its own single-threaded process."""
+
+    cell: Cell
+    cfg: RunConfig
+    eps: str
+    group: tuple[str, ...]
+    seed: int
+    share: float
+    ledger_root: str
 
 
-def _job(job: Job) -> tuple[str, int, dict[str, dict[str, Any]], float]:
-    """One (ε, seed, warm-up group) in its own single-threaded process."""
-    base_cfg, eps, group, seed, delta, share, ledger_root = job
+def _job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
     torch.set_num_threads(1)
+    quiet_third_party()
     t0 = time.perf_counter()
-    federation = load_federation(base_cfg.data)
-    base = load_base(resolve_base_path(base_cfg.model))
-    ledgers = Path(ledger_root) / f"seed-{seed}" / f"eps-{eps}" / group[0]
+    federation = load_federation(job.cfg.data)
+    base = load_base(resolve_base_path(job.cfg.model))
+    c = job.cell
+    ledgers = (
+        Path(job.ledger_root) / c.regime.name / c.mode / c.security / f"seed-{job.seed}"
+        / f"eps-{job.eps}" / job.group[0]
+    )  # fmt: skip
     cfg = cell_config(
-        base_cfg, eps, group[0], num_peers=len(federation.peers), ledger_dir=ledgers,
-        delta=delta, share=share,
+        job.cfg, job.eps, job.group[0], ledger_dir=ledgers, delta=c.regime.delta,
+        share=job.share, num_peers=len(federation.peers),
     )  # fmt: skip
     try:
-        out = run_cell(cfg, federation, base, group, ledgers)
+        out = run_cell(cfg, federation, base, job.group, ledgers)
     except Exception as exc:  # keep the other cells: report the failure in the results
-        out = {label: {"error": f"{type(exc).__name__}: {exc}"} for label in group}
-    return eps, seed, out, time.perf_counter() - t0
+        out = {label: {"error": f"{type(exc).__name__}: {exc}"} for label in job.group}
+    return job, out, time.perf_counter() - t0
+
+
+PerSeed = dict[int, dict[str, dict[str, dict[str, Any]]]]  # seed -> ε -> label -> record
 
 
 def summarise(
-    per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]], epsilons: Sequence[str]
+    per_seed: PerSeed, epsilons: Sequence[str], labels: Sequence[str] = SIX
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """{ε: {label: summary}} over seeds: test_ppl_mean/std and the ε figures from the ledgers."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for eps in epsilons:
         table[eps] = {}
-        for label in SIX:
+        for label in labels:
             runs = [s[eps][label] for s in per_seed.values() if label in s.get(eps, {})]
             ok = [r for r in runs if "error" not in r]
             if not ok:
@@ -268,6 +346,7 @@ def _summary(eps: str, runs: list[dict[str, Any]], errors: list[str]) -> dict[st
     row: dict[str, Any] = {
         "test_ppl_mean": m,
         "test_ppl_std": s,
+        "eps_spent_max": None,
         "seeds": len(runs),
         "test_ppl_per_seed": ppl,
         "warmup_test_ppl_mean": statistics.fmean(r["warmup_test_ppl"] for r in runs),
@@ -275,16 +354,19 @@ def _summary(eps: str, runs: list[dict[str, Any]], errors: list[str]) -> dict[st
         "any_peer_stopped_sharing": bool(stops),
         "stopped_sharing": stops,
         "bytes_mean": statistics.fmean(float(r["bytes"]) for r in runs),
+        "seconds_mean": statistics.fmean(float(r.get("seconds", 0.0)) for r in runs),
+        "trust_last_round_seed0": runs[0]["trust"][-1] if runs[0].get("trust") else None,
     }
     if eps != "inf":
         spent = [p["epsilon_spent"] for p in peers]
         sigma = [p["noise_multiplier"] for p in peers]
-        row["epsilon_spent_max"] = max(spent)
+        row["eps_spent_max"] = row["epsilon_spent_max"] = max(spent)
         row["epsilon_spent_mean"] = statistics.fmean(spent)
         row["epsilon_model_max"] = max(p["epsilon_model"] for p in peers)
         row["noise_multiplier_min"] = min(sigma)
         row["noise_multiplier_max"] = max(sigma)
         row["validation_noise_multiplier"] = peers[0]["validation_noise_multiplier"]
+        row["scoring_queries_per_round"] = peers[0].get("scoring_queries_per_round", 0)
         row["delta"] = peers[0]["delta"]
         row["epsilon_dpsgd_alone_max"] = max(p["epsilon_dpsgd_alone"] for p in peers)
         row["epsilon_validation_alone_max"] = max(p["epsilon_validation_alone"] for p in peers)
@@ -344,11 +426,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short schedule, 1 seed by default")
     ap.add_argument("--seeds", type=int, default=0, help="0 = 1 with --quick, else 3")
     ap.add_argument("--epsilons", nargs="*", default=list(EPSILONS), choices=list(EPSILONS))
-    ap.add_argument("--delta", type=float, default=DELTA)
+    ap.add_argument("--regimes", nargs="*", default=["n60"], choices=list(REGIMES))
+    ap.add_argument("--modes", nargs="*", default=["frozen-a"], choices=list(MODES))
+    ap.add_argument("--security", nargs="*", default=["off"], choices=list(SECURITY))
+    ap.add_argument(
+        "--strategies",
+        nargs="*",
+        default=list(DEFAULT_STRATEGIES),
+        help="strategy labels (StrategyConfig.label), e.g. validation-t30",
+    )
     ap.add_argument("--validation-share", type=float, default=VALIDATION_SHARE)
-    ap.add_argument("--mode", default="paper", choices=["paper", "shared-init", "frozen-a"])
     ap.add_argument("--base", default="small", help="'small' or a local model directory")
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--lr", type=float, default=0.0, help="override the schedule's lr")
     ap.add_argument("--warmup-steps", type=int, default=-1, help="override (smoke runs)")
     ap.add_argument("--local-steps", type=int, default=0, help="override (smoke runs)")
     ap.add_argument("--total-steps", type=int, default=0, help="override (smoke runs)")
@@ -356,11 +446,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-steps", type=int, default=30, help="0 = skip the step-time ratio")
     ap.add_argument("--ledger-dir", default="", help="keep the ledgers here (default: temporary)")
     ap.add_argument("--output", default="privacy_utility.json", help="name under results/ or path")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the output file's other cells (add or replace only those run)",
+    )
+    args = ap.parse_args(argv)  # fmt: skip
+    for label in args.strategies:
+        make_strategy(StrategyConfig.from_label(label))  # unknown names refused before any work
 
     torch.set_num_threads(1)
+    quiet_third_party()
     seeds = args.seeds or (1 if args.quick else 3)
     train = train_schedule(args.quick)
+    if args.lr:
+        train = replace(train, lr=args.lr)
     if args.warmup_steps >= 0:
         train = replace(train, warmup_steps=args.warmup_steps)
     if args.local_steps:
@@ -370,54 +470,77 @@ def main(argv: list[str] | None = None) -> int:
     model = ModelConfig(base=args.base)
     base_path = resolve_base_path(model)  # build/cache once, before the workers start
     started = time.perf_counter()
-    base_cfg = RunConfig(
-        model=model,
-        lora=LoraSettings(mode=args.mode),
-        data=DataConfig(source=SETTING, shared_data_dir=args.shared_data_dir),
-        train=train,
-        output=OutputConfig(dir=tempfile.mkdtemp(prefix="pu-out-")),
-    )
+    cells = [
+        Cell(REGIMES[r], m, sec) for r in args.regimes for m in args.modes for sec in args.security
+    ]
+
+    def cell_cfg(cell: Cell, seed: int) -> RunConfig:
+        return RunConfig(
+            model=model,
+            lora=LoraSettings(mode=cell.mode),  # type: ignore[arg-type]
+            data=DataConfig(
+                source=SETTING,
+                shared_data_dir=args.shared_data_dir,
+                docs_per_peer=cell.regime.docs_per_peer,
+                seed=seed,
+            ),
+            train=replace(train, seed=seed, batch_size=cell.regime.batch_size),
+            security=SecurityConfig(mode=cell.security),  # type: ignore[arg-type]
+            output=OutputConfig(dir=tempfile.mkdtemp(prefix="pu-out-")),
+        )
 
     timing: dict[str, Any] | None = None
     if args.timing_steps:  # first, while the machine is otherwise idle
         base = load_base(base_path)
-        first = load_federation(base_cfg.data).peers[0]
-        blocks = encode_blocks(first.train, base.tokenizer, base_cfg.data.block_size)  # (N, T)
+        cfg0 = cell_cfg(cells[0], 0)
+        first = load_federation(cfg0.data).peers[0]
+        blocks = encode_blocks(first.train, base.tokenizer, cfg0.data.block_size)  # (N, T)
         timing = step_time_ratio(
-            base, blocks[: train.batch_size], base_cfg.lora, steps=args.timing_steps, warmup=5
+            base, blocks[: train.batch_size], cfg0.lora, steps=args.timing_steps, warmup=5
         )
         print(f"DP-SGD step / plain step = {timing['ratio']:.2f}", file=sys.stderr)
 
     ledger_root = args.ledger_dir or tempfile.mkdtemp(prefix="pu-ledgers-")
-
-    def seeded(seed: int) -> RunConfig:
-        return replace(
-            base_cfg, data=replace(base_cfg.data, seed=seed), train=replace(train, seed=seed)
-        )
-
-    jobs: list[Job] = [
-        (seeded(seed), eps, group, seed, args.delta, args.validation_share, ledger_root)
-        for group in (SHARED_WARMUP, ("validation",))  # the long jobs first
-        for seed in range(seeds)
-        for eps in args.epsilons
-    ]
-    per_seed: dict[int, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in range(seeds)}
+    jobs: list[Job] = []
+    for cell in cells:
+        num_peers = len(load_federation(cell_cfg(cell, 0).data).peers)
+        for group in plan_groups(cell_cfg(cell, 0), args.strategies, num_peers):
+            for seed in range(seeds):
+                for eps in args.epsilons:
+                    jobs.append(
+                        Job(cell, cell_cfg(cell, seed), eps, group, seed,
+                            args.validation_share, ledger_root)
+                    )  # fmt: skip
+    jobs.sort(key=lambda j: -len(j.group))  # the long jobs first
+    per_cell: dict[str, PerSeed] = {c.key: {s: {} for s in range(seeds)} for c in cells}
+    out_path = Path(args.output)
+    previous = _previous(out_path) if args.merge else {}
 
     def payload(done: int) -> dict[str, Any]:
+        tables = {
+            key: summarise(per_seed, args.epsilons, args.strategies)
+            for key, per_seed in per_cell.items()
+        }
+        merged = {k: v for k, v in previous.items() if k.startswith(f"{SETTING}/")}
+        merged.update(tables)
+        legacy = f"{SETTING}/n60/{args.modes[0]}/off"
         return {
-            SETTING: summarise(per_seed, args.epsilons),
-            "dp_step_time_ratio": timing["ratio"] if timing else None,
-            "dp_step_time": timing,
+            # the old key: the plain-mode n60 table of the first mode run (README "Privacy-utility")
+            SETTING: merged.get(legacy, previous.get(SETTING, {})),
+            **{k: merged[k] for k in sorted(merged)},
+            "dp_step_time_ratio": timing["ratio"] if timing else previous.get("dp_step_time_ratio"),
+            "dp_step_time": timing or previous.get("dp_step_time"),
             "_meta": {
+                **({"previous_runs": _previous_meta(previous)} if previous else {}),
                 "command": "python " + " ".join(["benchmarks/privacy_utility.py", *sys.argv[1:]]),
+                "cells": [c.key for c in cells],
                 "jobs_done": done,
                 "jobs_total": len(jobs),
                 "complete": done == len(jobs),
                 "seeds": seeds,
-                "delta": args.delta,
+                "regimes": {r: REGIMES[r].__dict__ for r in args.regimes},
                 "validation_share": args.validation_share,
                 "epsilon_inf": "DP off (plain AdamW training, no clipping or noise, no ledger)",
-                "mode": args.mode,
                 "train": train.__dict__,
                 "privacy": {
                     "accountant": "rdp",
@@ -426,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                     "budget": "= target ε per peer per run",
                     "noise": "seeded PRNG (secure_rng = false): same accounting as os.urandom",
                 },
+                "security_full": SecurityConfig(mode="full").__dict__,
                 "base": str(base_path),
                 "jobs": args.jobs,
                 "seconds": time.perf_counter() - started,
@@ -433,43 +557,62 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
 
-    out_path = Path(args.output)
     done = 0
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_job, j) for j in jobs]
         for fut in as_completed(futures):
-            eps, seed, out, secs = fut.result()
-            per_seed[seed].setdefault(eps, {}).update(out)
+            job, out, secs = fut.result()
+            per_cell[job.cell.key][job.seed].setdefault(job.eps, {}).update(out)
             done += 1
-            print(f"[ε={eps} seed {seed} {sorted(out)}] {secs:.0f}s", file=sys.stderr)
-            path = write_result(out_path, payload(done))
+            print(f"[{job.cell.key} ε={job.eps} seed {job.seed} {list(job.group)}] {secs:.0f}s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            write_result(out_path, payload(done))
     result = payload(done)
     path = write_result(out_path, result)
-    print_table(result[SETTING], args.epsilons)
+    for cell in cells:
+        print(f"\n## {cell.key}")
+        print_table(result[cell.key], args.epsilons, args.strategies)
     if timing:
         print(f"dp_step_time_ratio = {timing['ratio']:.3f} (target <= 1.5)")
     print(f"\nwrote {path}")
     return 0
 
 
+def _previous(out: Path) -> dict[str, Any]:
+    path = out if out.parent != Path(".") else RESULTS / out.name
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _previous_meta(previous: dict[str, Any]) -> list[Any]:
+    meta = previous.get("_meta", {})
+    older = meta.get("previous_runs", [])
+    this = {k: meta.get(k) for k in ("command", "cells", "seconds", "complete", "machine")}
+    return [*older, this]
+
+
 def write_result(out: Path, payload: dict[str, Any]) -> Path:
     if out.parent == Path("."):
         return write_json(out.name, payload)
-    import json
-
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     return out
 
 
-def print_table(table: dict[str, dict[str, dict[str, Any]]], epsilons: Sequence[str]) -> None:
+def print_table(
+    table: dict[str, dict[str, dict[str, Any]]], epsilons: Sequence[str], labels: Sequence[str]
+) -> None:
     """Rows = strategy, columns = ε: test ppl mean ± std, then ε spent (max over peers) and σ."""
-    head = f"{'strategy':<12}" + "".join(
+    width = max(12, *(len(x) + 1 for x in labels))
+    head = f"{'strategy':<{width}}" + "".join(
         f"{'ε=' + ('∞' if e == 'inf' else e):>22}" for e in epsilons
     )
     print(head)
     print("-" * len(head))
-    for label in SIX:
+    for label in labels:
         cells = []
         for eps in epsilons:
             row = table.get(eps, {}).get(label)
@@ -477,9 +620,9 @@ def print_table(table: dict[str, dict[str, dict[str, Any]]], epsilons: Sequence[
                 cells.append(f"{'—':>22}")
             else:
                 cells.append(f"{row['test_ppl_mean']:>13.1f} ± {row['test_ppl_std']:<6.1f}")
-        print(f"{label:<12}" + "".join(cells))
+        print(f"{label:<{width}}" + "".join(cells))
     print("\nε spent (max over peers, ledger) / σ (DP-SGD, range over peers); * = a peer stopped")
-    for label in SIX:
+    for label in labels:
         cells = []
         for eps in epsilons:
             row = table.get(eps, {}).get(label)
@@ -489,7 +632,7 @@ def print_table(table: dict[str, dict[str, dict[str, Any]]], epsilons: Sequence[
             star = "*" if row["any_peer_stopped_sharing"] else ""
             sig = f"{row['noise_multiplier_min']:.2f}-{row['noise_multiplier_max']:.2f}"
             cells.append(f"{row['epsilon_spent_max']:>9.2f}{star} / σ {sig:<9}")
-        print(f"{label:<12}" + "".join(cells))
+        print(f"{label:<{width}}" + "".join(cells))
 
 
 if __name__ == "__main__":

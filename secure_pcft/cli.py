@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from secure_pcft.errors import SecurePcftError
+from secure_pcft.third_party import quiet_third_party
 
 
 def _progress_bar() -> object:
@@ -323,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        quiet_third_party()
     try:
         return int(args.func(args))
     except SecurePcftError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -31,6 +32,13 @@ from secure_pcft.train.evaluate import LmScore, evaluate_lm
 from secure_pcft.train.local import LocalTrainer
 
 log = logging.getLogger(__name__)
+
+
+class SendOutcome(StrEnum):
+    """What became of a message a peer tried to send (a fact, for logs and reports)."""
+
+    SENT = "sent"  # handed to the channel (sealed to its recipient in secure mode)
+    REFUSED_BUDGET = "refused-budget"  # the privacy budget refused the release: nothing left
 
 
 @dataclass
@@ -161,19 +169,32 @@ class Peer:
         msg_type: MessageType,
         tensors: dict[str, torch.Tensor] | None = None,
         meta: dict[str, object] | None = None,
-    ) -> bool:
+    ) -> SendOutcome:
         """Send one message; with DP on, a release is first recorded in the ledger (fail closed).
 
         Returns:
-            False when the privacy budget refused the release (nothing was sent).
+            ``SENT`` once the channel took the message; ``REFUSED_BUDGET`` when the privacy
+            budget refused the release (nothing left this peer). Callers log only what was sent.
         """
         to = self.peer_ids[recipient]
         if self.privacy is not None and not self.privacy.authorize(str(msg_type), to):
-            return False
+            return SendOutcome.REFUSED_BUDGET
         self.channel.send(
             Message(msg_type, self.peer_id, to, self.round, dict(meta or {}), dict(tensors or {}))
         )
-        return True
+        return SendOutcome.SENT
+
+    def answer_request(self, recipient: int, *, consent: bool) -> SendOutcome | None:
+        """Answer one adapter request: the adapter if ``consent`` and the budget allow it, else a
+        ``DECLINE`` that says why (``no consent`` / ``budget``). Returns the adapter's outcome,
+        None when declined for lack of consent."""
+        if not consent:
+            self.send(recipient, MessageType.DECLINE, meta={"reason": "no consent"})
+            return None
+        outcome = self.send(recipient, MessageType.ADAPTER, self.adapter())
+        if outcome is SendOutcome.REFUSED_BUDGET:
+            self.send(recipient, MessageType.DECLINE, meta={"reason": "budget"})
+        return outcome
 
     def collect(self) -> None:
         """Read the channel and file each valid message in the inbox; reject the rest."""

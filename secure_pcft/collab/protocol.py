@@ -83,12 +83,11 @@ def request(peer: Peer, row: torch.Tensor) -> None:
 
 
 def answer(peer: Peer) -> None:
-    """Phase 4: send this peer's adapter to each peer that asked for it."""
+    """Phase 4: send this peer's adapter to each peer that asked for it (a ``DECLINE`` saying
+    ``budget`` where the privacy budget refuses the release)."""
     peer.collect()
-    if peer.inbox.requests:
-        state = peer.adapter()
-        for j in sorted(peer.inbox.requests):
-            peer.send(j, MessageType.ADAPTER, state)
+    for j in sorted(peer.inbox.requests):
+        peer.answer_request(j, consent=True)
 
 
 def aggregate(peer: Peer, row: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ import torch
 from secure_pcft.collab.encrypted_discovery import PeerHe, encrypted_cosines
 from secure_pcft.collab.he_scoring import HeScorer, he_scorer_for
 from secure_pcft.collab.messages import MessageType
-from secure_pcft.collab.peer import Peer
+from secure_pcft.collab.peer import Peer, SendOutcome
 from secure_pcft.collab.protocol import aggregate, request, score
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.strategy import TrustStrategy
@@ -98,24 +98,35 @@ def restrict(row: torch.Tensor, keep: set[int], self_index: int) -> torch.Tensor
     return out / out.sum()
 
 
-def answer_with_consent(peer: Peer, consented: set[int]) -> tuple[list[int], list[int]]:
-    """Send this peer's adapter to each requester it consents to; DECLINE the others.
+@dataclass(frozen=True)
+class Exchange:
+    """What one peer did with the adapter requests it received in a round (facts, peer indices).
 
-    Returns:
-        (indices sent to, indices declined).
+    Attributes:
+        sent: its adapter was handed to the channel, sealed to these requesters.
+        declined: no consent; a ``DECLINE`` went back.
+        refused_budget: consent, but the privacy budget refused the release; a ``DECLINE``
+            (reason ``budget``) went back and no adapter left.
     """
+
+    sent: tuple[int, ...] = ()
+    declined: tuple[int, ...] = ()
+    refused_budget: tuple[int, ...] = ()
+
+
+def answer_with_consent(peer: Peer, consented: set[int]) -> Exchange:
+    """Send this peer's adapter to each requester it consents to; DECLINE the others."""
     peer.collect()
-    sent, declined = [], []
-    if peer.inbox.requests:
-        state = peer.adapter()
-        for j in sorted(peer.inbox.requests):
-            if j in consented:
-                peer.send(j, MessageType.ADAPTER, state)
-                sent.append(j)
-            else:
-                peer.send(j, MessageType.DECLINE, meta={"reason": "no consent"})
-                declined.append(j)
-    return sent, declined
+    sent, declined, refused = [], [], []
+    for j in sorted(peer.inbox.requests):
+        outcome = peer.answer_request(j, consent=j in consented)
+        if outcome is None:
+            declined.append(j)
+        elif outcome is SendOutcome.SENT:
+            sent.append(j)
+        else:
+            refused.append(j)
+    return Exchange(tuple(sent), tuple(declined), tuple(refused))
 
 
 def run_secure_round(
@@ -184,14 +195,17 @@ def _round_log(
     peers: Sequence[Peer],
     rnd: int,
     selected: list[set[int]],
-    exchange: list[tuple[list[int], list[int]]],
+    exchange: list[Exchange],
 ) -> dict[str, Any]:
     ids = peers[0].peer_ids
     return {
         "round": rnd,
         "selected": {p.peer_id: [ids[j] for j in sorted(selected[p.index])] for p in peers},
-        "adapters_sent": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index][0]],
-        "declined": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index][1]],
+        "adapters_sent": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index].sent],
+        "declined": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index].declined],
+        "refused_budget": [
+            [p.peer_id, ids[j]] for p in peers for j in exchange[p.index].refused_budget
+        ],
     }
 
 

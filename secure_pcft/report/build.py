@@ -91,7 +91,8 @@ def _traffic(run: RunFiles, index: int, peer_id: str) -> dict[str, Any]:
                     sent_to[str(pair[1])] += 1
                 if pair[1] == peer_id:
                     received_from[str(pair[0])] += 1
-        for pair in rnd.get("declined", []):
+        # a request is declined for lack of consent, or because the budget refused the release
+        for pair in [*rnd.get("declined", []), *rnd.get("refused_budget", [])]:
             if isinstance(pair, list) and len(pair) == 2 and pair[0] == peer_id:
                 declined[str(pair[1])] += 1
     rejections = run.results.get("rejections", {})

@@ -366,6 +366,9 @@ class Relay:
                         [p, q] for p, r in reports.items() for q in r.get("adapters_sent", [])
                     ],
                     "declined": [[p, q] for p, r in reports.items() for q in r.get("declined", [])],
+                    "refused_budget": [
+                        [p, q] for p, r in reports.items() for q in r.get("refused_budget", [])
+                    ],
                 }
             )
         if self.on_round is not None:

@@ -47,6 +47,7 @@ from secure_pcft.collab.protocol import aggregate, answer, discover, request, sc
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.secure_round import (
     SESSION_SETUP_ROUND,
+    Exchange,
     answer_with_consent,
     restrict,
     select_peers,
@@ -100,8 +101,7 @@ class RoundScratch:
     vector: npt.NDArray[np.float64] | None = None
     row: torch.Tensor | None = None
     selected: set[int] = field(default_factory=set)
-    sent: list[int] = field(default_factory=list)
-    declined: list[int] = field(default_factory=list)
+    exchange: Exchange = field(default_factory=Exchange)
 
 
 class PeerSession:
@@ -242,8 +242,7 @@ class PeerSession:
             return {}
         everyone = set(range(len(self.peer.peer_ids)))
         consented = self.scratch.selected if self.cfg.security.consent == "mutual" else everyone
-        sent, declined = answer_with_consent(self.peer, consented - {self.peer.index})
-        self.scratch.sent, self.scratch.declined = sent, declined
+        self.scratch.exchange = answer_with_consent(self.peer, consented - {self.peer.index})
         return {}
 
     def _step_aggregate(self, rnd: int, info: dict[str, Any]) -> dict[str, Any]:
@@ -263,8 +262,9 @@ class PeerSession:
         report["setup_messages"] = self.mailbox.messages_sent.get(SESSION_SETUP_ROUND, 0)
         if self.secure is not None:
             report["selected"] = [ids[j] for j in sorted(scratch.selected)]
-            report["adapters_sent"] = [ids[j] for j in scratch.sent]
-            report["declined"] = [ids[j] for j in scratch.declined]
+            report["adapters_sent"] = [ids[j] for j in scratch.exchange.sent]
+            report["declined"] = [ids[j] for j in scratch.exchange.declined]
+            report["refused_budget"] = [ids[j] for j in scratch.exchange.refused_budget]
         return report
 
     # ---- helpers -------------------------------------------------------------------------------

@@ -439,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", default="small", help="'small' or a local model directory")
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--lr", type=float, default=0.0, help="override the schedule's lr")
+    ap.add_argument("--batch-size", type=int, default=0, help="override the regimes' batch")
+    ap.add_argument("--rank", type=int, default=0, help="override LoRA r (alpha keeps alpha/r)")
     ap.add_argument("--warmup-steps", type=int, default=-1, help="override (smoke runs)")
     ap.add_argument("--local-steps", type=int, default=0, help="override (smoke runs)")
     ap.add_argument("--total-steps", type=int, default=0, help="override (smoke runs)")
@@ -474,17 +476,22 @@ def main(argv: list[str] | None = None) -> int:
         Cell(REGIMES[r], m, sec) for r in args.regimes for m in args.modes for sec in args.security
     ]
 
+    def lora(mode: str) -> LoraSettings:
+        default = LoraSettings()
+        r = args.rank or default.r
+        return LoraSettings(mode=mode, r=r, alpha=default.alpha * r // default.r)  # type: ignore[arg-type]
+
     def cell_cfg(cell: Cell, seed: int) -> RunConfig:
         return RunConfig(
             model=model,
-            lora=LoraSettings(mode=cell.mode),  # type: ignore[arg-type]
+            lora=lora(cell.mode),
             data=DataConfig(
                 source=SETTING,
                 shared_data_dir=args.shared_data_dir,
                 docs_per_peer=cell.regime.docs_per_peer,
                 seed=seed,
             ),
-            train=replace(train, seed=seed, batch_size=cell.regime.batch_size),
+            train=replace(train, seed=seed, batch_size=args.batch_size or cell.regime.batch_size),
             security=SecurityConfig(mode=cell.security),  # type: ignore[arg-type]
             output=OutputConfig(dir=tempfile.mkdtemp(prefix="pu-out-")),
         )

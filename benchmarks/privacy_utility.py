@@ -215,6 +215,8 @@ def run_cell(
             final = sim.records[-1]
             out[label] = {
                 "test_ppl": statistics.fmean(final.test_ppl),
+                # for choosing hyperparameters (never the test split): mean over peers
+                "val_ppl": statistics.fmean(p.evaluate("val").perplexity for p in sim.peers),
                 "warmup_test_ppl": warm_ppl,
                 "trust": [r.trust for r in sim.records[1:]],
                 "bytes": sum(sum(r.bytes_sent) for r in sim.records),
@@ -349,6 +351,7 @@ def _summary(eps: str, runs: list[dict[str, Any]], errors: list[str]) -> dict[st
         "eps_spent_max": None,
         "seeds": len(runs),
         "test_ppl_per_seed": ppl,
+        "val_ppl_mean": statistics.fmean(r["val_ppl"] for r in runs),
         "warmup_test_ppl_mean": statistics.fmean(r["warmup_test_ppl"] for r in runs),
         "target_epsilon": None if eps == "inf" else float(eps),
         "any_peer_stopped_sharing": bool(stops),
@@ -529,7 +532,10 @@ def main(argv: list[str] | None = None) -> int:
             for key, per_seed in per_cell.items()
         }
         merged = {k: v for k, v in previous.items() if k.startswith(f"{SETTING}/")}
-        merged.update(tables)
+        for key, table in tables.items():  # merge per ε and strategy: a re-run replaces only those
+            cell = merged.setdefault(key, {})
+            for eps, rows in table.items():
+                cell[eps] = {**cell.get(eps, {}), **rows}
         legacy = f"{SETTING}/n60/{args.modes[0]}/off"
         return {
             # the old key: the plain-mode n60 table of the first mode run (README "Privacy-utility")

@@ -194,7 +194,7 @@ class StrategyConfig:
         top_k: keep self and the k-1 best-scored other peers, 0 = all.
         threshold: drop peers whose score is below this value (self always kept), None = off.
         calibrated: ``predictions`` only: set the temperature from the spread of the distances
-            instead of the paper's fixed factor 10 (see DESIGN.md, known limit of the paper's rule).
+            instead of the paper's fixed factor 10 (see docs/design.md, known limit of the paper's rule).
         reference_batches: ``predictions`` only: public reference batches per round.
     """
 
@@ -263,7 +263,7 @@ ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Differential privacy on everything a peer releases (DESIGN.md, "Privacy closure").
+    """Differential privacy on everything a peer releases (docs/design.md, "Privacy closure").
 
     Attributes:
         enabled: train with DP-SGD (Opacus) and account every release in the peer's ledger.
@@ -326,7 +326,7 @@ MIN_SECURE_MESSAGE_BYTES = 16 * 1024 * 1024  # a CKKS public context is ~9.2 MB
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    """Authenticated channels and encrypted peer discovery (DESIGN.md, "One round").
+    """Authenticated channels and encrypted peer discovery (docs/design.md, "One round").
 
     Attributes:
         mode: ``off`` (plain messages, adapters/signatures broadcast for discovery) or ``full``

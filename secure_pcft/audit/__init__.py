@@ -1,4 +1,4 @@
-"""Audits that *measure* what a peer's shared artefacts leak (DESIGN.md, "Audits").
+"""Audits that *measure* what a peer's shared artefacts leak (docs/design.md, "Audits").
 
 - Attacks (one module each, one registry): ``loss``, ``reference``, ``lira-offline``, ``rmia``
   (membership inference on a shared adapter), ``signature-mia`` (membership from prediction

@@ -1,4 +1,4 @@
-"""One aggregation round, as phases every peer runs (DESIGN.md, "One round").
+"""One aggregation round, as phases every peer runs (docs/design.md, "One round").
 
     discover → score → request adapters → answer requests → aggregate
 

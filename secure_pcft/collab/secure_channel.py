@@ -1,4 +1,4 @@
-"""The secure channel: :class:`Message` objects in signed, encrypted envelopes (DESIGN.md,
+"""The secure channel: :class:`Message` objects in signed, encrypted envelopes (docs/design.md,
 "Authenticated channel").
 
 Sending: ``encode_message(msg)`` → :meth:`Sealer.seal` to the recipient's pinned keys → transport.

@@ -1,4 +1,4 @@
-"""The privacy-hardened round (DESIGN.md, "One round"): discover under encryption, select, exchange
+"""The privacy-hardened round (docs/design.md, "One round"): discover under encryption, select, exchange
 sealed adapters only between selected and consenting peers, aggregate.
 
     begin round → discover (CKKS cosines)  [weights | predictions | validation]

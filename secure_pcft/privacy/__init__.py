@@ -1,4 +1,4 @@
-"""Differential privacy for everything a peer releases (DESIGN.md, "Privacy closure").
+"""Differential privacy for everything a peer releases (docs/design.md, "Privacy closure").
 
 - :class:`DpTrainer`: DP-SGD (Opacus) on the LoRA parameters; drop-in for ``LocalTrainer``.
 - :class:`PrivacyLedger`: the durable, hash-chained, append-only ledger of a peer's releases.

@@ -1,4 +1,4 @@
-"""The accounted mechanism behind the ``validation`` strategy (DESIGN.md, "Privacy closure").
+"""The accounted mechanism behind the ``validation`` strategy (docs/design.md, "Privacy closure").
 
 Peer i scores each candidate adapter j by its loss on i's *private* validation split; the trust
 weights, and so the adapter i later releases, depend on those scores. They therefore go through

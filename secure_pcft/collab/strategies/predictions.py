@@ -5,7 +5,7 @@ to the top-``SIGNATURE_TOP_K`` entries (the rest count as 0). d_ij is the mean L
 the two sparse logit vectors; the row is normalised (d̃_ij = d_ij / Σ_k d_ik) and
 W_ij = softmax_j(−10 · d̃_ij / T) (the paper's rule).
 
-Known limit (DESIGN.md): after row normalisation the weight on the true group is capped (≈0.73 for
+Known limit (docs/design.md): after row normalisation the weight on the true group is capped (≈0.73 for
 9 peers in 3 groups). ``calibrated = true`` instead standardises the distances to the *other*
 peers (z_ij = (d_ij − mean_{k≠i} d_ik) / std_{k≠i} d_ik) and uses softmax(−CALIBRATED_GAIN · z / T).
 Self is scored like its closest other peer: its own distance is 0 by construction, and including

@@ -1,7 +1,7 @@
 """``validation``: W_ij = softmax_j(−perplexity of peer j's adapter on peer i's validation split).
 
 The paper's rule uses temperature 1 on the perplexity scale. Peer i's validation split is private,
-so the weights it derives are a function of private data (see DESIGN.md, privacy closure).
+so the weights it derives are a function of private data (see docs/design.md, privacy closure).
 """
 
 from __future__ import annotations

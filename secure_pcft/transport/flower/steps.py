@@ -171,7 +171,7 @@ class PeerSession:
 
     @contextlib.contextmanager
     def _own_rng(self) -> Iterator[None]:
-        # Dropout draws from torch's global RNG: each peer keeps its own stream (see DESIGN.md).
+        # Dropout draws from torch's global RNG: each peer keeps its own stream (see docs/design.md).
         with torch.random.fork_rng():
             torch.set_rng_state(self.rng_state)
             try:

@@ -196,6 +196,11 @@ class StrategyConfig:
         calibrated: ``predictions`` only: set the temperature from the spread of the distances
             instead of the paper's fixed factor 10 (see docs/design.md, known limit of the paper's rule).
         reference_batches: ``predictions`` only: public reference batches per round.
+        relative: ``validation`` only: score each received adapter by its mean per-block loss
+            *gap* to the peer's own adapter on the validation split (nats; own = 0, not scored)
+            instead of by perplexity; under DP the accounted gaps are clipped to
+            ±``[privacy] validation_gap_clip``, a far smaller sensitivity than whole losses.
+            The temperature is then in nats.
     """
 
     name: str = "predictions"
@@ -204,12 +209,19 @@ class StrategyConfig:
     threshold: float | None = None
     calibrated: bool = False
     reference_batches: int = 4
+    relative: bool = False
 
     def __post_init__(self) -> None:
         require(bool(self.name), "strategy", "name", "must name a registered strategy")
         require(self.temperature > 0, "strategy", "temperature", "must be > 0")
         require(self.top_k >= 0, "strategy", "top_k", "peers >= 0")
         require(self.reference_batches >= 1, "strategy", "reference_batches", "batches >= 1")
+        require(
+            not self.relative or self.name == "validation",
+            "strategy",
+            "relative",
+            "only the validation strategy scores relative loss gaps",
+        )
 
     @property
     def label(self) -> str:
@@ -218,6 +230,8 @@ class StrategyConfig:
         parts = [self.name]
         if self.calibrated:
             parts.append("calibrated")
+        if self.relative:
+            parts.append("relative")
         if self.temperature != 1.0:
             parts.append(f"t{self.temperature:g}")
         if self.top_k:
@@ -243,6 +257,8 @@ class StrategyConfig:
             try:
                 if tail == "calibrated":
                     opts["calibrated"] = True
+                elif tail == "relative":
+                    opts["relative"] = True
                 elif tail.startswith("thr"):
                     opts["threshold"] = float(tail[3:].replace("m", "-"))
                 elif tail.startswith("top"):
@@ -277,6 +293,8 @@ class PrivacyConfig:
         validation_noise_multiplier: σ of the Gaussian mechanism on clipped per-example validation
             losses used by the ``validation`` strategy (its ε is added to the ledger).
         validation_loss_clip: clipping bound of per-example validation losses (nats).
+        validation_gap_clip: ``validation`` with ``relative = true``: per-block loss gaps to the
+            peer's own adapter are clipped to [-c, c] nats (sensitivity 2c/n per candidate).
         ledger_dir: where the per-peer ledgers live; empty = ``<output dir>/ledgers``.
         secure_rng: draw DP noise from a CSPRNG (os.urandom-seeded) instead of torch's PRNG.
     """
@@ -290,6 +308,7 @@ class PrivacyConfig:
     budget_epsilon: float | None = None
     validation_noise_multiplier: float = 2.0
     validation_loss_clip: float = 10.0
+    validation_gap_clip: float = 0.5
     ledger_dir: str = ""
     secure_rng: bool = False
 
@@ -314,6 +333,7 @@ class PrivacyConfig:
             require(self.budget_epsilon > 0, s, "budget_epsilon", "ε per peer per run must be > 0")
         require(self.validation_noise_multiplier > 0, s, "validation_noise_multiplier", "σ > 0")
         require(self.validation_loss_clip > 0, s, "validation_loss_clip", "nats > 0")
+        require(self.validation_gap_clip > 0, s, "validation_gap_clip", "nats > 0")
 
 
 SecurityMode = Literal["off", "full"]

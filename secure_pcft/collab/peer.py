@@ -28,6 +28,7 @@ from secure_pcft.model.lora import (
 )
 from secure_pcft.privacy.dp_trainer import DpTrainer
 from secure_pcft.privacy.peer_privacy import PeerPrivacy
+from secure_pcft.privacy.validation_scores import validation_losses
 from secure_pcft.train.evaluate import LmScore, evaluate_lm
 from secure_pcft.train.local import LocalTrainer
 
@@ -58,6 +59,7 @@ class Inbox:
     signatures: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     requests: set[int] = field(default_factory=set)
     declines: set[int] = field(default_factory=set)
+    own_val_losses: torch.Tensor | None = None  # own adapter's per-block validation losses (n,)
     own_signature: dict[str, torch.Tensor] | None = None  # what this peer sent, kept for scoring
 
 
@@ -139,6 +141,26 @@ class Peer:
             if self.privacy is not None:  # private data shapes a release: accounted mechanism
                 return self.privacy.noisy_validation_perplexity(self.model, self.blocks.val)
             return self.evaluate("val", max_batches=self.cfg.train.eval_batches).perplexity
+        finally:
+            self.set_adapter(own)
+
+    def validation_gap(self, state: AdapterState) -> float:
+        """Mean per-block loss gap (nats) of ``state`` to this peer's own adapter on its private
+        validation split; with DP on, the accounted mechanism of
+        :func:`~secure_pcft.privacy.validation_scores.noisy_validation_gaps`.
+
+        Raises:
+            BudgetExhaustedError: with DP on, the score would exceed the privacy budget.
+        """
+        val = self.blocks.val
+        if self.inbox.own_val_losses is None:  # the own adapter does not change while scoring
+            self.inbox.own_val_losses = validation_losses(self.model, val)
+        own = self.adapter()
+        try:
+            self.set_adapter(state)
+            if self.privacy is not None:
+                return self.privacy.noisy_validation_gap(self.model, val, self.inbox.own_val_losses)
+            return float((validation_losses(self.model, val) - self.inbox.own_val_losses).mean())
         finally:
             self.set_adapter(own)
 

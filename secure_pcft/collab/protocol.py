@@ -59,6 +59,7 @@ def score(
         signatures=signatures,
         domain_mixes=domain_mixes,
         validation_perplexity=peer.validation_perplexity,
+        validation_gap=peer.validation_gap,
     )
     try:
         row = strategy.row(ctx)

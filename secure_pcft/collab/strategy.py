@@ -39,6 +39,7 @@ class TrustContext:
         signatures: prediction signatures by peer index (its own included).
         domain_mixes: known domain proportions of every peer (simulation knowledge; oracle only).
         validation_perplexity: scores an adapter state on this peer's private validation split.
+        validation_gap: its mean per-block loss gap to this peer's own adapter there (nats).
     """
 
     self_index: int
@@ -47,6 +48,7 @@ class TrustContext:
     signatures: Mapping[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     domain_mixes: tuple[Mapping[str, float], ...] = ()
     validation_perplexity: Callable[[AdapterState], float] | None = None
+    validation_gap: Callable[[AdapterState], float] | None = None
 
     @property
     def num_peers(self) -> int:
@@ -59,14 +61,10 @@ class TrustStrategy(ABC):
     Attributes:
         name: the registry name (``[strategy] name``).
         discovery: what the strategy needs from the other peers before it can score them.
-        private_scoring: the strategy scores candidate adapters on the peer's *private* data
-            every round, so each score is an accounted release that the privacy plan must
-            reserve up front (see :func:`planned_scoring_queries`).
     """
 
     name: ClassVar[str]
     discovery: ClassVar[Discovery] = Discovery.NONE
-    private_scoring: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig) -> None:
         self.cfg = cfg
@@ -74,6 +72,12 @@ class TrustStrategy(ABC):
     @abstractmethod
     def row(self, ctx: TrustContext) -> torch.Tensor:
         """Return this peer's trust weights, shape (N,), float64, rows sum to 1."""
+
+    def private_scores(self, held: int) -> int:
+        """Accounted scores on the peer's *private* data per round when it holds ``held``
+        adapters (its own included); each is a release the privacy plan reserves up front.
+        Default 0: the strategy uses no private data beyond its DP adapter."""
+        return 0
 
 
 class ScoreSoftmaxStrategy(TrustStrategy):
@@ -121,16 +125,13 @@ def planned_scoring_queries(
 ) -> int:
     """Accounted private scores one peer computes per round under ``strategy`` (0 = none).
 
-    A strategy with private scoring scores every adapter it holds: its own and each one received.
-    In plain mode that is every peer's; in secure mode only the ``select_top_k`` peers chosen by
-    encrypted discovery send theirs (``select_top_k = 0``: every peer). The privacy plan reserves
-    this many Gaussian queries per round before DP-SGD's σ is calibrated.
+    A peer holds its own adapter and those it received: in plain mode every peer's, in secure mode
+    only those of the ``select_top_k`` peers chosen by encrypted discovery (``select_top_k = 0``:
+    every peer); :meth:`TrustStrategy.private_scores` says how many of those it scores. The privacy
+    plan reserves this many Gaussian queries per round before DP-SGD's σ is calibrated.
     """
-    if not strategy.private_scoring:
-        return 0
-    if secure and select_top_k:
-        return min(num_peers, select_top_k + 1)
-    return num_peers
+    held = min(num_peers, select_top_k + 1) if secure and select_top_k else num_peers
+    return strategy.private_scores(held)
 
 
 def run_scoring_queries(cfg: RunConfig, num_peers: int) -> int:

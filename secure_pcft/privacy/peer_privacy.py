@@ -21,7 +21,11 @@ from secure_pcft.privacy.budget import BudgetGuard, budget_epsilon
 from secure_pcft.privacy.dp_trainer import DpTrainer
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.privacy.ledger import PrivacyLedger, ledger_path
-from secure_pcft.privacy.validation_scores import noisy_validation_scores, validation_losses
+from secure_pcft.privacy.validation_scores import (
+    noisy_validation_gaps,
+    noisy_validation_scores,
+    validation_losses,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,26 @@ class PeerPrivacy:
         )
         self.guard.record_release([noisy.event])
         return float(noisy.perplexities[0])
+
+    def noisy_validation_gap(
+        self, model: nn.Module, val_blocks: torch.Tensor, own_losses: torch.Tensor
+    ) -> float:
+        """Accounted mean loss gap (nats) of the adapter loaded in ``model`` to the own adapter,
+        whose per-block losses on ``val_blocks`` are ``own_losses`` (n,).
+
+        Raises:
+            BudgetExhaustedError: the score's ε would exceed the budget (nothing recorded).
+        """
+        losses = validation_losses(model, val_blocks, max_blocks=None)
+        noisy = noisy_validation_gaps(
+            {0: losses},
+            own_losses,
+            self.cfg.privacy,
+            round=self.round,
+            generator=self._validation_generator,
+        )
+        self.guard.record_release([noisy.event])
+        return float(noisy.losses[0])
 
     def summary(self) -> dict[str, object]:
         """Ledger summary for results and reports (ε recomputed from the ledger)."""

@@ -16,6 +16,19 @@ the Gaussian mechanism with noise multiplier σ; scoring k candidates on the sam
 composition (= one Gaussian query of L2 sensitivity sqrt(k)·C/n), recorded as
 ``DpEvent("gaussian-validation", σ, q=1.0, steps=k)``. The final clamp is post-processing.
 
+**Relative scores** (``[strategy] relative = true``, :func:`noisy_validation_gaps`). What the trust
+rule needs is how much better or worse a candidate does than the peer's own adapter, not its absolute
+loss. Per block k the gap g_jk = ℓ_jk − ℓ_own,k is clipped to [−c, c] (c = ``validation_gap_clip``,
+0.5 nats by default):
+
+    gap_j = clamp( (1/n) Σ_k clip(g_jk, −c, c)  +  N(0, (σ·2c/n)²),  −c, c )
+
+Replacing one block changes each clipped gap by at most 2c, so the mean by at most 2c/n (adding or
+removing one, against the fixed n, by at most c/n): the noise σ·2c/n is again the Gaussian mechanism with
+multiplier σ, k candidates are k-fold composition, and the own adapter (gap 0 by definition) is not a
+query. With c = 0.5 the noise is 10× smaller than with whole losses clipped to C = 10 at the same σ, and
+per-block gaps vary much less than losses do.
+
 Composition with DP-SGD is conservative: a record sits either in the training split or in the
 validation split, yet every record is charged both the DP-SGD ε and the validation ε in one
 accountant (the sum over both mechanisms, under the add/remove relation DP-SGD uses).
@@ -132,6 +145,56 @@ def noisy_validation_scores(
         "gaussian-validation", sigma, 1.0, len(candidate_losses), round, "validation-scores"
     )
     return NoisyValidation(losses, event)
+
+
+def noisy_validation_gaps(
+    candidate_losses: Mapping[K, torch.Tensor],
+    own_losses: torch.Tensor,
+    cfg: PrivacyConfig,
+    *,
+    round: int,
+    generator: torch.Generator | None = None,
+) -> NoisyValidation[K]:
+    """Clipped, averaged and noised per-block loss gaps of each candidate to the own adapter.
+
+    Args:
+        candidate_losses: per candidate, its per-block losses on this peer's validation split,
+            shape (n,), the same blocks as ``own_losses``.
+        own_losses: the peer's own adapter's per-block losses on the same blocks, shape (n,).
+        cfg: ``validation_noise_multiplier`` σ, ``validation_gap_clip`` c (nats), ``secure_rng``.
+        round: the collaboration round (for the ledger).
+        generator: the noise source when ``secure_rng`` is off (reproducible experiments only).
+
+    Returns:
+        Noisy gaps (nats, in [-c, c]; ``losses`` holds them) and the ``gaussian-validation``
+        event (steps = number of candidates).
+
+    Raises:
+        PrivacyError: no candidates, or a candidate scored on other blocks than the own adapter.
+        ConfigError: ``secure_rng`` is off and no generator was given.
+    """
+    if not candidate_losses:
+        raise PrivacyError("validation gaps: no candidates to score")
+    own = own_losses.detach().double().cpu().flatten()
+    n = int(own.numel())
+    if n == 0 or any(int(t.numel()) != n for t in candidate_losses.values()):
+        raise PrivacyError(
+            "validation gaps: every candidate must be scored on the own n > 0 blocks"
+        )
+    clip, sigma = cfg.validation_gap_clip, cfg.validation_noise_multiplier
+    noise = _source(cfg, generator).gaussian(
+        (len(candidate_losses),), sigma * 2 * clip / n, torch.float64, torch.device("cpu")
+    )
+    gaps: dict[K, float] = {}
+    for (key, per_example), z in zip(candidate_losses.items(), noise, strict=True):
+        g = per_example.detach().double().cpu().flatten() - own
+        # a NaN/∞ gap counts as the worst one: every block's contribution must lie in [-c, c]
+        g = torch.nan_to_num(g, nan=clip, posinf=clip, neginf=-clip).clamp(-clip, clip)
+        gaps[key] = min(max(float(g.mean() + z), -clip), clip)  # post-processing
+    event = DpEvent(
+        "gaussian-validation", sigma, 1.0, len(candidate_losses), round, "validation-scores"
+    )
+    return NoisyValidation(gaps, event)
 
 
 def _source(cfg: PrivacyConfig, generator: torch.Generator | None) -> RandomSource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,23 @@ def test_compare_strategies_warms_up_once_per_privacy_plan(
         assert sum(e.steps for e in events if e.mechanism == "gaussian-validation") == (
             len(federation.peers) * TRAIN.num_rounds
         )
+
+
+def test_relative_validation_reserves_its_gaps_and_stays_in_budget(
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation
+) -> None:
+    cfg = dp_cfg(tmp_path, "validation", target_epsilon=3.0, validation_noise_multiplier=6.0)
+    cfg = replace(cfg, strategy=replace(cfg.strategy, relative=True, temperature=0.1))
+    sim = run(cfg, federation, tiny_base)
+    res = sim.result(make_strategy(cfg.strategy), 0.0)
+    sim.close()
+    n = len(federation.peers)
+    for info in res.extra["privacy"].values():
+        assert info["stopped_sharing_round"] is None
+        assert info["epsilon_spent"] <= 3.0 + 1e-9
+        events = read_ledger(Path(info["ledger"])).events
+        # every other peer's adapter scored each round; the own adapter never is
+        assert sum(e.steps for e in events if e.mechanism == "gaussian-validation") == (
+            (n - 1) * TRAIN.num_rounds
+        )
+    assert res.strategy == "validation-relative-t0.1"

@@ -270,9 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
-        "demo", help="compare local / fedavg / predictions on the embedded corpus"
+        "demo",
+        help="the paper's six strategies + calibrated predictions on the embedded corpus",
+        description=(
+            "6 peers (ParlSpeech samples of Bundestag, Congreso and Tweede Kamer speeches: de/es/nl, "
+            "2 peers per language) fine-tune LoRA adapters on the toolkit's small English base "
+            "(built and cached on first use, ~4 min on 2 cores); local, fedavg, oracle, weights, "
+            "predictions, validation and predictions-calibrated branch off one shared warm-up "
+            "(shared-init mode, 30 warm-up steps, 3 rounds of 10; plain mode, no DP). Prints test "
+            "perplexity per strategy; ~3-4 min with a cached base on 2 cores."
+        ),
     )
-    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--output", default="runs/demo", help="results folder (default runs/demo)")
     demo.set_defaults(func=cmd_demo)
 
     ledger = sub.add_parser("ledger", help="verify a peer's privacy ledger and print its events")

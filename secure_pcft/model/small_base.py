@@ -314,8 +314,13 @@ def _pretrain(
         recent = [*recent[-9:], value]
         if progress is not None:
             progress(step + 1, spec.steps, value)
-        if (step + 1) % 50 == 0 or step + 1 == spec.steps:
-            logger.info("small base: step %d/%d, train loss %.3f", step + 1, spec.steps, value)
+        tenth = max(1, spec.steps // 10)
+        if (step + 1) % tenth == 0 or step + 1 == spec.steps:
+            # shown by default: a first run would otherwise be minutes of silence
+            logger.warning(
+                "building the small base: %d%% (step %d/%d, train loss %.3f)",
+                100 * (step + 1) // spec.steps, step + 1, spec.steps, value,
+            )  # fmt: skip
     return sum(recent) / len(recent)
 
 
@@ -449,7 +454,10 @@ def ensure_small_base(
     if _cached_ok(target, spec, fingerprint):
         logger.info("reusing cached small base %s", target)
         return target
-    logger.info("building small base %s (spec %s)", target, spec.digest()[:12])
+    logger.warning(
+        "first use: building the toolkit's small base into %s (minutes on a CPU; cached after)",
+        target,
+    )
     if not source:
         module = getattr(texts_factory, "__module__", "?")
         source = f"{module}.{getattr(texts_factory, '__qualname__', type(texts_factory).__name__)}"

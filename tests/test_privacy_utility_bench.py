@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from secure_pcft.config import DataConfig, OutputConfig, RunConfig, TrainConfig
+from secure_pcft.config import DataConfig, OutputConfig, RunConfig, SecurityConfig, TrainConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.model.loading import BaseModel
 from tests.conftest import tiny_federation
@@ -73,3 +73,25 @@ def test_core_writes_the_schema_and_no_peer_exceeds_its_target(
     # validation's accounted scores are in its ledgers, inside the same budget
     assert cells["validation"]["epsilon_validation_alone_max"] > 0
     assert not cells["validation"]["any_peer_stopped_sharing"]
+
+
+def test_strategies_are_grouped_by_privacy_plan_and_cells_keyed_as_documented() -> None:
+    pu = _bench()
+    secure = RunConfig(security=SecurityConfig(mode="full", select_top_k=3))
+    labels = ["local", "validation", "fedavg", "validation-relative-t0.3", "weights"]
+    groups = pu.plan_groups(secure, labels, 9)
+    assert groups == [
+        ("local", "fedavg", "weights"),
+        ("validation",),
+        ("validation-relative-t0.3",),
+    ]
+    cell = pu.Cell(pu.REGIMES["n500"], "frozen-a", "full")
+    assert cell.key == "leipzig-specific/n500/frozen-a/full"
+    # σ_val is calibrated for the plan's queries: fewer candidates (secure top-3) → smaller σ_val
+    plain = pu.privacy_for(
+        "8", delta=1e-3, scoring_queries=9, train=TRAIN, share=0.25, ledger_dir=Path("x")
+    )
+    top3 = pu.privacy_for(
+        "8", delta=1e-3, scoring_queries=3, train=TRAIN, share=0.25, ledger_dir=Path("x")
+    )
+    assert top3.validation_noise_multiplier < plain.validation_noise_multiplier

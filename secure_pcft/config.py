@@ -10,6 +10,8 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -469,6 +471,57 @@ class RunConfig:
 T = TypeVar("T")
 
 
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return (
+        f"{text[:40]}… ({type(value).__name__})"
+        if len(text) > 40
+        else f"{text} ({type(value).__name__})"
+    )
+
+
+def _typed(section: str, key: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the field's annotation ``hint`` (TOML types), coerced int → float.
+
+    Raises:
+        ConfigError: ``[section] key: expected <type>, got <value> (<type>)``.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _typed(section, key, value, options[0])
+    if origin is Literal:
+        if value in args and type(value) is type(args[0]):
+            return value
+        expected = "one of " + ", ".join(repr(a) for a in args)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+        expected = "true or false"
+    elif hint is int:
+        if is_int(value):
+            return value
+        expected = "an integer"
+    elif hint is float:
+        if is_int(value) or isinstance(value, float):
+            return float(value)
+        expected = "a number"
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        expected = "a string"
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(_typed(section, f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+        expected = "a list"
+    else:  # pragma: no cover - every field type is handled above
+        return value
+    raise ConfigError(f"[{section}] {key}: expected {expected}, got {_describe(value)}")
+
+
 def _build_section(cls: type[T], section: str, raw: Any) -> T:
     if not isinstance(raw, dict):
         raise ConfigError(f"[{section}] must be a table")
@@ -476,11 +529,8 @@ def _build_section(cls: type[T], section: str, raw: Any) -> T:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"[{section}] unknown key(s): {', '.join(unknown)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: _typed(section, key, value, hints[key]) for key, value in raw.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:

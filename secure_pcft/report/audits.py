@@ -177,10 +177,13 @@ def _provenance(audit: dict[str, Any]) -> Check:
     return Check(cid, title, "fail", f"the result file's thresholds differ from {src}")
 
 
-def audit_checks(audit: dict[str, Any], run_max_epsilon: float | None) -> list[Check]:
-    """One check per threshold, one if the file's own verdict disagrees, one that the thresholds
-    are the campaign file's, one on ε coverage."""
-    name, out = audit["campaign"], [_provenance(audit)]
+def audit_checks(
+    audit: dict[str, Any], run_max_epsilon: float | None, run_base_model: str = ""
+) -> list[Check]:
+    """One check that the audit measured this run's base model, one per threshold, one if the
+    file's own verdict disagrees, one that the thresholds are the campaign file's, one on ε
+    coverage."""
+    name, out = audit["campaign"], [_same_base(audit, run_base_model), _provenance(audit)]
     for a in audit["attacks"]:
         for t in a["thresholds"]:
             op = "≤" if t["bound"] == "max" else "≥"
@@ -195,6 +198,24 @@ def audit_checks(audit: dict[str, Any], run_max_epsilon: float | None) -> list[C
                              f"{a['recorded_passed']}, its own figures say {a['passed']}"))  # fmt: skip
     out.append(_coverage(audit, run_max_epsilon))
     return out
+
+
+def base_identity(path: str) -> str:
+    """A base model's identity across machines: its folder's name (the cached toolkit bases are
+    named by a hash of their spec and training text; a local model directory by its name)."""
+    return Path(path.rstrip("/")).name if path else ""
+
+
+def _same_base(audit: dict[str, Any], run_base_model: str) -> Check:
+    """An audit measured on another base model says nothing about this run's adapters."""
+    name = audit["campaign"]
+    cid, title = f"audit.{name}.base_model", f"audit {name} was measured on this run's base model"
+    ours, theirs = base_identity(run_base_model), base_identity(audit["base_model"])
+    if not ours or not theirs:
+        return Check(cid, title, "warn", "the run or the audit file records no base model")
+    if ours == theirs:
+        return Check(cid, title, "pass", f"both on {ours}")
+    return Check(cid, title, "fail", f"audit measured on {theirs}, this run used {ours}")
 
 
 def _fmt(x: float | str) -> str:

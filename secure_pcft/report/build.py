@@ -221,7 +221,7 @@ def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Repo
                             + " rejected (bad signature, replay, malformed or poisoned adapter)"))  # fmt: skip
     run_eps = max_epsilon(peers)
     for a in audit_docs:
-        checks += audit_checks(a, run_eps)
+        checks += audit_checks(a, run_eps, str(run.results.get("base_model", "")))
     doc = {
         "format": REPORT_FORMAT,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),

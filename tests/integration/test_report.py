@@ -327,8 +327,9 @@ def test_cli_report_writes_json_and_html_and_reports_bad_input(
     dp_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report"
+    audit = _audit_on_run_base(dp_run, tmp_path)
 
-    code = main(["report", str(dp_run), "--audit", str(MIA_DP), "--out", str(out)])
+    code = main(["report", str(dp_run), "--audit", str(audit), "--out", str(out)])
 
     assert code == 0
     assert json.loads((out / "report.json").read_text())["verdict"] == "pass"
@@ -336,6 +337,24 @@ def test_cli_report_writes_json_and_html_and_reports_bad_input(
     assert "verdict: PASS" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "ReportError" in capsys.readouterr().err
+
+
+def _audit_on_run_base(run: Path, tmp: Path, source: Path = MIA_DP) -> Path:
+    """An audit result as if it had been measured on the run's base model (same figures)."""
+    audit = json.loads(source.read_text())
+    audit["base_model"] = json.loads((run / "results.json").read_text())["base_model"]
+    path = tmp / f"{source.stem}-same-base.json"
+    path.write_text(json.dumps(audit))
+    return path
+
+
+def test_an_audit_of_another_base_model_fails_the_report(dp_run: Path, tmp_path: Path) -> None:
+    # the committed audit was measured on the toolkit's small base; this run used the tiny one
+    checks = _checks(build_report(dp_run, [MIA_DP]))
+    same = _checks(build_report(dp_run, [_audit_on_run_base(dp_run, tmp_path)]))
+    assert checks["audit.mia-dp.base_model"] == "fail"
+    assert same["audit.mia-dp.base_model"] == "pass"
+    assert build_report(dp_run, [MIA_DP]).document["verdict"] == "fail"
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -386,7 +405,8 @@ def test_html_renders_in_headless_chromium_with_its_plots(dp_run: Path, tmp_path
         if os.environ.get("SECURE_PCFT_REQUIRE_BROWSER") == "1":
             pytest.fail("SECURE_PCFT_REQUIRE_BROWSER=1 but /usr/bin/chromium is missing")
         pytest.skip("no /usr/bin/chromium (apt-get install chromium); CI requires it")
-    _, html_path = write_report(build_report(dp_run, [MIA_DP, MIA_NONDP]), tmp_path / "r")
+    audits = [_audit_on_run_base(dp_run, tmp_path, a) for a in (MIA_DP, MIA_NONDP)]
+    _, html_path = write_report(build_report(dp_run, audits), tmp_path / "r")
     url = html_path.resolve().as_uri()
 
     dom = _chromium("--dump-dom", url, profile=tmp_path / "p1")

@@ -44,6 +44,7 @@ def compare_strategies(
         raise ConfigError(
             f"strategies to compare must differ (their results share folders): {labels}"
         )
+    refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     base = load_base(resolve_base_path(cfg.model))
     federation = load_federation(cfg.data)
@@ -63,6 +64,31 @@ def compare_strategies(
         finally:
             sim.close()
     return [by_label[label] for label in labels]
+
+
+def refuse_spent_ledgers(cfg: RunConfig) -> None:
+    """Refuse a DP run whose output or ledger folder already holds ledgers of an earlier run.
+
+    Their spent ε would block every release, so the run would quietly become local-only and
+    overwrite the earlier results; a new run needs new ledgers (a fresh ``--output`` or
+    ``[privacy] ledger_dir``), and an earlier run's ledgers must stay as they are.
+
+    Raises:
+        ConfigError: a ``*.ledger.jsonl`` exists under the output dir or ``[privacy] ledger_dir``.
+    """
+    if not cfg.privacy.enabled:
+        return
+    roots = [Path(cfg.output.dir)] + (
+        [Path(cfg.privacy.ledger_dir)] if cfg.privacy.ledger_dir else []
+    )
+    for root in roots:
+        found = sorted(root.glob("**/*.ledger.jsonl")) if root.is_dir() else []
+        if found:
+            raise ConfigError(
+                f"[output] dir / [privacy] ledger_dir: {root} already holds privacy ledgers of an "
+                f"earlier run ({found[0].name}, ...): their spent ε would block this run's "
+                "releases. Use a new --output (or ledger_dir); keep the old ledgers as they are."
+            )
 
 
 def privacy_plan_groups(

@@ -200,3 +200,24 @@ def test_relative_validation_reserves_its_gaps_and_stays_in_budget(
             (n - 1) * TRAIN.num_rounds
         )
     assert res.strategy == "validation-relative-t0.1"
+
+
+def test_a_dp_run_into_a_folder_with_earlier_ledgers_is_refused_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the earlier ledgers blocked every release, the run became local-only, overwrote
+    # results.json and exited 0.
+    def never(*_: object) -> object:
+        raise AssertionError("nothing may load before the refusal")
+
+    monkeypatch.setattr(run_module, "resolve_base_path", never)
+    cfg = dp_cfg(tmp_path, "fedavg", noise_multiplier=1.0)
+    earlier = Path(cfg.output.dir) / "ledgers" / "peer-0.ledger.jsonl"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}\n")
+    with pytest.raises(ConfigError, match="already holds privacy ledgers"):
+        run_module.execute_run(cfg)
+    assert earlier.read_text() == "{}\n"  # untouched
+    fresh = replace(cfg, output=replace(cfg.output, dir=str(tmp_path / "new")))
+    with pytest.raises(AssertionError, match="nothing may load"):
+        run_module.execute_run(fresh)  # a fresh folder passes the check (and then loads)

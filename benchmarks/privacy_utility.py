@@ -112,10 +112,12 @@ class Cell:
     regime: Regime
     mode: str
     security: str
+    tag: str = ""  # another recipe of the same cell (e.g. a DP-local lr sweep): "...@tag"
 
     @property
     def key(self) -> str:
-        return f"{SETTING}/{self.regime.name}/{self.mode}/{self.security}"
+        key = f"{SETTING}/{self.regime.name}/{self.mode}/{self.security}"
+        return f"{key}@{self.tag}" if self.tag else key
 
 
 def validation_sigma(eps: float, delta: float, queries: int, share: float) -> float:
@@ -300,7 +302,7 @@ def _job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
     base = load_base(resolve_base_path(job.cfg.model))
     c = job.cell
     ledgers = (
-        Path(job.ledger_root) / c.regime.name / c.mode / c.security / f"seed-{job.seed}"
+        Path(job.ledger_root) / c.regime.name / c.mode / (c.security + c.tag) / f"seed-{job.seed}"
         / f"eps-{job.eps}" / job.group[0]
     )  # fmt: skip
     cfg = cell_config(
@@ -451,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-steps", type=int, default=30, help="0 = skip the step-time ratio")
     ap.add_argument("--ledger-dir", default="", help="keep the ledgers here (default: temporary)")
     ap.add_argument("--output", default="privacy_utility.json", help="name under results/ or path")
+    ap.add_argument("--tag", default="", help="store the cells as '<cell>@TAG' (another recipe)")
     ap.add_argument(
         "--merge",
         action="store_true",
@@ -476,7 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     base_path = resolve_base_path(model)  # build/cache once, before the workers start
     started = time.perf_counter()
     cells = [
-        Cell(REGIMES[r], m, sec) for r in args.regimes for m in args.modes for sec in args.security
+        Cell(REGIMES[r], m, sec, args.tag)
+        for r in args.regimes
+        for m in args.modes
+        for sec in args.security
     ]
 
     def lora(mode: str) -> LoraSettings:
@@ -547,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
                 **({"previous_runs": _previous_meta(previous)} if previous else {}),
                 "command": "python " + " ".join(["benchmarks/privacy_utility.py", *sys.argv[1:]]),
                 "cells": [c.key for c in cells],
+                "recipe": {
+                    "batch_size": args.batch_size or None,
+                    "lora_r": args.rank or LoraSettings().r,
+                    "train": train.__dict__,
+                },
                 "jobs_done": done,
                 "jobs_total": len(jobs),
                 "complete": done == len(jobs),
@@ -603,7 +614,8 @@ def _previous(out: Path) -> dict[str, Any]:
 def _previous_meta(previous: dict[str, Any]) -> list[Any]:
     meta = previous.get("_meta", {})
     older = meta.get("previous_runs", [])
-    this = {k: meta.get(k) for k in ("command", "cells", "seconds", "complete", "machine")}
+    keep = ("command", "cells", "recipe", "seconds", "complete", "machine")
+    this = {k: meta.get(k) for k in keep}
     return [*older, this]
 
 

@@ -9,9 +9,31 @@ log, key files written with restricted permissions) keep their own writers.
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON values: every non-finite float as the string the toolkit writes
+    (``"inf"``, ``"-inf"``, ``"nan"``), numpy scalars as Python numbers, paths as strings, mappings
+    with string keys, tuples as lists. The one place that decides how results spell non-finite
+    numbers (results, reports, audit summaries)."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def fsync_path(path: Path) -> None:
@@ -45,6 +67,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def write_json_atomic(path: Path, obj: Any, *, indent: int = 2, default: Any = None) -> Path:
-    """``obj`` as strict JSON (NaN/inf refused) written atomically, with a final newline."""
-    text = json.dumps(obj, indent=indent, default=default, allow_nan=False) + "\n"
+    """``obj`` as standard JSON (through :func:`json_safe`: NaN/inf become strings) written
+    atomically, with a final newline."""
+    text = json.dumps(json_safe(obj), indent=indent, default=default, allow_nan=False) + "\n"
     return write_text_atomic(path, text)

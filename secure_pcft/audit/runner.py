@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +27,7 @@ from secure_pcft.audit.target import AuditTarget, build_target
 from secure_pcft.audit.updates import build_update_target
 from secure_pcft.data.corpus import Federation
 from secure_pcft.data.settings import load_federation
-from secure_pcft.fileio import write_json_atomic
+from secure_pcft.fileio import json_safe, write_json_atomic
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 
 log = logging.getLogger(__name__)
@@ -40,18 +40,6 @@ def _mean(values: Sequence[float]) -> float:
     if finite:
         return float(np.mean(finite))
     return values[0] if values and all(v == values[0] for v in values) else math.nan
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 @dataclass
@@ -125,7 +113,7 @@ class CampaignResult:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.campaign
-        return _json_safe(
+        return json_safe(
             {
                 "campaign": c.name,
                 "description": c.description,
@@ -228,7 +216,7 @@ def write_summary(results: Iterable[CampaignResult], directory: str | Path) -> P
             sources[key] = r.campaign.name
         bases.add(r.base_model)
     out = {**summary, "_sources": sources, "_base_models": sorted(bases)}
-    return write_json_atomic(Path(directory) / "summary.json", _json_safe(out))
+    return write_json_atomic(Path(directory) / "summary.json", json_safe(out))
 
 
 def with_base(campaign: Campaign, base: str) -> Campaign:

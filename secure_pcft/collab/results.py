@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,12 +71,4 @@ class RunResult:
 
     def write_json(self, path: Path) -> Path:
         """Write atomically (temp file + rename) so a killed run never leaves half a result."""
-        return write_json_atomic(path, self.to_dict(), default=_json_default)
-
-
-def _json_default(obj: object) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+        return write_json_atomic(path, self.to_dict())

@@ -12,7 +12,6 @@ there is one, the saved adapters (SHA-256 only), and any audit result files give
 from __future__ import annotations
 
 import json
-import math
 import platform
 from collections import Counter
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any
 from secure_pcft.crypto.consortium import ROSTER_FILE
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import PrivacyError, SecurePcftError
-from secure_pcft.fileio import write_text_atomic
+from secure_pcft.fileio import json_safe, write_text_atomic
 from secure_pcft.model.cache import sha256_file
 from secure_pcft.privacy.events import check_peer_id
 from secure_pcft.report.audits import audit_checks, load_audit
@@ -236,17 +235,6 @@ def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Repo
         "checks": [c.to_json() for c in checks],
     }  # fmt: skip
     return Report(json_safe(doc), tuple(checks))
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float as the string the toolkit writes ("inf", "nan")."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:

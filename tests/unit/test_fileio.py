@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from secure_pcft.fileio import write_json_atomic, write_text_atomic
+from secure_pcft.fileio import json_safe, write_json_atomic, write_text_atomic
 
 
 def test_json_written_atomically_and_replaces_old_content(tmp_path: Path) -> None:
@@ -19,12 +20,22 @@ def test_json_written_atomically_and_replaces_old_content(tmp_path: Path) -> Non
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
 
 
-def test_nan_is_refused_and_the_old_file_survives(tmp_path: Path) -> None:
+def test_an_unserialisable_value_is_refused_and_the_old_file_survives(tmp_path: Path) -> None:
     path = write_text_atomic(tmp_path / "r.json", '{"ok": true}')
-    with pytest.raises(ValueError):
-        write_json_atomic(path, {"x": float("nan")})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"x": object()})
     assert json.loads(path.read_text()) == {"ok": True}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_non_finite_numbers_are_written_as_strings_not_refused(tmp_path: Path) -> None:
+    # RunResult.write_json raised on a NaN perplexity (a diverged peer) and lost the whole result
+    path = write_json_atomic(
+        tmp_path / "r.json",
+        {"ppl": float("nan"), "eps": float("inf"), "n": np.float32(2.5), "t": (1, Path("a"))},
+    )
+    assert json.loads(path.read_text()) == {"ppl": "nan", "eps": "inf", "n": 2.5, "t": [1, "a"]}
+    assert json_safe({1: [float("-inf")]}) == {"1": ["-inf"]}
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fds through /proc")

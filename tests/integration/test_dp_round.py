@@ -110,8 +110,9 @@ def test_ledger_cli_verifies_and_detects_tampering(
     assert "LedgerError" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("relative", [False, True])
 def test_validation_scores_over_budget_stop_sharing_instead_of_aborting(
-    tmp_path: Path, tiny_base: BaseModel, federation: Federation
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation, relative: bool
 ) -> None:
     # DP-SGD is cheap (σ=5) but one validation score (σ_val=0.2) alone is over the budget:
     # the peers must stop sharing at round 1, finish the run, and never exceed the budget.
@@ -123,6 +124,7 @@ def test_validation_scores_over_budget_stop_sharing_instead_of_aborting(
         budget_epsilon=budget,
         validation_noise_multiplier=0.2,
     )
+    cfg = replace(cfg, strategy=replace(cfg.strategy, relative=relative))
     sim = run(cfg, federation, tiny_base)
     res = sim.result(make_strategy(cfg.strategy), 0.0)
     sim.close()

@@ -1,30 +1,32 @@
-"""Benchmark: privacy–utility of the six trust strategies at ε ∈ {∞, 8, 3, 1}, and DP-SGD step time.
+"""Benchmark: privacy–utility of the trust strategies under DP-SGD, per data regime, mode and security.
 
-Setting ``leipzig-specific`` (9 peers, de/fr/it), the small base, the strategies benchmark's schedule
-(benchmarks/_common.train_schedule). For every finite ε each peer trains with DP-SGD whose σ is
-calibrated up front for the *whole planned run* (all rounds; ``PrivacyConfig.target_epsilon``),
-at a fixed δ (< 1/n_train for every peer), and the same ε is the peer's hard budget. ε = ∞ is plain
-(non-DP) training. ``local`` at a finite ε is the DP-local baseline: the same DP-SGD, no sharing.
+Setting ``leipzig-specific`` (9 peers, de/fr/it). A *cell* is (regime, aggregation mode, security):
+``n60`` = 60 training sentences per peer (δ = 1e-3), ``n500`` = 500 (δ = 1e-4); ``paper`` /
+``shared-init`` / ``frozen-a``; ``[security] mode`` ``off`` (plain messages) or ``full`` (sealed
+envelopes, CKKS discovery, top-k selection, mutual consent). For every finite ε each peer trains with
+DP-SGD whose σ is calibrated up front for the *whole planned run*, and the same ε is the peer's hard
+budget; ε = ∞ is plain training. ``local`` at a finite ε is the DP-local baseline (same DP-SGD, nothing
+shared).
 
-* ``local``, ``fedavg``, ``oracle``, ``weights``, ``predictions`` branch off one shared warm-up per
-  (ε, seed); each strategy writes its releases to its own fresh ledgers (each is its own
-  hypothetical run, as in ``secure_pcft.run.compare_strategies``).
-* ``validation`` needs its own warm-up: its budget is split up front. The accounted validation
-  mechanism (``privacy/validation_scores.py``) gets σ_val such that its planned releases alone
-  (N candidates per peer per round) cost ``--validation-share`` of ε; DP-SGD's σ is then calibrated
-  with those releases reserved, so the *composition* of both stays within ε.
+Strategies are given by label (``StrategyConfig.label``: ``predictions-calibrated-t10-top3``,
+``validation-relative-t0.3``, ...) and grouped by *privacy plan*: strategies without private scoring
+branch off one warm-up (and round 1's local steps) per (cell, ε, seed); a ``validation`` variant has its
+own, because its planned scores (``TrustStrategy.private_scores``) are reserved when σ is calibrated:
+its accounted mechanism gets σ_val such that those scores alone cost ``--validation-share`` of ε, and
+DP-SGD's σ is calibrated with them reserved. Each strategy writes to fresh ledgers.
 
-Per strategy and ε: mean test perplexity over peers (then mean ± std over seeds), ε spent per peer
-from the ledgers (max, mean), the ε of the final model were it published (ledger + unreleased steps),
-whether any peer stopped sharing (and when), σ. Separately: the DP-SGD step time over the plain step
-time, on the same model (small base + LoRA) and the same batch of 8 Leipzig blocks, interleaved,
-median ratio (``dp_step_time.py``'s timer).
+Per strategy and ε: mean test perplexity over peers (then mean ± std over seeds), mean validation
+perplexity (for choosing recipes — the test split chooses nothing), ε spent per peer from the ledgers,
+the ε of the final model were it published, whether any peer stopped sharing, σ, the last round's trust
+matrix. Results go to ``results/privacy_utility.json`` under ``"leipzig-specific/<regime>/<mode>/<security>"``
+(``@<tag>`` for another recipe of a cell, ``--tag``); ``--merge`` adds cells to an existing file.
+Separately: the DP-SGD step time over the plain step time on the same model and batch.
 
-    python benchmarks/privacy_utility.py --quick             # 1 seed, short schedule
-    python benchmarks/privacy_utility.py --jobs 14           # 3 seeds, full schedule
+    python benchmarks/privacy_utility.py --quick                    # 1 seed, short schedule
+    python benchmarks/privacy_utility.py --security off full --batch-size 64 --lr 1e-2 \
+        --warmup-steps 8 --local-steps 4 --total-steps 20 --epsilons 8   # README's n60 DP recipe
 
-Writes benchmarks/results/privacy_utility.json (``--output`` for another path); partial results are
-written after every finished job, so an interrupted run still leaves what it measured.
+Partial results are written after every finished job, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations

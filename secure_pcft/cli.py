@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from secure_pcft.errors import SecurePcftError
+from secure_pcft.errors import (
+    BudgetExhaustedError,
+    BudgetInfeasibleError,
+    CorruptFileError,
+    CryptoError,
+    MessageError,
+    SecurePcftError,
+)
 from secure_pcft.third_party import quiet_third_party
 
 
@@ -208,7 +217,7 @@ def cmd_flower_site(args: argparse.Namespace) -> int:
         print(
             "error: give --root-certificates (TLS) or, for tests only, --insecure", file=sys.stderr
         )
-        return 2
+        return EXIT_USAGE
     launch = SiteLaunch(args.superlink, args.runtime_port, args.root_certificates, args.auth_key)
     spec = SiteSpec(args.site_dir, args.config, args.peer_id, args.key_dir)
     run_site(launch, spec, args.site_dir / "logs")
@@ -259,9 +268,22 @@ def _add_flower_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     sim.set_defaults(func=cmd_flower_simulate)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("secure-pcft")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="secure-pcft", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="secure-pcft",
+        description=__doc__,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--version", action="version", version=f"secure-pcft {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a collaboration from a TOML config")
@@ -327,6 +349,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Exit codes, one per meaning (README "Exit codes"; `secure-pcft --help`).
+EXIT_OK = 0  # done; a report or audit verdict PASS
+EXIT_VERDICT_FAIL = 1  # the compliance report's or an audit campaign's verdict is FAIL
+EXIT_USAGE = 2  # the command line itself is wrong (argparse)
+EXIT_BAD_INPUT = (
+    3  # invalid config, data, model, campaign or report input (ConfigError, DataError ...)
+)
+EXIT_INTEGRITY = 4  # a ledger, key file or message failed verification (tampered or corrupt)
+EXIT_BUDGET = 5  # the privacy budget cannot be met or is exhausted
+EXIT_INTERNAL = 70  # a bug: an unexpected exception (traceback printed)
+
+EXIT_CODES_HELP = """exit codes:
+  0   done (report / audit verdict PASS)
+  1   report or audit verdict FAIL
+  2   usage error (bad command line)
+  3   invalid input: config, data, model, campaign, report files
+  4   integrity failure: a tampered or corrupt ledger, key file or message
+  5   privacy budget infeasible or exhausted
+  70  internal error (unexpected exception; please report it)"""
+
+
+def exit_code(exc: SecurePcftError) -> int:
+    """The documented exit code of a toolkit error."""
+    if isinstance(exc, BudgetExhaustedError | BudgetInfeasibleError):
+        return EXIT_BUDGET
+    if isinstance(exc, CorruptFileError | MessageError | CryptoError):
+        return EXIT_INTEGRITY
+    return EXIT_BAD_INPUT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -339,7 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except SecurePcftError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
+    except Exception:  # a bug, not bad input: say so, with the traceback
+        traceback.print_exc()
+        print("internal error: please report it with the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

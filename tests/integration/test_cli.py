@@ -75,7 +75,7 @@ def test_cli_reports_config_errors_without_traceback(
 ) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nlr = -1\n")
-    assert main(["run", str(bad)]) == 2
+    assert main(["run", str(bad)]) == 3
     err = capsys.readouterr().err
     assert "ConfigError" in err and "[train] lr" in err
 
@@ -83,5 +83,28 @@ def test_cli_reports_config_errors_without_traceback(
 def test_cli_unknown_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nlearning_rate = 0.1\n")
-    assert main(["run", str(bad)]) == 2
+    assert main(["run", str(bad)]) == 3
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_exit_codes_have_one_meaning_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import secure_pcft.cli as cli
+    from secure_pcft.errors import BudgetInfeasibleError, ConfigError, LedgerError
+
+    assert cli.exit_code(ConfigError("x")) == cli.EXIT_BAD_INPUT == 3
+    assert cli.exit_code(LedgerError("x")) == cli.EXIT_INTEGRITY == 4
+    assert cli.exit_code(BudgetInfeasibleError("x")) == cli.EXIT_BUDGET == 5  # also a ConfigError
+    with pytest.raises(SystemExit) as usage:
+        main(["run"])  # missing argument
+    assert usage.value.code == cli.EXIT_USAGE == 2
+
+    def crash(_args: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "cmd_run", crash)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    assert main(["run", str(cfg)]) == cli.EXIT_INTERNAL == 70  # a bug is not "bad input"
+    assert "internal error" in capsys.readouterr().err

@@ -106,7 +106,7 @@ def test_ledger_cli_verifies_and_detects_tampering(
     lines = path.read_text().splitlines()
     lines[1] = lines[1].replace('"steps":', '"steps":1', 1)
     path.write_text("\n".join(lines) + "\n")
-    assert main(["ledger", str(path)]) == 2
+    assert main(["ledger", str(path)]) == 4
     assert "LedgerError" in capsys.readouterr().err
 
 

@@ -335,7 +335,7 @@ def test_cli_report_writes_json_and_html_and_reports_bad_input(
     assert json.loads((out / "report.json").read_text())["verdict"] == "pass"
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert "verdict: PASS" in capsys.readouterr().out
-    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path / "missing")]) == 3
     assert "ReportError" in capsys.readouterr().err
 
 

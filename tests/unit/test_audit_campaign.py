@@ -216,7 +216,7 @@ def test_cli_audit_reports_an_invalid_campaign_as_a_typed_error(
 
     code = main(["audit", str(bad), "--output", str(tmp_path)])
 
-    assert code == 2
+    assert code == 3
     assert "ConfigError" in capsys.readouterr().err
 
 

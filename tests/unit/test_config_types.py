@@ -52,7 +52,7 @@ def test_the_cli_refuses_a_mistyped_config_before_loading_anything(
 ) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text('[model]\nbase = "/nonexistent/model"\n[train]\nbatch_size = 4.5\n')
-    assert main(["run", str(toml)]) == 2
+    assert main(["run", str(toml)]) == 3
     err = capsys.readouterr().err
     assert "[train] batch_size: expected an integer, got 4.5" in err
     assert "nonexistent" not in err  # the base was never looked for

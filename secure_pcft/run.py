@@ -44,10 +44,12 @@ def compare_strategies(
         raise ConfigError(
             f"strategies to compare must differ (their results share folders): {labels}"
         )
+    for scfg in strategies:  # an unknown name fails now, not after the warm-up
+        make_strategy(scfg)
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
+    federation = load_federation(cfg.data)  # missing data fails before the base loads
     base = load_base(resolve_base_path(cfg.model))
-    federation = load_federation(cfg.data)
     load_seconds = time.perf_counter() - start
     by_label: dict[str, RunResult] = {}
     for group in privacy_plan_groups(cfg, strategies, len(federation.peers)):

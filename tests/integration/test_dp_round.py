@@ -19,7 +19,7 @@ from secure_pcft.config import (
     TrainConfig,
 )
 from secure_pcft.data.corpus import Federation
-from secure_pcft.errors import ConfigError
+from secure_pcft.errors import ConfigError, DataError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.events import DpEvent
@@ -223,3 +223,18 @@ def test_a_dp_run_into_a_folder_with_earlier_ledgers_is_refused_before_loading(
     fresh = replace(cfg, output=replace(cfg.output, dir=str(tmp_path / "new")))
     with pytest.raises(AssertionError, match="nothing may load"):
         run_module.execute_run(fresh)  # a fresh folder passes the check (and then loads)
+
+
+def test_a_strategy_typo_or_missing_data_fails_before_the_base_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*_: object) -> object:
+        raise AssertionError("the base must not load")
+
+    monkeypatch.setattr(run_module, "resolve_base_path", never)
+    cfg = dp_cfg(tmp_path, "fedavg", noise_multiplier=1.0)
+    with pytest.raises(ConfigError, match="unknown strategy 'fedavgg'"):
+        run_module.compare_strategies(cfg, [StrategyConfig(name="fedavgg")])
+    files = replace(cfg.data, source="files", paths=(str(tmp_path / "missing.txt"),))
+    with pytest.raises(DataError):
+        run_module.execute_run(replace(cfg, data=files))

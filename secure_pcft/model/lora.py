@@ -13,6 +13,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from secure_pcft.config import LoraSettings
 from secure_pcft.errors import AdapterRejectedError, ModelError
@@ -31,10 +32,29 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
 def lora_targets(model: PreTrainedModel, settings: LoraSettings) -> tuple[str, ...]:
     """The module names LoRA adapts: the config's list, else the architecture's default.
 
+    ``["all-linear"]`` means every linear layer except the LM head (peft's keyword).
+
     Raises:
-        ModelError: no default mapping is known for this architecture and none was configured.
+        ModelError: no default mapping is known for this architecture and none was configured,
+            or a configured target names no linear layer of the model (the message lists them).
     """
     if settings.targets:
+        linear = sorted(
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear | Conv1D) and not name.endswith("lm_head")
+        )
+        leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
+        if settings.targets == ("all-linear",):
+            return tuple(leaves)
+        unknown = [
+            t for t in settings.targets if not any(n == t or n.endswith("." + t) for n in linear)
+        ]
+        if unknown:
+            raise ModelError(
+                f"[lora] targets: {unknown} name no linear layer of this model; its linear layers "
+                f'are {leaves} (or use ["all-linear"])'
+            )
         return settings.targets
     model_type = str(model.config.model_type)
     if model_type not in DEFAULT_TARGETS:

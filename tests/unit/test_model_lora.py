@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from secure_pcft.config import LoraSettings
+from secure_pcft.errors import ModelError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.model.lora import attach_lora
 
@@ -69,3 +70,15 @@ def test_a_base_on_cuda_gets_the_same_init_as_on_cpu(tiny_base: BaseModel) -> No
     a = _lora(on_gpu, "lora_A")
     assert all(t.device.type == "cuda" for t in a.values())
     assert _digest(a) == _digest(_lora(on_cpu, "lora_A"))
+
+
+def test_targets_must_name_linear_layers_and_all_linear_expands(tiny_base: BaseModel) -> None:
+    with pytest.raises(ModelError, match=r"\['c_atn'\] name no linear layer.*c_attn"):
+        attach_lora(tiny_base.model, LoraSettings(targets=("c_atn",)), peer_seed=0)
+    model = attach_lora(tiny_base.model, LoraSettings(targets=("all-linear",)), peer_seed=0)
+    adapted = {
+        n.split(".lora_A")[0].rsplit(".", 1)[-1]
+        for n, _ in model.named_parameters()
+        if ".lora_A." in n
+    }
+    assert adapted == {"c_attn", "c_proj", "c_fc"}  # GPT-2's linear layers; never the LM head

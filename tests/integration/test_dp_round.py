@@ -204,15 +204,22 @@ def test_relative_validation_reserves_its_gaps_and_stays_in_budget(
     assert res.strategy == "validation-relative-t0.1"
 
 
-def test_a_dp_run_into_a_folder_with_earlier_ledgers_is_refused_before_loading(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Before: the earlier ledgers blocked every release, the run became local-only, overwrote
-    # results.json and exited 0.
+@pytest.fixture()
+def no_base_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to find or build the base model fails the test."""
+
     def never(*_: object) -> object:
         raise AssertionError("nothing may load before the refusal")
 
     monkeypatch.setattr(run_module, "resolve_base_path", never)
+
+
+@pytest.mark.usefixtures("no_base_load")
+def test_a_dp_run_into_a_folder_with_earlier_ledgers_is_refused_before_loading(
+    tmp_path: Path,
+) -> None:
+    # Before: the earlier ledgers blocked every release, the run became local-only, overwrote
+    # results.json and exited 0.
     cfg = dp_cfg(tmp_path, "fedavg", noise_multiplier=1.0)
     earlier = Path(cfg.output.dir) / "ledgers" / "peer-0.ledger.jsonl"
     earlier.parent.mkdir(parents=True)
@@ -225,13 +232,8 @@ def test_a_dp_run_into_a_folder_with_earlier_ledgers_is_refused_before_loading(
         run_module.execute_run(fresh)  # a fresh folder passes the check (and then loads)
 
 
-def test_a_strategy_typo_or_missing_data_fails_before_the_base_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def never(*_: object) -> object:
-        raise AssertionError("the base must not load")
-
-    monkeypatch.setattr(run_module, "resolve_base_path", never)
+@pytest.mark.usefixtures("no_base_load")
+def test_a_strategy_typo_or_missing_data_fails_before_the_base_loads(tmp_path: Path) -> None:
     cfg = dp_cfg(tmp_path, "fedavg", noise_multiplier=1.0)
     with pytest.raises(ConfigError, match="unknown strategy 'fedavgg'"):
         run_module.compare_strategies(cfg, [StrategyConfig(name="fedavgg")])

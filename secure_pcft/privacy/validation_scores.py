@@ -127,24 +127,9 @@ def noisy_validation_scores(
         raise PrivacyError(
             "validation scores: every candidate must be scored on the same n > 0 blocks"
         )
-    n = sizes.pop()
-    clip, sigma = cfg.validation_loss_clip, cfg.validation_noise_multiplier
-    source = _source(cfg, generator)
-    noise = source.gaussian(
-        (len(candidate_losses),), sigma * clip / n, torch.float64, torch.device("cpu")
-    )
-    losses: dict[K, float] = {}
-    for (key, per_example), z in zip(candidate_losses.items(), noise, strict=True):
-        # NaN/∞ count as the worst loss: every example's contribution must lie in [0, C].
-        x = torch.nan_to_num(
-            per_example.detach().double().cpu().flatten(), nan=clip, posinf=clip, neginf=0.0
-        )
-        noisy = float(x.clamp(0.0, clip).mean() + z)
-        losses[key] = min(max(noisy, 0.0), clip)  # post-processing
-    event = DpEvent(
-        "gaussian-validation", sigma, 1.0, len(candidate_losses), round, "validation-scores"
-    )
-    return NoisyValidation(losses, event)
+    clip = cfg.validation_loss_clip
+    values = {k: v.detach().double().cpu().flatten() for k, v in candidate_losses.items()}
+    return _noisy_clipped_means(values, 0.0, clip, cfg, round=round, generator=generator)
 
 
 def noisy_validation_gaps(
@@ -181,20 +166,34 @@ def noisy_validation_gaps(
         raise PrivacyError(
             "validation gaps: every candidate must be scored on the own n > 0 blocks"
         )
-    clip, sigma = cfg.validation_gap_clip, cfg.validation_noise_multiplier
+    clip = cfg.validation_gap_clip
+    gaps = {k: v.detach().double().cpu().flatten() - own for k, v in candidate_losses.items()}
+    return _noisy_clipped_means(gaps, -clip, clip, cfg, round=round, generator=generator)
+
+
+def _noisy_clipped_means(
+    values: Mapping[K, torch.Tensor],
+    low: float,
+    high: float,
+    cfg: PrivacyConfig,
+    *,
+    round: int,
+    generator: torch.Generator | None,
+) -> NoisyValidation[K]:
+    """The Gaussian mechanism both scores share: per candidate, each of its n per-block values
+    (n,) clipped to [low, high] (NaN/+∞ count as ``high``, −∞ as ``low``), averaged, plus noise of
+    std σ·(high − low)/n, then clamped to [low, high] (post-processing); one event, k steps."""
+    sigma = cfg.validation_noise_multiplier
+    n = int(next(iter(values.values())).numel())
     noise = _source(cfg, generator).gaussian(
-        (len(candidate_losses),), sigma * 2 * clip / n, torch.float64, torch.device("cpu")
+        (len(values),), sigma * (high - low) / n, torch.float64, torch.device("cpu")
     )
-    gaps: dict[K, float] = {}
-    for (key, per_example), z in zip(candidate_losses.items(), noise, strict=True):
-        g = per_example.detach().double().cpu().flatten() - own
-        # a NaN/∞ gap counts as the worst one: every block's contribution must lie in [-c, c]
-        g = torch.nan_to_num(g, nan=clip, posinf=clip, neginf=-clip).clamp(-clip, clip)
-        gaps[key] = min(max(float(g.mean() + z), -clip), clip)  # post-processing
-    event = DpEvent(
-        "gaussian-validation", sigma, 1.0, len(candidate_losses), round, "validation-scores"
-    )
-    return NoisyValidation(gaps, event)
+    means: dict[K, float] = {}
+    for (key, x), z in zip(values.items(), noise, strict=True):
+        x = torch.nan_to_num(x, nan=high, posinf=high, neginf=low).clamp(low, high)
+        means[key] = min(max(float(x.mean() + z), low), high)
+    event = DpEvent("gaussian-validation", sigma, 1.0, len(values), round, "validation-scores")
+    return NoisyValidation(means, event)
 
 
 def _source(cfg: PrivacyConfig, generator: torch.Generator | None) -> RandomSource:

@@ -20,6 +20,8 @@ from secure_pcft.errors import ConfigError
 from secure_pcft.validation import is_int, require
 
 AggregationMode = Literal["paper", "shared-init", "frozen-a"]
+SignatureKind = Literal["top-logits", "logprob-shift"]
+SIGNATURES: tuple[str, ...] = get_args(SignatureKind)
 AGGREGATION_MODES: tuple[str, ...] = get_args(AggregationMode)
 
 
@@ -198,6 +200,14 @@ class StrategyConfig:
         calibrated: ``predictions`` only: set the temperature from the spread of the distances
             instead of the paper's fixed factor 10 (see docs/design.md, known limit of the paper's rule).
         reference_batches: ``predictions`` only: public reference batches per round.
+        signature: ``predictions`` only: what a peer's predictions are compared by.
+            ``top-logits`` (the paper's): its top-100 last-position logits on the reference set,
+            compared by L1 distance in plain mode (CKKS computes inner products only, so secure
+            mode can only take the chordal distance of the L2-normalised vectors, a different
+            rule). ``logprob-shift``: the change of its next-token log-probabilities against the
+            shared base model on the reference set, JL-sketched to a unit vector; compared by
+            chordal distance in *both* modes (one rule: the plain-mode signature is that unit
+            vector, secure mode computes its inner products under CKKS). See docs/design.md.
         relative: ``validation`` only: score each received adapter by its mean per-block loss
             *gap* to the peer's own adapter on the validation split (nats; own = 0, not scored)
             instead of by perplexity; under DP the accounted gaps are clipped to
@@ -212,6 +222,7 @@ class StrategyConfig:
     calibrated: bool = False
     reference_batches: int = 4
     relative: bool = False
+    signature: SignatureKind = "top-logits"
 
     def __post_init__(self) -> None:
         require(bool(self.name), "strategy", "name", "must name a registered strategy")
@@ -224,12 +235,26 @@ class StrategyConfig:
             "relative",
             "only the validation strategy scores relative loss gaps",
         )
+        require(
+            self.signature in SIGNATURES,
+            "strategy",
+            "signature",
+            f"one of {', '.join(SIGNATURES)}",
+        )
+        require(
+            self.signature == "top-logits" or self.name == "predictions",
+            "strategy",
+            "signature",
+            "only the predictions strategy compares signatures",
+        )
 
     @property
     def label(self) -> str:
         """The name plus the options that differ from the paper's rule, e.g.
         ``predictions-calibrated`` or ``validation-t50-top3`` (names result folders and rows)."""
         parts = [self.name]
+        if self.signature == "logprob-shift":
+            parts.append("shift")
         if self.calibrated:
             parts.append("calibrated")
         if self.relative:
@@ -259,6 +284,8 @@ class StrategyConfig:
             try:
                 if tail == "calibrated":
                     opts["calibrated"] = True
+                elif tail == "shift":
+                    opts["signature"] = "logprob-shift"
                 elif tail == "relative":
                     opts["relative"] = True
                 elif tail.startswith("thr"):

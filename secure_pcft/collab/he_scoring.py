@@ -9,10 +9,15 @@ strategy that needs discovery, says which vector and which rule:
   1/√R (R = rows over all tensors). The inner product of two such (unsketched) vectors is exactly
   the strategy's score, the mean row-wise cosine, whenever no row is all-zero; the sketch adds the
   JL error (~1/√dim). Trust = the strategy's own ``softmax(s / T)`` with its top-k / threshold.
-* ``predictions``: the vector is the JL sketch of the dense top-100 last-position logits on the
-  public reference batch, L2-normalised. Under HE the pairwise quantity is a cosine, so the
-  paper's L1 distance is replaced by the L2 distance of the unit signatures, d = √(2 − 2·cos),
+* ``predictions`` with ``signature = "logprob-shift"``: the vector is the peer's plain-mode
+  signature itself (the unit sketch of its log-probability shift against the base on the public
+  reference batch), so d = √(2 − 2·cos) and the strategy's rule are exactly the plain rule (± the
+  flooding noise, ~1e-4 on the cosine).
+* ``predictions`` with ``signature = "top-logits"`` (the paper's): the vector is the JL sketch of the
+  dense top-100 last-position logits, L2-normalised. Under HE the pairwise quantity is a cosine, so
+  the paper's L1 distance is replaced by the L2 distance of the unit signatures, d = √(2 − 2·cos),
   and the strategy's own rule is applied to it (paper: softmax(−10·d/Σd / T); calibrated: z-scored).
+  This is *not* the plain rule, and it measures worse under DP (README, "Privacy–utility").
 * ``validation``: discovery and selection use the ``weights`` vector; the trust row itself is the
   strategy's (validation perplexity of the received adapters), computed after the exchange.
 
@@ -34,7 +39,8 @@ import numpy.typing as npt
 import torch
 
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.strategies.predictions import distance_scores, prediction_signature
+from secure_pcft.collab.protocol import prediction_signature_of
+from secure_pcft.collab.strategies.predictions import SHIFT, distance_scores, prediction_signature
 from secure_pcft.collab.strategy import (
     AdapterState,
     Discovery,
@@ -61,7 +67,9 @@ class HeScorer(ABC):
     rescore_after_exchange: ClassVar[bool] = False
 
     @abstractmethod
-    def vector(self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec) -> UnitVector:
+    def vector(
+        self, strategy: TrustStrategy, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
+    ) -> UnitVector:
         """This peer's unit vector, shape (spec.dim,), from its own state only."""
 
     @abstractmethod
@@ -110,7 +118,9 @@ def signature_vector(last_logits: torch.Tensor, spec: ProjectionSpec) -> UnitVec
 class WeightsHe(HeScorer):
     name = "weights"
 
-    def vector(self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec) -> UnitVector:
+    def vector(
+        self, strategy: TrustStrategy, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
+    ) -> UnitVector:
         return weights_vector(peer.adapter(), spec)
 
     def row(self, strategy: TrustStrategy, cosines: torch.Tensor, self_index: int) -> torch.Tensor:
@@ -126,7 +136,15 @@ class WeightsHe(HeScorer):
 class PredictionsHe(HeScorer):
     name = "predictions"
 
-    def vector(self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec) -> UnitVector:
+    def vector(
+        self, strategy: TrustStrategy, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
+    ) -> UnitVector:
+        if strategy.cfg.signature == "logprob-shift":
+            # the plain-mode signature itself (it is built with the run's discovery spec)
+            sig = prediction_signature_of(peer, strategy.cfg, reference)[SHIFT]
+            if sig.shape != (spec.dim,):
+                raise StrategyError("logprob-shift signature length differs from the sketch")
+            return sig.numpy()
         return signature_vector(peer.reference_logits(reference), spec)
 
     def row(self, strategy: TrustStrategy, cosines: torch.Tensor, self_index: int) -> torch.Tensor:

@@ -15,9 +15,10 @@ import torch
 
 from secure_pcft.collab.channel import Channel, Rejection
 from secure_pcft.collab.messages import Message, MessageType
+from secure_pcft.collab.strategies.predictions import check_signature
 from secure_pcft.config import RunConfig
 from secure_pcft.data.corpus import PeerCorpus
-from secure_pcft.errors import AdapterRejectedError, MessageError
+from secure_pcft.errors import AdapterRejectedError, MessageError, StrategyError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.model.lora import (
     AdapterState,
@@ -165,8 +166,15 @@ class Peer:
             self.set_adapter(own)
 
     @torch.no_grad()
-    def reference_logits(self, reference: torch.Tensor) -> torch.Tensor:
-        """Last-position logits on public reference blocks (R, T) → (R, V)."""
+    def reference_logits(self, reference: torch.Tensor, *, base: bool = False) -> torch.Tensor:
+        """Last-position logits on public reference blocks (R, T) → (R, V).
+
+        ``base``: of the shared base model, with this peer's adapter switched off (public: every
+        peer computes the same logits).
+        """
+        if base:
+            with self.model.disable_adapter():
+                return self.reference_logits(reference)
         was = self.model.training
         self.model.train(False)
         try:
@@ -238,6 +246,10 @@ class Peer:
         if msg.msg_type is MessageType.ADAPTER:
             self.inbox.adapters[j] = self.check_adapter(msg.tensors)
         elif msg.msg_type is MessageType.SIGNATURE:
+            try:
+                check_signature(msg.tensors)
+            except StrategyError as exc:
+                raise MessageError(f"malformed signature: {exc}") from exc
             self.inbox.signatures[j] = msg.tensors
         elif msg.msg_type is MessageType.ADAPTER_REQUEST:
             self.inbox.requests.add(j)

@@ -15,8 +15,10 @@ import torch
 from secure_pcft.collab.aggregation import check_row, weighted_average
 from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.strategies.predictions import prediction_signature
+from secure_pcft.collab.strategies.predictions import prediction_signature, shift_signature
 from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy
+from secure_pcft.config import RunConfig, StrategyConfig
+from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import BudgetExhaustedError
 
 
@@ -25,7 +27,7 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
     if strategy.discovery is Discovery.NONE:
         return
     if strategy.discovery is Discovery.SIGNATURES:
-        payload, kind = _own_signature(peer, reference), MessageType.SIGNATURE
+        payload, kind = _own_signature(peer, strategy, reference), MessageType.SIGNATURE
     else:
         payload, kind = peer.adapter(), MessageType.ADAPTER
     for j in range(len(peer.peer_ids)):
@@ -33,10 +35,28 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
             peer.send(j, kind, payload)
 
 
-def _own_signature(peer: Peer, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+def discovery_spec(cfg: RunConfig) -> ProjectionSpec:
+    """The consortium's public JL sketch for signatures and encrypted discovery."""
+    return ProjectionSpec(seed=cfg.lora.public_seed, dim=cfg.security.projection_dim)
+
+
+def prediction_signature_of(
+    peer: Peer, cfg: StrategyConfig, reference: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``peer``'s prediction signature of the kind ``cfg.signature`` on the reference blocks."""
+    logits = peer.reference_logits(reference)
+    if cfg.signature == "logprob-shift":
+        base = peer.reference_logits(reference, base=True)
+        return shift_signature(logits, base, discovery_spec(peer.cfg))
+    return prediction_signature(logits)
+
+
+def _own_signature(
+    peer: Peer, strategy: TrustStrategy, reference: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """This round's signature of ``peer`` (computed once: sent in discovery, reused in scoring)."""
     if peer.inbox.own_signature is None:
-        peer.inbox.own_signature = prediction_signature(peer.reference_logits(reference))
+        peer.inbox.own_signature = prediction_signature_of(peer, strategy.cfg, reference)
     return peer.inbox.own_signature
 
 
@@ -51,7 +71,7 @@ def score(
     adapters = {peer.index: peer.adapter(), **peer.inbox.adapters}
     signatures = dict(peer.inbox.signatures)
     if strategy.discovery is Discovery.SIGNATURES:
-        signatures[peer.index] = _own_signature(peer, reference)
+        signatures[peer.index] = _own_signature(peer, strategy, reference)
     ctx = TrustContext(
         self_index=peer.index,
         peer_ids=peer.peer_ids,

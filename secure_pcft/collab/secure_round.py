@@ -39,14 +39,13 @@ from secure_pcft.collab.encrypted_discovery import PeerHe, encrypted_cosines
 from secure_pcft.collab.he_scoring import HeScorer, he_scorer_for
 from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.peer import Peer, SendOutcome
-from secure_pcft.collab.protocol import aggregate, request, score
+from secure_pcft.collab.protocol import aggregate, discovery_spec, request, score
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.strategy import TrustStrategy
 from secure_pcft.config import RunConfig, SecurityConfig
 from secure_pcft.crypto.consortium import Consortium
 from secure_pcft.crypto.envelope import InboxPolicy
 from secure_pcft.crypto.he_similarity import ResponderPolicy
-from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import ConfigError
 from secure_pcft.transport.loopback import LoopbackTransport
 
@@ -183,8 +182,8 @@ def _discover_and_select(
     state: SecureRoundState,
 ) -> tuple[list[torch.Tensor], list[set[int]]]:
     """Encrypted cosines → trust rows → selection; rows restricted to self and the selected."""
-    spec = ProjectionSpec(seed=peers[0].cfg.lora.public_seed, dim=cfg.projection_dim)
-    vectors = [scorer.vector(p, reference, spec) for p in peers]  # (dim,) each, never sent
+    spec = discovery_spec(peers[0].cfg)
+    vectors = [scorer.vector(strategy, p, reference, spec) for p in peers]  # (dim,), never sent
     cos = encrypted_cosines(peers, vectors, rnd, state.agents, state.fingerprint, state.setup_scope)
     rows = [scorer.row(strategy, cos[p.index], p.index) for p in peers]
     selected = [select_peers(rows[p.index], cos[p.index], p.index, cfg) for p in peers]

@@ -12,6 +12,7 @@ import re
 import struct
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,29 @@ def test_cli_keys_and_secure_run(
     security = result["extra"]["security"]
     assert security["fingerprints"] == printed
     assert security["he_context_bytes"] > 0 and len(security["rounds"]) == 2
+
+
+def test_logprob_shift_predictions_are_one_rule_in_plain_and_secure_mode(
+    tiny_base: BaseModel, federation: Federation
+) -> None:
+    # The secure peers encrypt exactly the plain-mode signature: the trust rows may differ only
+    # by the CKKS flooding noise on the cosines (~1e-4), not by a different distance.
+    strategy = StrategyConfig(
+        name="predictions", signature="logprob-shift", calibrated=True, reference_batches=1
+    )
+    secure_cfg = SecurityConfig(mode="full", select_top_k=0, consent="asker")
+    plain = Simulation(
+        replace(cfg("predictions", SecurityConfig()), strategy=strategy), federation, tiny_base
+    )
+    secure = Simulation(
+        replace(cfg("predictions", secure_cfg), strategy=strategy), federation, tiny_base
+    )
+    w_plain, w_secure = run(plain, "predictions"), run(secure, "predictions")
+    for rp, rs in zip(plain.records[1:], secure.records[1:], strict=True):
+        assert torch.allclose(torch.tensor(rs.trust), torch.tensor(rp.trust), atol=2e-3, rtol=0)
+    assert torch.allclose(w_secure, w_plain, atol=2e-3, rtol=0)
+    assert float(w_plain.max()) < 0.999  # peers did average (the comparison is not vacuous)
+    assert secure.records[-1].test_ppl == pytest.approx(plain.records[-1].test_ppl, rel=1e-3)
+    # the plain signatures on the wire are unit sketches, not logits
+    sigs = [p.inbox.own_signature for p in plain.peers]
+    assert all(s is not None and set(s) == {"shift"} for s in sigs)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.corpus import Federation
-from secure_pcft.model.loading import BaseModel
+from secure_pcft.model.loading import BaseModel, load_base
 
 TRAIN = TrainConfig(
     batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=6, eval_batches=2
@@ -133,3 +136,25 @@ def test_branching_after_the_first_local_phase_equals_a_fresh_run(
     for x, y in zip(shared.peers, alone.peers, strict=True):
         a, b = x.adapter(), y.adapter()
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_base_reference_logits_are_the_shared_base_models_and_a_bad_signature_is_rejected(
+    tiny_base: BaseModel, tiny_base_dir: Path, federation: Federation
+) -> None:
+    sim = Simulation(cfg("predictions", "shared-init"), federation, tiny_base)
+    sim.warmup()
+    ref = sim.reference[:4]
+    fresh = load_base(tiny_base_dir).model.eval()
+    with torch.no_grad():
+        want = fresh(input_ids=ref).logits[:, -1, :].float()
+    peer = sim.peers[0]
+    with torch.no_grad():
+        assert torch.allclose(peer.reference_logits(ref, base=True), want, atol=1e-5)
+        assert not torch.allclose(peer.reference_logits(ref), want, atol=1e-5)  # trained adapter
+    # a malformed signature from another peer is rejected at the door, typed, not filed
+    peer.begin_round(1)
+    sim.peers[1].begin_round(1)
+    sim.peers[1].send(0, MessageType.SIGNATURE, {"shift": torch.ones(8, dtype=torch.float64)})
+    peer.collect()
+    assert 1 not in peer.inbox.signatures
+    assert peer.channel.rejections[-1].error == "MessageError"

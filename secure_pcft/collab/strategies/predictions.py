@@ -11,9 +11,20 @@ peers (z_ij = (d_ij − mean_{k≠i} d_ik) / std_{k≠i} d_ik) and uses softmax(
 Self is scored like its closest other peer: its own distance is 0 by construction, and including
 it in the standardisation (or scoring it from its 0) would always hand it nearly all the weight,
 collapsing the rule to ``local``.
+
+``signature = "logprob-shift"`` compares what each adapter *changed*: the shift of the next-token
+log-probabilities against the shared (public) base model on the reference set,
+Δ = log_softmax(z_adapter) − log_softmax(z_base), shape (R, V), JL-sketched to one unit vector u
+(:mod:`secure_pcft.crypto.projection`, the consortium's public seed). d_ij = ‖u_i − u_j‖ =
+√(2 − 2⟨u_i, u_j⟩), then the same paper / calibrated rule. Because u is exactly the vector secure
+mode encrypts, the plain and the encrypted rule are one rule. Why: the top-100 logits are dominated
+by what every adapter inherits from the base (and by their scale), so under DP noise their angle does
+not separate domains (docs/design.md, "Prediction signatures"); the shift removes that common part.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -23,11 +34,14 @@ from secure_pcft.collab.strategy import (
     TrustContext,
     register_strategy,
 )
-from secure_pcft.errors import StrategyError
+from secure_pcft.crypto.projection import ProjectionSpec, project
+from secure_pcft.errors import CryptoError, StrategyError
 
 SIGNATURE_TOP_K = 100
 PAPER_GAIN = 10.0
 CALIBRATED_GAIN = 4.0
+SHIFT = "shift"  # the one tensor of a logprob-shift signature: the unit sketch (dim,)
+_UNIT_TOLERANCE = 1e-6
 
 
 def prediction_signature(
@@ -37,6 +51,82 @@ def prediction_signature(
     k = min(top_k, last_logits.shape[-1])
     values, indices = torch.topk(last_logits.to(torch.float32), k, dim=-1)  # (R, k)
     return {"indices": indices.to(torch.int64), "values": values}
+
+
+def logprob_shift(last_logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax(adapter logits) − log_softmax(base logits), both (R, V) → (R, V) float64."""
+    if last_logits.shape != base_logits.shape or last_logits.ndim != 2:
+        raise StrategyError("adapter and base logits must have the same shape (R, V)")
+    a = torch.log_softmax(last_logits.to(torch.float64), dim=-1)
+    return a - torch.log_softmax(base_logits.to(torch.float64), dim=-1)
+
+
+def shift_vector(
+    last_logits: torch.Tensor, base_logits: torch.Tensor, spec: ProjectionSpec
+) -> torch.Tensor:
+    """The unit vector (spec.dim,) float64 that ``logprob-shift`` compares (plain and secure).
+
+    Raises:
+        StrategyError: the adapter does not change the base's predictions at all (an untrained
+            adapter: nothing to compare yet), or the logits are not finite.
+    """
+    try:
+        return torch.from_numpy(project({SHIFT: logprob_shift(last_logits, base_logits)}, spec))
+    except CryptoError as exc:
+        raise StrategyError(f"logprob-shift signature: {exc} (train before scoring)") from exc
+
+
+def shift_signature(
+    last_logits: torch.Tensor, base_logits: torch.Tensor, spec: ProjectionSpec
+) -> dict[str, torch.Tensor]:
+    """The ``logprob-shift`` signature message: ``{"shift": unit vector (spec.dim,)}``."""
+    return {SHIFT: shift_vector(last_logits, base_logits, spec)}
+
+
+def shift_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Chordal distance √(2 − 2⟨u_a, u_b⟩) of two ``logprob-shift`` signatures.
+
+    Raises:
+        StrategyError: a signature that is not one finite unit vector of the same length.
+    """
+    ua, ub = _unit(a), _unit(b)
+    if ua.shape != ub.shape:
+        raise StrategyError("logprob-shift signatures of different lengths")
+    return math.sqrt(max(0.0, 2.0 - 2.0 * float(ua @ ub)))
+
+
+def _unit(sig: dict[str, torch.Tensor]) -> torch.Tensor:
+    u = sig.get(SHIFT)
+    if set(sig) != {SHIFT} or u is None or u.ndim != 1 or not u.is_floating_point():
+        raise StrategyError(f"a logprob-shift signature is one 1-D float tensor {SHIFT!r}")
+    u = u.to(torch.float64)
+    if not bool(torch.isfinite(u).all()) or abs(float(u.norm()) - 1.0) > _UNIT_TOLERANCE:
+        raise StrategyError("a logprob-shift signature must be a finite unit vector")
+    return u
+
+
+def is_shift_signature(sig: dict[str, torch.Tensor]) -> bool:
+    return set(sig) == {SHIFT}
+
+
+def check_signature(sig: dict[str, torch.Tensor]) -> None:
+    """Refuse a received signature that is neither a well-formed top-logits nor a logprob-shift one.
+
+    Raises:
+        StrategyError: wrong tensors, shapes, dtypes, negative indices or non-finite values.
+    """
+    if is_shift_signature(sig):
+        _unit(sig)
+        return
+    idx, val = sig.get("indices"), sig.get("values")
+    if set(sig) != {"indices", "values"} or idx is None or val is None:
+        raise StrategyError("a top-logits signature is the tensors 'indices' and 'values'")
+    if idx.shape != val.shape or idx.ndim != 2 or idx.dtype != torch.int64:
+        raise StrategyError("top-logits signature: indices (R, k) int64 and values (R, k)")
+    if not val.is_floating_point() or not bool(torch.isfinite(val).all()):
+        raise StrategyError("top-logits signature: values must be finite floats")
+    if idx.numel() and int(idx.min()) < 0:
+        raise StrategyError("top-logits signature: negative index")
 
 
 def _dense(sig: dict[str, torch.Tensor], vocab: int) -> torch.Tensor:
@@ -67,10 +157,13 @@ class PredictionTrust(ScoreSoftmaxStrategy):
         mine = ctx.signatures.get(ctx.self_index)
         if mine is None:
             raise StrategyError("predictions strategy needs this peer's own signature")
-        known = sorted(ctx.signatures)
-        d = torch.tensor(
-            [signature_distance(mine, ctx.signatures[j]) for j in known], dtype=torch.float64
-        )
+        shift = self.cfg.signature == "logprob-shift"
+        if is_shift_signature(mine) != shift:
+            raise StrategyError(f"this peer's own signature is not a {self.cfg.signature} one")
+        # a peer that sent the other kind of signature (misconfigured) gets no score
+        known = sorted(j for j, sig in ctx.signatures.items() if is_shift_signature(sig) == shift)
+        distance = shift_distance if shift else signature_distance
+        d = torch.tensor([distance(mine, ctx.signatures[j]) for j in known], dtype=torch.float64)
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
         s[known] = distance_scores(d, known.index(ctx.self_index), self.cfg.calibrated)
         return s

@@ -43,7 +43,7 @@ from secure_pcft.collab.encrypted_discovery import (
 )
 from secure_pcft.collab.he_scoring import HeScorer, he_scorer_for
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.protocol import aggregate, answer, discover, request, score
+from secure_pcft.collab.protocol import aggregate, answer, discover, discovery_spec, request, score
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.secure_round import (
     SESSION_SETUP_ROUND,
@@ -54,7 +54,6 @@ from secure_pcft.collab.secure_round import (
 )
 from secure_pcft.collab.strategy import TrustStrategy, make_strategy
 from secure_pcft.config import RunConfig
-from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.transport.flower.errors import RelayRecordError
 from secure_pcft.transport.flower.mailbox import RelayMailbox
 
@@ -203,10 +202,8 @@ class PeerSession:
             norm_bounded_spec(peer.adapter(), self.cfg.security.max_adapter_norm_ratio)
         )
         if self.scorer is not None:
-            spec = ProjectionSpec(
-                seed=self.cfg.lora.public_seed, dim=self.cfg.security.projection_dim
-            )
-            self.scratch.vector = self.scorer.vector(peer, ref, spec)
+            spec = discovery_spec(self.cfg)
+            self.scratch.vector = self.scorer.vector(self.strategy, peer, ref, spec)
             with self._setup_scope():
                 send_contexts(peer, sec.agent)
             send_queries(peer, self.scratch.vector, sec.agent)

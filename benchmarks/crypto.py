@@ -37,12 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import machine, write_json
 
-from secure_pcft.collab.he_scoring import weights_vector
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.protocol import run_round
 from secure_pcft.collab.secure_round import SESSION_SETUP_ROUND
 from secure_pcft.collab.simulation import Simulation
-from secure_pcft.collab.strategies.weights import rowwise_cosine
+from secure_pcft.collab.strategies.weights import rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
     DataConfig,

@@ -48,8 +48,7 @@ from secure_pcft.audit.attack import (
 from secure_pcft.audit.scoring import last_position_logits
 from secure_pcft.audit.shadows import shadow_adapters
 from secure_pcft.audit.target import AuditTarget
-from secure_pcft.collab.he_scoring import signature_vector
-from secure_pcft.collab.strategies.predictions import prediction_signature
+from secure_pcft.collab.strategies.predictions import prediction_signature, signature_vector
 from secure_pcft.config import TrainConfig
 from secure_pcft.crypto import _params
 from secure_pcft.crypto.projection import ProjectionSpec, project

@@ -15,10 +15,8 @@ import torch
 from secure_pcft.collab.aggregation import check_row, weighted_average
 from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.strategies.predictions import prediction_signature, shift_signature
+from secure_pcft.collab.strategies.predictions import prediction_signature_of
 from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy
-from secure_pcft.config import RunConfig, StrategyConfig
-from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import BudgetExhaustedError
 
 
@@ -33,22 +31,6 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
     for j in range(len(peer.peer_ids)):
         if j != peer.index:
             peer.send(j, kind, payload)
-
-
-def discovery_spec(cfg: RunConfig) -> ProjectionSpec:
-    """The consortium's public JL sketch for signatures and encrypted discovery."""
-    return ProjectionSpec(seed=cfg.lora.public_seed, dim=cfg.security.projection_dim)
-
-
-def prediction_signature_of(
-    peer: Peer, cfg: StrategyConfig, reference: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """``peer``'s prediction signature of the kind ``cfg.signature`` on the reference blocks."""
-    logits = peer.reference_logits(reference)
-    if cfg.signature == "logprob-shift":
-        base = peer.reference_logits(reference, base=True)
-        return shift_signature(logits, base, discovery_spec(peer.cfg))
-    return prediction_signature(logits)
 
 
 def _own_signature(

@@ -2,7 +2,7 @@
 sealed adapters only between selected and consenting peers, aggregate.
 
     begin round → discover (CKKS cosines)  [weights | predictions | validation]
-                → trust row from the decrypted scores (the strategy's rule, he_scoring.py)
+                → trust row from the decrypted scores (the strategy's encrypted rule)
                 → select: top-k / threshold ([security] select_top_k, select_threshold)
                 → request adapters from the selected peers only   (protocol.request)
                 → answer with consent: ADAPTER or DECLINE           (this module)
@@ -36,12 +36,11 @@ from typing import Any
 import torch
 
 from secure_pcft.collab.encrypted_discovery import PeerHe, encrypted_cosines
-from secure_pcft.collab.he_scoring import HeScorer, he_scorer_for
 from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.peer import Peer, SendOutcome
-from secure_pcft.collab.protocol import aggregate, discovery_spec, request, score
+from secure_pcft.collab.protocol import aggregate, request, score
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
-from secure_pcft.collab.strategy import TrustStrategy
+from secure_pcft.collab.strategy import TrustStrategy, discovery_spec, needs_encrypted_discovery
 from secure_pcft.config import RunConfig, SecurityConfig
 from secure_pcft.crypto.consortium import Consortium
 from secure_pcft.crypto.envelope import InboxPolicy
@@ -140,15 +139,15 @@ def run_secure_round(
     """All phases of secure round ``rnd`` for every peer; returns the applied trust matrix (N, N).
 
     Raises:
-        ConfigError: the strategy needs discovery but has no encrypted-similarity scorer.
+        ConfigError: the strategy needs discovery but has no encrypted rule.
     """
-    scorer = he_scorer_for(strategy)  # refuse before anything is sent
+    encrypted = needs_encrypted_discovery(strategy)  # refuse before anything is sent
     for p in peers:
         p.begin_round(rnd)
         channel = he_state.channels[p.peer_id]
         channel.begin_round(rnd)
         channel.expect_adapters(norm_bounded_spec(p.adapter(), security_cfg.max_adapter_norm_ratio))
-    if scorer is None:
+    if not encrypted:
         rows = [score(p, strategy, reference, domain_mixes) for p in peers]
         selected = [
             select_peers(row, None, p.index, security_cfg)
@@ -156,7 +155,7 @@ def run_secure_round(
         ]
     else:
         rows, selected = _discover_and_select(
-            peers, strategy, scorer, reference, rnd, security_cfg, he_state
+            peers, strategy, reference, rnd, security_cfg, he_state
         )
     for p, row in zip(peers, rows, strict=True):
         request(p, row)
@@ -165,7 +164,7 @@ def run_secure_round(
     for p in peers:
         consented = selected[p.index] if security_cfg.consent == "mutual" else everyone
         exchange.append(answer_with_consent(p, consented - {p.index}))
-    if scorer is not None and scorer.rescore_after_exchange:
+    if encrypted and strategy.rescore_after_exchange:
         rows = [score(p, strategy, reference, domain_mixes) for p in peers]
     applied = torch.stack([aggregate(p, row) for p, row in zip(peers, rows, strict=True)])
     he_state.history.append(_round_log(peers, rnd, selected, exchange))
@@ -175,7 +174,6 @@ def run_secure_round(
 def _discover_and_select(
     peers: Sequence[Peer],
     strategy: TrustStrategy,
-    scorer: HeScorer,
     reference: torch.Tensor,
     rnd: int,
     cfg: SecurityConfig,
@@ -183,9 +181,9 @@ def _discover_and_select(
 ) -> tuple[list[torch.Tensor], list[set[int]]]:
     """Encrypted cosines → trust rows → selection; rows restricted to self and the selected."""
     spec = discovery_spec(peers[0].cfg)
-    vectors = [scorer.vector(strategy, p, reference, spec) for p in peers]  # (dim,), never sent
+    vectors = [strategy.encrypted_vector(p, reference, spec) for p in peers]  # (dim,), never sent
     cos = encrypted_cosines(peers, vectors, rnd, state.agents, state.fingerprint, state.setup_scope)
-    rows = [scorer.row(strategy, cos[p.index], p.index) for p in peers]
+    rows = [strategy.encrypted_row(cos[p.index], p.index) for p in peers]
     selected = [select_peers(rows[p.index], cos[p.index], p.index, cfg) for p in peers]
     return [restrict(rows[p.index], selected[p.index], p.index) for p in peers], selected
 

@@ -2,6 +2,21 @@
 
 A strategy is one small class behind :class:`TrustStrategy`, registered by name; a new strategy is
 one new file and one :func:`register_strategy` call. The registry refuses silent overwrites.
+
+One object owns a strategy's whole rule, in both security modes:
+
+* plain mode: :meth:`TrustStrategy.row` scores what the peer received (signatures, adapters);
+* secure mode (``[security] mode = "full"``): peers never see each other's adapters or signatures
+  before choosing whom to trust. A strategy with ``encrypted = True`` turns the peer's own state
+  into a public-length unit vector (:meth:`~TrustStrategy.encrypted_vector`); the pairwise inner
+  products are computed under CKKS (:mod:`secure_pcft.collab.encrypted_discovery`) and
+  :meth:`~TrustStrategy.encrypted_row` turns the decrypted cosines into the trust row that selects
+  whom to ask. ``rescore_after_exchange``: the final row is :meth:`row` on the adapters received
+  (``validation``). A strategy that needs discovery but has no encrypted rule is refused in secure
+  mode (fail closed: nothing is ever broadcast in clear with security on).
+
+Threats mitigated (threat_models/): adapters and signatures reaching a curious peer (TM-01), the
+network (TM-03) or the relay (TM-04) in clear during discovery.
 """
 
 from __future__ import annotations
@@ -10,14 +25,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from secure_pcft.config import RunConfig, StrategyConfig
+from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import ConfigError, StrategyError
 
+if TYPE_CHECKING:
+    from secure_pcft.collab.peer import Peer
+
 AdapterState = dict[str, torch.Tensor]
+UnitVector = npt.NDArray[np.float64]
 
 
 class Discovery(StrEnum):
@@ -61,10 +83,15 @@ class TrustStrategy(ABC):
     Attributes:
         name: the registry name (``[strategy] name``).
         discovery: what the strategy needs from the other peers before it can score them.
+        encrypted: it has an encrypted-discovery rule (secure mode).
+        rescore_after_exchange: in secure mode the final row is :meth:`row` on the adapters
+            received; the row from the cosines only selects whom to ask.
     """
 
     name: ClassVar[str]
     discovery: ClassVar[Discovery] = Discovery.NONE
+    encrypted: ClassVar[bool] = False
+    rescore_after_exchange: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig) -> None:
         self.cfg = cfg
@@ -78,6 +105,16 @@ class TrustStrategy(ABC):
         adapters (its own included); each is a release the privacy plan reserves up front.
         Default 0: the strategy uses no private data beyond its DP adapter."""
         return 0
+
+    def encrypted_vector(
+        self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
+    ) -> UnitVector:
+        """Secure mode: this peer's unit vector, shape (spec.dim,), from its own state only."""
+        raise StrategyError(f"strategy {self.name!r} has no encrypted-discovery rule")
+
+    def encrypted_row(self, cosines: torch.Tensor, self_index: int) -> torch.Tensor:
+        """Secure mode: the trust row (N,) from decrypted cosines (N,); NaN = no answer (weight 0)."""
+        raise StrategyError(f"strategy {self.name!r} has no encrypted-discovery rule")
 
 
 class ScoreSoftmaxStrategy(TrustStrategy):
@@ -118,6 +155,35 @@ def select_and_softmax(
     keep[self_index] = True
     s[~keep] = float("-inf")
     return torch.softmax(s, dim=0)
+
+
+def answered(cosines: torch.Tensor, self_index: int) -> torch.Tensor:
+    """Mask (N,) of the peers with a decrypted cosine, self included."""
+    known = ~torch.isnan(cosines)
+    known[self_index] = True
+    return known
+
+
+def discovery_spec(cfg: RunConfig) -> ProjectionSpec:
+    """The consortium's public JL sketch for signatures and encrypted discovery."""
+    return ProjectionSpec(seed=cfg.lora.public_seed, dim=cfg.security.projection_dim)
+
+
+def needs_encrypted_discovery(strategy: TrustStrategy) -> bool:
+    """Whether ``strategy`` discovers peers under encryption in secure mode.
+
+    Raises:
+        ConfigError: it needs discovery but has no encrypted rule (refused before anything is sent).
+    """
+    if strategy.discovery is Discovery.NONE:
+        return False
+    if not strategy.encrypted:
+        raise ConfigError(
+            f"[strategy] name: {strategy.name!r} needs peer discovery but has no encrypted-"
+            "discovery rule (TrustStrategy.encrypted_vector/encrypted_row); "
+            "set [security] mode='off' or give it one"
+        )
+    return True
 
 
 def planned_scoring_queries(

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from secure_pcft.collab.he_scoring import PredictionsHe
 from secure_pcft.collab.strategies.predictions import (
     check_signature,
     logprob_shift,
@@ -76,7 +75,7 @@ def test_encrypted_row_equals_the_plain_row_on_the_same_unit_vectors() -> None:
     for i in range(5):
         plain = strategy.row(TrustContext(i, ids, signatures=sigs))
         cos = torch.stack([sigs[i]["shift"] @ sigs[j]["shift"] for j in range(5)])
-        assert torch.allclose(PredictionsHe().row(strategy, cos, i), plain, atol=1e-9)
+        assert torch.allclose(strategy.encrypted_row(cos, i), plain, atol=1e-9)
 
 
 def test_a_peer_that_sent_the_other_signature_kind_gets_no_weight() -> None:

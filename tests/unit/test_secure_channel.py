@@ -13,12 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from secure_pcft.collab.he_scoring import he_scorer_for, row_normalised, weights_vector
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.secure_round import restrict, select_peers
-from secure_pcft.collab.strategies.weights import rowwise_cosine
-from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy, make_strategy
+from secure_pcft.collab.strategies.weights import row_normalised, rowwise_cosine, weights_vector
+from secure_pcft.collab.strategy import (
+    Discovery,
+    TrustContext,
+    TrustStrategy,
+    make_strategy,
+    needs_encrypted_discovery,
+)
 from secure_pcft.config import SecurityConfig, StrategyConfig, config_from_dict
 from secure_pcft.crypto.consortium import Consortium, new_identity, write_roster
 from secure_pcft.crypto.envelope import Sealer
@@ -255,7 +260,7 @@ def test_weights_vector_estimates_the_rowwise_cosine() -> None:
     assert exact > 0.5 and est == pytest.approx(exact, abs=0.05)
 
 
-def test_strategy_with_discovery_but_no_scorer_is_refused() -> None:
+def test_strategy_with_discovery_but_no_encrypted_rule_is_refused() -> None:
     class Gossip(TrustStrategy):
         name = "gossip-test-only"
         discovery = Discovery.ADAPTERS
@@ -263,7 +268,8 @@ def test_strategy_with_discovery_but_no_scorer_is_refused() -> None:
         def row(self, ctx: TrustContext) -> torch.Tensor:  # pragma: no cover - never called
             raise AssertionError
 
-    with pytest.raises(ConfigError, match="no encrypted-similarity scorer"):
-        he_scorer_for(Gossip(StrategyConfig(name="gossip-test-only")))
-    assert he_scorer_for(make_strategy(StrategyConfig(name="fedavg"))) is None
-    assert he_scorer_for(make_strategy(StrategyConfig(name="validation"))) is not None
+    with pytest.raises(ConfigError, match="no encrypted-discovery rule"):
+        needs_encrypted_discovery(Gossip(StrategyConfig(name="gossip-test-only")))
+    assert not needs_encrypted_discovery(make_strategy(StrategyConfig(name="fedavg")))
+    for name in ("weights", "predictions", "validation"):
+        assert needs_encrypted_discovery(make_strategy(StrategyConfig(name=name)))

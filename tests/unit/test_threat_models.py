@@ -117,7 +117,7 @@ MITIGATING_MODULES = (
     "secure_pcft/crypto/consortium.py",
     "secure_pcft/collab/secure_channel.py",
     "secure_pcft/collab/encrypted_discovery.py",
-    "secure_pcft/collab/he_scoring.py",
+    "secure_pcft/collab/strategy.py",
     "secure_pcft/collab/secure_round.py",
     "secure_pcft/privacy/randomness.py",
 )

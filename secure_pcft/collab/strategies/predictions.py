@@ -20,11 +20,18 @@ log-probabilities against the shared (public) base model on the reference set,
 mode encrypts, the plain and the encrypted rule are one rule. Why: the top-100 logits are dominated
 by what every adapter inherits from the base (and by their scale), so under DP noise their angle does
 not separate domains (docs/design.md, "Prediction signatures"); the shift removes that common part.
+
+Secure mode (encrypted discovery): with ``logprob-shift`` the encrypted vector is u itself, so the
+row is the plain rule (± the CKKS flooding noise on the cosines). With ``top-logits`` it is the JL
+sketch of the dense top-100 logits, L2-normalised; CKKS gives inner products, not L1, so the
+distance becomes the chordal √(2 − 2·cos) of those unit vectors — not the plain rule, and measured
+worse under DP (README, "Privacy–utility").
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,10 +39,18 @@ from secure_pcft.collab.strategy import (
     Discovery,
     ScoreSoftmaxStrategy,
     TrustContext,
+    UnitVector,
+    answered,
+    discovery_spec,
     register_strategy,
+    select_and_softmax,
 )
+from secure_pcft.config import StrategyConfig
 from secure_pcft.crypto.projection import ProjectionSpec, project
 from secure_pcft.errors import CryptoError, StrategyError
+
+if TYPE_CHECKING:
+    from secure_pcft.collab.peer import Peer
 
 SIGNATURE_TOP_K = 100
 PAPER_GAIN = 10.0
@@ -105,6 +120,25 @@ def _unit(sig: dict[str, torch.Tensor]) -> torch.Tensor:
     return u
 
 
+def prediction_signature_of(
+    peer: Peer, cfg: StrategyConfig, reference: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``peer``'s prediction signature of the kind ``cfg.signature`` on the reference blocks."""
+    logits = peer.reference_logits(reference)
+    if cfg.signature == "logprob-shift":
+        base = peer.reference_logits(reference, base=True)
+        return shift_signature(logits, base, discovery_spec(peer.cfg))
+    return prediction_signature(logits)
+
+
+def signature_vector(last_logits: torch.Tensor, spec: ProjectionSpec) -> UnitVector:
+    """Sketch of the dense top-100 logits (R, V) → unit vector (spec.dim,)."""
+    sig = prediction_signature(last_logits)
+    dense = torch.zeros(last_logits.shape, dtype=torch.float64)
+    dense.scatter_(1, sig["indices"], sig["values"].to(torch.float64))  # (R, V)
+    return project({"signature": dense}, spec)
+
+
 def is_shift_signature(sig: dict[str, torch.Tensor]) -> bool:
     return set(sig) == {SHIFT}
 
@@ -152,6 +186,7 @@ def signature_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 class PredictionTrust(ScoreSoftmaxStrategy):
     name = "predictions"
     discovery = Discovery.SIGNATURES
+    encrypted = True
 
     def scores(self, ctx: TrustContext) -> torch.Tensor:
         mine = ctx.signatures.get(ctx.self_index)
@@ -168,12 +203,34 @@ class PredictionTrust(ScoreSoftmaxStrategy):
         s[known] = distance_scores(d, known.index(ctx.self_index), self.cfg.calibrated)
         return s
 
+    def encrypted_vector(
+        self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
+    ) -> UnitVector:
+        if self.cfg.signature == "logprob-shift":
+            # the plain-mode signature itself (built with the run's discovery spec)
+            u = prediction_signature_of(peer, self.cfg, reference)[SHIFT]
+            if u.shape != (spec.dim,):
+                raise StrategyError("logprob-shift signature length differs from the sketch")
+            return u.numpy()
+        return signature_vector(peer.reference_logits(reference), spec)
+
+    def encrypted_row(self, cosines: torch.Tensor, self_index: int) -> torch.Tensor:
+        known = answered(cosines, self_index)
+        cos = cosines.to(torch.float64).clone()
+        cos[self_index] = 1.0
+        d = torch.sqrt(torch.clamp(2.0 - 2.0 * cos[known], min=0.0))
+        s = torch.full_like(cos, float("-inf"))
+        s[known] = distance_scores(d, int(known[:self_index].sum()), self.cfg.calibrated)
+        return select_and_softmax(
+            s / self.cfg.temperature, self_index, self.cfg.top_k, self.cfg.threshold
+        )
+
 
 def distance_scores(d: torch.Tensor, self_pos: int, calibrated: bool) -> torch.Tensor:
     """Scores (higher = more trusted) from one row of signature distances, self at ``self_pos``.
 
     The paper's rule −PAPER_GAIN · d / Σd, or the calibrated z-score rule. Shared by the plain and
-    the encrypted (``he_scoring``) predictions strategies so both apply the same formula.
+    the encrypted rule (:meth:`PredictionTrust.encrypted_row`) so both apply the same formula.
     """
     if calibrated:
         return _calibrated_scores(d, self_pos)

@@ -41,9 +41,8 @@ from secure_pcft.collab.encrypted_discovery import (
     send_contexts,
     send_queries,
 )
-from secure_pcft.collab.he_scoring import HeScorer, he_scorer_for
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.protocol import aggregate, answer, discover, discovery_spec, request, score
+from secure_pcft.collab.protocol import aggregate, answer, discover, request, score
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.secure_round import (
     SESSION_SETUP_ROUND,
@@ -52,7 +51,12 @@ from secure_pcft.collab.secure_round import (
     restrict,
     select_peers,
 )
-from secure_pcft.collab.strategy import TrustStrategy, make_strategy
+from secure_pcft.collab.strategy import (
+    TrustStrategy,
+    discovery_spec,
+    make_strategy,
+    needs_encrypted_discovery,
+)
 from secure_pcft.config import RunConfig
 from secure_pcft.transport.flower.errors import RelayRecordError
 from secure_pcft.transport.flower.mailbox import RelayMailbox
@@ -66,11 +70,11 @@ def round_steps(cfg: RunConfig) -> tuple[str, ...]:
     """The steps of one aggregation round for ``cfg`` (the warm-up is the single step ``warmup``).
 
     Raises:
-        ConfigError: secure mode with a discovery strategy that has no encrypted scorer.
+        ConfigError: secure mode with a discovery strategy that has no encrypted rule.
     """
     if cfg.security.mode != "full":
         return ("discover", "select", "answer", "aggregate")
-    if he_scorer_for(make_strategy(cfg.strategy)) is None:
+    if not needs_encrypted_discovery(make_strategy(cfg.strategy)):
         return ("discover", "select", "answer", "aggregate")
     return ("discover", "respond", "select", "answer", "aggregate")
 
@@ -132,7 +136,7 @@ class PeerSession:
         self.secure = secure
         self.rng_state = rng_state
         self.strategy: TrustStrategy = make_strategy(self.cfg.strategy)
-        self.scorer: HeScorer | None = he_scorer_for(self.strategy) if secure else None
+        self.encrypted_discovery = secure is not None and needs_encrypted_discovery(self.strategy)
         self.schedule = round_steps(self.cfg)
         self.scratch: RoundScratch | None = None
         self.epoch = secrets.token_hex(8)  # changes when the peer's process restarts
@@ -201,9 +205,9 @@ class PeerSession:
         sec.channel.expect_adapters(
             norm_bounded_spec(peer.adapter(), self.cfg.security.max_adapter_norm_ratio)
         )
-        if self.scorer is not None:
+        if self.encrypted_discovery:
             spec = discovery_spec(self.cfg)
-            self.scratch.vector = self.scorer.vector(self.strategy, peer, ref, spec)
+            self.scratch.vector = self.strategy.encrypted_vector(peer, ref, spec)
             with self._setup_scope():
                 send_contexts(peer, sec.agent)
             send_queries(peer, self.scratch.vector, sec.agent)
@@ -219,9 +223,9 @@ class PeerSession:
         peer, sec, scratch = self.peer, self.secure, self.scratch
         assert scratch is not None
         ref = reference_batch(self.reference, self.cfg, rnd)
-        if sec is not None and self.scorer is not None:
+        if sec is not None and self.encrypted_discovery:
             cos = collect_answers(peer, rnd, sec.agent)
-            row = self.scorer.row(self.strategy, cos, peer.index)
+            row = self.strategy.encrypted_row(cos, peer.index)
             scratch.selected = select_peers(row, cos, peer.index, self.cfg.security)
             row = restrict(row, scratch.selected, peer.index)
         else:
@@ -246,7 +250,7 @@ class PeerSession:
         scratch, peer = self.scratch, self.peer
         assert scratch is not None and scratch.row is not None
         row = scratch.row
-        if self.scorer is not None and self.scorer.rescore_after_exchange:
+        if self.encrypted_discovery and self.strategy.rescore_after_exchange:
             ref = reference_batch(self.reference, self.cfg, rnd)
             row = score(peer, self.strategy, ref, self.domain_mixes)
         applied = aggregate(peer, row)

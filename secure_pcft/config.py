@@ -393,8 +393,9 @@ class SecurityConfig:
             peer its trust row weights.
         select_threshold: only ask peers whose encrypted-similarity score (a cosine in [-1, 1])
             is at least this; None = no threshold.
-        consent: ``mutual`` = a peer sends its adapter only to requesters it selected itself;
-            ``asker`` = to every roster peer of the run that asks.
+        consent: ``mutual`` = a peer sends its adapter only to requesters among its own
+            ``select_top_k`` best-scored peers or that it asked itself; ``asker`` = to every
+            roster peer of the run that asks.
         max_adapter_norm_ratio: a received adapter is rejected if its global (or any tensor's)
             L2 norm exceeds this multiple of the receiver's own (ratio, > 1).
     """

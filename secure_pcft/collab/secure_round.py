@@ -14,10 +14,14 @@ every peer their row weights; the exchange still goes through the secure channel
 
 Consent (``[security] consent``):
 
-* ``mutual`` (default): j sends its adapter to i only if i is among j's own selected peers. An
-  adapter then only reaches peers its owner judged similar enough to aggregate with, so a dissimilar
-  peer cannot harvest adapters by asking. Exposure is symmetric; with asymmetric top-k choices some
-  requests are declined and the asker renormalises its row over what arrived.
+* ``mutual`` (default): j sends its adapter to i only if i is among the peers j is *willing* to
+  exchange with: its ``select_top_k`` best by encrypted score (those above ``select_threshold``),
+  plus any peer it asks itself. An adapter then only reaches peers its owner ranks among its
+  ``select_top_k`` closest, so a dissimilar peer cannot harvest adapters by asking. A strategy may
+  ask fewer peers than that (its own ``top_k``); consent still covers the owner's ``select_top_k``,
+  so one rank of disagreement between two peers does not leave either of them alone — measured
+  under DP, where training alone is the worst outcome (README, "Privacy–utility"). Declined requests
+  are answered with ``DECLINE`` and the asker renormalises its row over what arrived.
 * ``asker``: j sends to every peer of the run that asks (the asker's choice alone).
 
 Threats mitigated (threat_models/): adapters sent to everyone and who-trusts-whom leaking to a
@@ -60,7 +64,8 @@ class SecureRoundState:
         agents: peer id -> its encrypted-similarity state.
         fingerprint: peer id -> roster fingerprint.
         setup_scope: wraps once-per-session sends (HE contexts) for separate byte accounting.
-        history: per round, who selected, sent and declined whom (peer ids; no scores).
+        history: per round, who selected (asked), was willing to send to, sent and declined whom
+            (peer ids; no scores).
     """
 
     channels: Mapping[str, SecureChannel]
@@ -86,6 +91,32 @@ def select_peers(
         scored = [j for j in scored if float(cosines[j]) >= cfg.select_threshold]
     scored.sort(key=lambda j: (-float(cosines[j]), j))
     return set(scored[: cfg.select_top_k] if cfg.select_top_k else scored)
+
+
+def willing_peers(
+    row: torch.Tensor, cosines: torch.Tensor | None, self_index: int, cfg: SecurityConfig
+) -> set[int]:
+    """Peers this peer consents to send its adapter to under ``mutual`` consent.
+
+    With encrypted scores: the ``select_top_k`` best-scored peers that answered (score ≥
+    ``select_threshold``), whatever the strategy's own row; without them (strategies without
+    discovery): the row's support. Ties break by peer index.
+    """
+    if cosines is None:
+        return {j for j in range(row.shape[0]) if j != self_index and float(row[j]) > 0}
+    ranked = [j for j in range(row.shape[0]) if j != self_index and not torch.isnan(cosines[j])]
+    if cfg.select_threshold is not None:
+        ranked = [j for j in ranked if float(cosines[j]) >= cfg.select_threshold]
+    ranked.sort(key=lambda j: (-float(cosines[j]), j))
+    return set(ranked[: cfg.select_top_k] if cfg.select_top_k else ranked)
+
+
+def consented(
+    cfg: SecurityConfig, selected: set[int], willing: set[int], num_peers: int
+) -> set[int]:
+    """Requesters a peer sends its adapter to: under ``mutual`` consent the peers it is willing to
+    exchange with and those it asked itself; under ``asker`` every peer of the run."""
+    return selected | willing if cfg.consent == "mutual" else set(range(num_peers))
 
 
 def restrict(row: torch.Tensor, keep: set[int], self_index: int) -> torch.Tensor:
@@ -153,21 +184,21 @@ def run_secure_round(
             select_peers(row, None, p.index, security_cfg)
             for p, row in zip(peers, rows, strict=True)
         ]
+        willing = selected
     else:
-        rows, selected = _discover_and_select(
+        rows, selected, willing = _discover_and_select(
             peers, strategy, reference, rnd, security_cfg, he_state
         )
     for p, row in zip(peers, rows, strict=True):
         request(p, row)
-    everyone = set(range(len(peers)))
     exchange = []
     for p in peers:
-        consented = selected[p.index] if security_cfg.consent == "mutual" else everyone
-        exchange.append(answer_with_consent(p, consented - {p.index}))
+        allowed = consented(security_cfg, selected[p.index], willing[p.index], len(peers))
+        exchange.append(answer_with_consent(p, allowed - {p.index}))
     if encrypted and strategy.rescore_after_exchange:
         rows = [score(p, strategy, reference, domain_mixes) for p in peers]
     applied = torch.stack([aggregate(p, row) for p, row in zip(peers, rows, strict=True)])
-    he_state.history.append(_round_log(peers, rnd, selected, exchange))
+    he_state.history.append(_round_log(peers, rnd, selected, willing, exchange))
     return applied
 
 
@@ -178,26 +209,31 @@ def _discover_and_select(
     rnd: int,
     cfg: SecurityConfig,
     state: SecureRoundState,
-) -> tuple[list[torch.Tensor], list[set[int]]]:
-    """Encrypted cosines → trust rows → selection; rows restricted to self and the selected."""
+) -> tuple[list[torch.Tensor], list[set[int]], list[set[int]]]:
+    """Encrypted cosines → trust rows → selection. Returns the rows restricted to self and the
+    selected, the selected (asked) peers and the peers each is willing to send to."""
     spec = discovery_spec(peers[0].cfg)
     vectors = [strategy.encrypted_vector(p, reference, spec) for p in peers]  # (dim,), never sent
     cos = encrypted_cosines(peers, vectors, rnd, state.agents, state.fingerprint, state.setup_scope)
     rows = [strategy.encrypted_row(cos[p.index], p.index) for p in peers]
     selected = [select_peers(rows[p.index], cos[p.index], p.index, cfg) for p in peers]
-    return [restrict(rows[p.index], selected[p.index], p.index) for p in peers], selected
+    willing = [willing_peers(rows[p.index], cos[p.index], p.index, cfg) for p in peers]
+    restricted = [restrict(rows[p.index], selected[p.index], p.index) for p in peers]
+    return restricted, selected, willing
 
 
 def _round_log(
     peers: Sequence[Peer],
     rnd: int,
     selected: list[set[int]],
+    willing: list[set[int]],
     exchange: list[Exchange],
 ) -> dict[str, Any]:
     ids = peers[0].peer_ids
     return {
         "round": rnd,
         "selected": {p.peer_id: [ids[j] for j in sorted(selected[p.index])] for p in peers},
+        "willing": {p.peer_id: [ids[j] for j in sorted(willing[p.index])] for p in peers},
         "adapters_sent": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index].sent],
         "declined": [[p.peer_id, ids[j]] for p in peers for j in exchange[p.index].declined],
         "refused_budget": [

@@ -15,7 +15,7 @@ import torch
 
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
-from secure_pcft.collab.secure_round import restrict, select_peers
+from secure_pcft.collab.secure_round import consented, restrict, select_peers, willing_peers
 from secure_pcft.collab.strategies.weights import row_normalised, rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import (
     Discovery,
@@ -247,6 +247,22 @@ def test_select_peers_top_k_threshold_and_support() -> None:
     assert select_peers(row, None, 0, SecurityConfig(select_top_k=1)) == {1, 3, 4}
     kept = restrict(row, {3}, 0)
     assert torch.allclose(kept, torch.tensor([2 / 3, 0, 0, 1 / 3, 0], dtype=torch.float64))
+
+
+def test_willing_peers_follow_the_encrypted_ranking_not_the_strategys_own_top_k() -> None:
+    # The strategy asks only peer 3 (its top-k); consent covers the select_top_k best by
+    # encrypted score, so peer 2 (ranked second, not asked) still gets an answer if it asks.
+    row = torch.tensor([0.6, 0.0, 0.0, 0.4, 0.0], dtype=torch.float64)
+    cos = torch.tensor([1.0, 0.5, 0.8, 0.9, float("nan")], dtype=torch.float64)
+    cfg = SecurityConfig(select_top_k=2)
+    assert select_peers(row, cos, 0, cfg) == {3}
+    assert willing_peers(row, cos, 0, cfg) == {2, 3}
+    assert willing_peers(row, cos, 0, SecurityConfig(select_top_k=0)) == {1, 2, 3}  # 4: no answer
+    assert willing_peers(row, cos, 0, SecurityConfig(select_top_k=0, select_threshold=0.85)) == {3}
+    assert willing_peers(row, None, 0, cfg) == {3}  # no discovery: the row's support
+    assert consented(cfg, {3}, {2, 3}, 5) == {2, 3}
+    assert consented(cfg, {1}, {2, 3}, 5) == {1, 2, 3}  # always to the peers it asked itself
+    assert consented(SecurityConfig(consent="asker"), {3}, {3}, 5) == {0, 1, 2, 3, 4}
 
 
 def test_weights_vector_estimates_the_rowwise_cosine() -> None:

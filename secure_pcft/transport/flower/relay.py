@@ -362,6 +362,7 @@ class Relay:
                 {
                     "round": rnd,
                     "selected": {p: list(r.get("selected", [])) for p, r in reports.items()},
+                    "willing": {p: list(r.get("willing", [])) for p, r in reports.items()},
                     "adapters_sent": [
                         [p, q] for p, r in reports.items() for q in r.get("adapters_sent", [])
                     ],

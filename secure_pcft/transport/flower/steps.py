@@ -48,8 +48,10 @@ from secure_pcft.collab.secure_round import (
     SESSION_SETUP_ROUND,
     Exchange,
     answer_with_consent,
+    consented,
     restrict,
     select_peers,
+    willing_peers,
 )
 from secure_pcft.collab.strategy import (
     TrustStrategy,
@@ -104,6 +106,7 @@ class RoundScratch:
     vector: npt.NDArray[np.float64] | None = None
     row: torch.Tensor | None = None
     selected: set[int] = field(default_factory=set)
+    willing: set[int] = field(default_factory=set)
     exchange: Exchange = field(default_factory=Exchange)
 
 
@@ -227,11 +230,13 @@ class PeerSession:
             cos = collect_answers(peer, rnd, sec.agent)
             row = self.strategy.encrypted_row(cos, peer.index)
             scratch.selected = select_peers(row, cos, peer.index, self.cfg.security)
+            scratch.willing = willing_peers(row, cos, peer.index, self.cfg.security)
             row = restrict(row, scratch.selected, peer.index)
         else:
             row = score(peer, self.strategy, ref, self.domain_mixes)
             if sec is not None:
                 scratch.selected = select_peers(row, None, peer.index, self.cfg.security)
+                scratch.willing = scratch.selected
         scratch.row = row
         request(peer, row)
         return {}
@@ -241,9 +246,10 @@ class PeerSession:
         if self.secure is None:
             answer(self.peer)
             return {}
-        everyone = set(range(len(self.peer.peer_ids)))
-        consented = self.scratch.selected if self.cfg.security.consent == "mutual" else everyone
-        self.scratch.exchange = answer_with_consent(self.peer, consented - {self.peer.index})
+        allowed = consented(
+            self.cfg.security, self.scratch.selected, self.scratch.willing, len(self.peer.peer_ids)
+        )
+        self.scratch.exchange = answer_with_consent(self.peer, allowed - {self.peer.index})
         return {}
 
     def _step_aggregate(self, rnd: int, info: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +269,7 @@ class PeerSession:
         report["setup_messages"] = self.mailbox.messages_sent.get(SESSION_SETUP_ROUND, 0)
         if self.secure is not None:
             report["selected"] = [ids[j] for j in sorted(scratch.selected)]
+            report["willing"] = [ids[j] for j in sorted(scratch.willing)]
             report["adapters_sent"] = [ids[j] for j in scratch.exchange.sent]
             report["declined"] = [ids[j] for j in scratch.exchange.declined]
             report["refused_budget"] = [ids[j] for j in scratch.exchange.refused_budget]

@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from secure_pcft import bounded_json
 from secure_pcft.errors import MessageError
 
 MAGIC = b"SPCM"
@@ -29,6 +30,8 @@ VERSION = 1
 _PREFIX = struct.Struct(">4sBI")
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# The header's own fields are at depth 1 and meta at depth 2; meta is a flat record in practice.
+HEADER_LIMITS = bounded_json.JsonLimits(max_bytes=MAX_HEADER_BYTES, max_depth=16)
 
 
 class MessageType(StrEnum):
@@ -94,6 +97,9 @@ def encode_message(msg: Message) -> bytes:
 def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
     """Parse bytes into a :class:`Message`.
 
+    The header is parsed within :data:`HEADER_LIMITS` (64 KiB, depth 16, number literals of at
+    most 64 characters, no NaN/Infinity or duplicate keys) before ``json.loads`` sees it.
+
     Raises:
         MessageError: oversize, bad magic/version, truncated, malformed header or tensor section.
     """
@@ -108,10 +114,8 @@ def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M
         raise MessageError(f"unsupported message version {version}")
     if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
         raise MessageError("message header length is out of bounds")
-    try:
-        header = json.loads(data[_PREFIX.size : _PREFIX.size + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError("message header is not valid JSON") from exc
+    raw_header = data[_PREFIX.size : _PREFIX.size + header_len]
+    header = bounded_json.loads(raw_header, HEADER_LIMITS, MessageError, "message header")
     msg_type, sender, recipient, rnd, meta, body_len = _check_header(header)
     body = data[_PREFIX.size + header_len :]
     if len(body) != body_len:

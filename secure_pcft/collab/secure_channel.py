@@ -123,7 +123,7 @@ class SecureChannel:
     def new_session(self) -> None:
         """Start a new session (e.g. a simulation restarting from a snapshot at round 1).
 
-        The receiving state (round window, last sequence numbers) starts over; the sender's
+        The receiving state (round window, replay window) starts over; the sender's
         sequence numbers keep rising (clock-based), and the signing keys are unchanged.
         """
         self._inbox = Inbox(self._identity, self._roster, self._policy, clock=self._clock)

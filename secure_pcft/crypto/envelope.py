@@ -13,8 +13,8 @@ Wire format (all integers big-endian)::
     29+H+C      64    Ed25519 signature by the sender over bytes [0, 29+H+C)
 
 Header fields: ``v`` (protocol version), ``sender``, ``recipient``, ``round``, ``msg_type``, ``seq``
-(per sender→recipient, strictly increasing), ``ts_ms`` (sender clock, ms since the epoch),
-``body_len`` (plaintext bytes).
+(per sender→recipient, strictly increasing at the sender; the receiver accepts each one once),
+``ts_ms`` (sender clock, ms since the epoch), ``body_len`` (plaintext bytes).
 
 Why Box *and* a signature: the Ed25519 signature (over prefix, header and ciphertext) lets the
 receiver, and any relay holding the roster, authenticate the cleartext header before touching the
@@ -25,12 +25,19 @@ lose that binding; with Box, a stolen X25519 key of either party exposes their p
 
 The receiver (:class:`Inbox`) checks, in this order: lengths/limits → sender pinned →
 signature → header → recipient → timestamp skew → round window → sequence → decryption. Nothing
-but lengths is parsed before the signature verifies, and nothing is decrypted before every header
-check passes. Every rejection raises a typed :class:`MessageError` and logs who and why, never the
-body.
+but lengths is parsed before the signature verifies (the header then within bounded JSON limits),
+and nothing is decrypted before every header check passes. Every rejection raises a typed
+:class:`MessageError` and logs who and why, never the body.
 
-Threats mitigated (threat_models/): impersonation, injection, replay, reordering and tampering by a
-network attacker (TM-03); an eavesdropping or forging relay (TM-04); oversize or malformed input
+Timestamps and sequence numbers follow the rule of :mod:`secure_pcft.crypto.replay`: a timestamp
+more than ``max_clock_skew_s`` ahead of the local clock, or older than the window, is refused at the
+door; each sequence number is accepted once while its timestamp is inside the window; no per-sender
+watermark exists, so a future-dated message (refused or accepted) cannot make that sender's later,
+normally stamped messages look old.
+
+Threats mitigated (threat_models/): impersonation, injection, replay and tampering by a network
+attacker (TM-03; reordered envelopes inside the window are each accepted once, not refused); an
+eavesdropping or forging relay (TM-04); oversize or malformed input
 from a roster member (TM-02).
 """
 
@@ -48,7 +55,9 @@ from nacl.exceptions import BadSignatureError as _NaclBadSignature
 from nacl.exceptions import CryptoError as _NaclCryptoError
 from nacl.signing import VerifyKey
 
+from secure_pcft import bounded_json
 from secure_pcft.crypto.identity import Identity, PublicIdentity
+from secure_pcft.crypto.replay import ReplayWindow
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import (
     AuthenticationError,
@@ -59,7 +68,6 @@ from secure_pcft.errors import (
     OversizeMessageError,
     ReplayError,
     RoundWindowError,
-    StaleTimestampError,
     UnknownPeerError,
     UnknownSenderError,
     WrongRecipientError,
@@ -73,6 +81,10 @@ PREFIX = struct.Struct(">4sB16sII")  # magic, version, sender key id, H, C
 SIGNATURE_BYTES = 64
 BOX_OVERHEAD = 40  # 24-byte nonce + 16-byte Poly1305 tag
 MAX_HEADER_BYTES = 1024
+# A flat object of eight scalar fields; integers below 2^63 have at most 19 digits.
+_HEADER_LIMITS = bounded_json.JsonLimits(
+    max_bytes=MAX_HEADER_BYTES, max_depth=1, max_number_chars=20
+)
 _MAX_U63 = (1 << 63) - 1
 _HEADER_FIELDS = ("body_len", "msg_type", "recipient", "round", "sender", "seq", "ts_ms", "v")
 _MSG_TYPE_RE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}")
@@ -105,10 +117,9 @@ class EnvelopeHeader:
         Raises:
             MessageError: anything else.
         """
-        try:
-            obj = json.loads(raw.decode("ascii"))
-        except (ValueError, RecursionError):
-            raise MessageError("header is not ASCII JSON") from None
+        if not raw.isascii():
+            raise MessageError("header is not ASCII JSON")
+        obj = bounded_json.loads(raw, _HEADER_LIMITS, MessageError, "header")
         if not isinstance(obj, dict) or tuple(sorted(obj)) != _HEADER_FIELDS:
             raise MessageError(f"header must have exactly the fields {list(_HEADER_FIELDS)}")
         ints = ("body_len", "round", "seq", "ts_ms", "v")
@@ -196,7 +207,9 @@ class InboxPolicy:
     Attributes:
         max_body_bytes: largest accepted plaintext body, bytes (checked from the length prefix,
             before any crypto). Default 64 MiB (an HE public context is ~9 MB).
-        max_clock_skew_s: accepted |sender timestamp - local clock|, seconds.
+        max_clock_skew_s: accepted |sender timestamp - local clock|, seconds; also how long an
+            accepted sequence number is remembered against replay (see
+            :mod:`secure_pcft.crypto.replay`).
         round_window: accepted rounds are ``[current - window, current + window]``.
     """
 
@@ -238,7 +251,7 @@ class Inbox:
         self._policy = policy or InboxPolicy()
         self._clock = clock
         self._current_round = 0
-        self._last_seq: dict[str, int] = {}
+        self._replay = ReplayWindow(self._policy.max_clock_skew_s)
 
     @property
     def current_round(self) -> int:
@@ -264,9 +277,10 @@ class Inbox:
             BadSignatureError: signature does not verify.
             AuthenticationError: header names a different sender than the signing key.
             WrongRecipientError: addressed to another peer.
-            StaleTimestampError: timestamp outside the allowed skew.
+            StaleTimestampError: timestamp more than the skew ahead of the local clock, or older
+                than the window's floor (refused before anything from the message is stored).
             RoundWindowError: round outside the window.
-            ReplayError: sequence number not above the last accepted one from that sender.
+            ReplayError: sequence number already accepted from that sender inside the window.
             BodyDecryptionError: ciphertext does not decrypt under the pinned keys.
         """
         if not isinstance(wire, bytes | bytearray | memoryview):
@@ -284,7 +298,7 @@ class Inbox:
             raise self._reject(
                 BodyDecryptionError, sender.name, "body does not decrypt under the pinned box keys"
             ) from None
-        self._last_seq[sender.name] = header.seq
+        self._replay.remember(sender.name, header.seq, header.ts_ms)
         return OpenedMessage(
             sender=sender.name,
             msg_type=header.msg_type,
@@ -354,15 +368,10 @@ class Inbox:
         return header
 
     def _check_freshness(self, header: EnvelopeHeader) -> None:
-        skew = header.ts_ms / 1000.0 - self._clock()
-        if abs(skew) > self._policy.max_clock_skew_s:
-            where = "future" if skew > 0 else "past"
-            raise self._reject(
-                StaleTimestampError,
-                header.sender,
-                f"timestamp {abs(skew):.0f} s in the {where} (limit "
-                f"{self._policy.max_clock_skew_s:.0f} s)",
-            )
+        try:
+            self._replay.check_timestamp(header.ts_ms, self._clock())
+        except ReplayError as exc:
+            raise self._reject(type(exc), header.sender, str(exc)) from None
         window = self._policy.round_window
         if abs(header.round - self._current_round) > window:
             raise self._reject(
@@ -371,11 +380,10 @@ class Inbox:
                 f"round {header.round} outside [{self._current_round - window}, "
                 f"{self._current_round + window}]",
             )
-        last = self._last_seq.get(header.sender, 0)
-        if header.seq <= last:
-            raise self._reject(
-                ReplayError, header.sender, f"sequence {header.seq} not above last {last}"
-            )
+        try:
+            self._replay.check_unseen(header.sender, header.seq)
+        except ReplayError as exc:
+            raise self._reject(type(exc), header.sender, str(exc)) from None
 
     def _reject(self, cls: type[MessageError], who: str, why: str) -> MessageError:
         logger.warning(

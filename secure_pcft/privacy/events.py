@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
+from secure_pcft import bounded_json
 from secure_pcft.config import ACCOUNTANTS
 from secure_pcft.errors import LedgerError, PrivacyError
 from secure_pcft.validation import is_int
@@ -27,6 +28,8 @@ Mechanism = Literal["dp-sgd", "gaussian-validation"]
 MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 LEDGER_FORMAT = "secure-pcft-ledger/1"
 ZERO_HASH = "0" * 64
+# One record per line; an event is a few hundred bytes, a line over 1 MiB is damage or an attack.
+LINE_LIMITS = bounded_json.JsonLimits(max_bytes=1024 * 1024, max_depth=8)
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _RELEASED = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -205,12 +208,9 @@ def seal_entry(seq: int, event: DpEvent, timestamp: str, prev_hash: str) -> Ledg
 
 
 def _decode(line: bytes, lineno: int) -> dict[str, Any]:
-    try:
-        obj = json.loads(line.decode("ascii"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LedgerError(
-            f"ledger line {lineno}: not a JSON record ({exc.__class__.__name__})"
-        ) from exc
+    if not line.isascii():
+        raise LedgerError(f"ledger line {lineno}: not a JSON record (not ASCII)")
+    obj = bounded_json.loads(line, LINE_LIMITS, LedgerError, f"ledger line {lineno}")
     if not isinstance(obj, dict):
         raise LedgerError(f"ledger line {lineno}: not a JSON object")
     return obj

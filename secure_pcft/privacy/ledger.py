@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from secure_pcft import bounded_json
 from secure_pcft.errors import LedgerBusyError, LedgerError
 from secure_pcft.fileio import fsync_path
 from secure_pcft.privacy.events import (
@@ -58,6 +58,8 @@ from secure_pcft.privacy.events import (
 )
 
 log = logging.getLogger(__name__)
+# The high-water mark is one flat object of three fields.
+_HEAD_LIMITS = bounded_json.JsonLimits(max_bytes=4096, max_depth=1)
 
 
 def ledger_path(ledger_dir: str | Path, peer_id: str) -> Path:
@@ -128,13 +130,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _read_head(path: Path) -> LedgerHead | None:
     hp = _head_path(path)
     try:
-        obj = json.loads(hp.read_bytes().decode("ascii"))
+        raw = hp.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LedgerError(
-            f"{hp.name}: unreadable high-water mark ({exc.__class__.__name__})"
-        ) from exc
+    except OSError as exc:
+        raise LedgerError(f"{hp.name}: unreadable high-water mark ({exc.strerror})") from None
+    if not raw.isascii():
+        raise LedgerError(f"{hp.name}: unreadable high-water mark (not ASCII)")
+    obj = bounded_json.loads(raw, _HEAD_LIMITS, LedgerError, f"{hp.name}: high-water mark")
     if (
         not isinstance(obj, dict)
         or obj.get("format") != LEDGER_FORMAT

@@ -210,13 +210,76 @@ def test_replayed_envelope_is_rejected(inbox: Inbox, sealer: Sealer) -> None:
     assert type(info.value) is ReplayError
 
 
-def test_older_sequence_number_is_rejected(inbox: Inbox, sealer: Sealer) -> None:
+def test_envelopes_reordered_inside_the_window_open_once_each(inbox: Inbox, sealer: Sealer) -> None:
     first = sealer.seal(BOB.public(), "adapter", 0, b"1")
     second = sealer.seal(BOB.public(), "adapter", 0, b"2")
-    inbox.open(second)
+
+    assert inbox.open(second).body == b"2"
+    assert inbox.open(first).body == b"1"
+    for wire in (first, second):
+        with pytest.raises(ReplayError, match="already accepted"):
+            inbox.open(wire)
+
+
+def test_a_future_dated_envelope_does_not_silence_the_link(inbox: Inbox, clock: FakeClock) -> None:
+    # Issue 13: after +250 s (inside the 300 s skew) was accepted, the next normally stamped envelope
+    # was refused, because the sequence watermark had jumped with the sender's clock.
+    ahead = Sealer(ALICE, clock=FakeClock(T0 + 250.0)).seal(BOB.public(), "adapter", 0, b"ahead")
+    normal = Sealer(ALICE, clock=clock).seal(BOB.public(), "adapter", 0, b"normal")
+
+    assert inbox.open(ahead).body == b"ahead"
+    assert inbox.open(normal).body == b"normal"
+
+
+def test_a_refused_future_envelope_changes_nothing(inbox: Inbox, sealer: Sealer) -> None:
+    far = Sealer(ALICE, clock=FakeClock(T0 + 3600.0)).seal(BOB.public(), "adapter", 0, b"far")
+
+    with pytest.raises(StaleTimestampError, match="future"):
+        inbox.open(far)
+    assert inbox.open(sealer.seal(BOB.public(), "adapter", 0, b"ok")).body == b"ok"
+
+
+def test_a_replay_after_the_window_is_refused_at_the_door(inbox: Inbox, clock: FakeClock) -> None:
+    wire = Sealer(ALICE, clock=clock).seal(BOB.public(), "adapter", 0, b"x")
+    inbox.open(wire)
+
+    clock.now += 301.0  # its sequence number is forgotten, and its timestamp is now too old
+
+    with pytest.raises(StaleTimestampError, match="past"):
+        inbox.open(wire)
+
+
+def test_the_window_floor_does_not_follow_a_clock_stepped_back(
+    inbox: Inbox, clock: FakeClock
+) -> None:
+    wire = Sealer(ALICE, clock=clock).seal(BOB.public(), "adapter", 0, b"x")
+    inbox.open(wire)
+    clock.now += 400.0
+    with pytest.raises(StaleTimestampError):
+        inbox.open(wire)
+
+    clock.now = T0  # the local clock jumps back: the forgotten envelope must still be refused
 
     with pytest.raises(ReplayError):
-        inbox.open(first)
+        inbox.open(wire)
+
+
+def test_replay_memory_is_bounded_per_sender() -> None:
+    from secure_pcft.crypto.replay import ReplayWindow
+
+    window = ReplayWindow(max_skew_s=300.0, max_per_sender=3)
+    ts = int(T0 * 1000)
+    for seq in (1, 2, 3):
+        window.check_timestamp(ts, T0)
+        window.check_unseen("alice", seq)
+        window.remember("alice", seq, ts)
+
+    with pytest.raises(ReplayError, match="more than 3"):
+        window.check_unseen("alice", 4)
+    window.check_unseen("carol", 1)  # another sender's link is unaffected
+    window.check_timestamp(ts + 301_000, T0 + 301.0)  # the clock moves on: old entries expire
+    window.check_unseen("alice", 4)
+    assert window.remembered("alice") == 0
 
 
 @pytest.mark.parametrize("msg_round", [3, 7, 100])

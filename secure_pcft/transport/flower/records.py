@@ -14,11 +14,13 @@ from typing import Any
 
 from flwr.app import ConfigRecord, RecordDict
 
+from secure_pcft import bounded_json
 from secure_pcft.transport.flower.errors import RelayRecordError
 
 MESSAGE_TYPE = "query.step"  # the one Flower message type of this runtime
 _RECORD = "spcft"
 MAX_INFO_BYTES = 4 * 1024 * 1024
+_INFO_LIMITS = bounded_json.JsonLimits(max_bytes=MAX_INFO_BYTES, max_depth=32)
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,7 @@ def _unpack(
         raise RelayRecordError("peer and envelope counts differ from the header")
     if not all(isinstance(p, str) for p in peers) or not all(isinstance(w, bytes) for w in wires):
         raise RelayRecordError("peer ids must be strings and envelopes bytes")
-    try:
-        info = json.loads(info_raw)
-    except json.JSONDecodeError as exc:
-        raise RelayRecordError("info is not valid JSON") from exc
+    info = bounded_json.loads(info_raw, _INFO_LIMITS, RelayRecordError, "relay record info")
     if not isinstance(info, dict):
         raise RelayRecordError("info must be a JSON object")
     return step, rnd, tuple(peers), tuple(wires), info

@@ -31,10 +31,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from secure_pcft import bounded_json
 from secure_pcft.fileio import fsync_path, write_json_atomic, write_text_atomic
 from secure_pcft.transport.flower.errors import StateError
 from secure_pcft.transport.flower.state_codec import decode_state, encode_state
 
+# The trainer skeleton (optimizer/scheduler state minus tensors) is the largest of these files.
+_STATE_LIMITS = bounded_json.JsonLimits(max_bytes=64 * 1024 * 1024, max_depth=64)
 _FILES = ("adapter.safetensors", "trainer.safetensors", "trainer.json")
 
 
@@ -152,9 +155,10 @@ class SiteStore:
         if not path.exists():
             return None
         try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StateError(f"{path}: not readable JSON") from exc
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise StateError(f"{path}: not readable ({exc.strerror})") from None
+        value = bounded_json.loads(raw, _STATE_LIMITS, StateError, str(path))
         if not isinstance(value, dict):
             raise StateError(f"{path}: malformed (not a JSON object)")
         return value

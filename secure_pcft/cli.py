@@ -74,28 +74,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from secure_pcft.privacy.accounting import epsilon_spent
     from secure_pcft.privacy.ledger import read_ledger
+    from secure_pcft.privacy.statement import ledger_statement, statement_json
 
     contents = read_ledger(args.path)  # verifies the hash chain and the high-water mark
+    if args.json:
+        print(json.dumps(statement_json(contents, str(args.path)), indent=2, allow_nan=False))
+        return 0
     g = contents.genesis
+    budget = "none (record only)" if g.budget_epsilon is None else f"{g.budget_epsilon:g}"
     print(
-        f"ledger {args.path}: peer {g.peer_id}, δ={g.delta:g}, budget ε={g.budget_epsilon}, "
-        f"accountant {g.accountant} — chain verified, {len(contents.entries)} events"
+        f"ledger {args.path}: peer {g.peer_id}, δ={g.delta:g}, budget ε={budget}, "
+        f"accountant {g.accountant}, created {g.timestamp} — chain verified, "
+        f"{len(contents.entries)} events"
     )
     print(
-        f"{'#':>4} {'round':>5} {'mechanism':<20} {'σ':>8} {'q':>8} {'steps':>6} {'released':<18} to"
+        f"{'#':>4} {'time (UTC)':<19} {'round':>5} {'mechanism':<19} {'σ':>7} {'q':>7} "
+        f"{'steps':>5} {'ε event':>8} {'ε total':>8} {'released':<17} to"
     )
-    events = []
-    for i, e in enumerate(contents.events, 1):
-        events.append(e)
+    rows = ledger_statement(contents)
+    for r in rows:
         print(
-            f"{i:>4} {e.round:>5} {e.mechanism:<20} {e.noise_multiplier:>8.3g} {e.sample_rate:>8.3g} "
-            f"{e.steps:>6} {e.released:<18} {','.join(e.recipients)}"
+            f"{r.seq:>4} {r.timestamp[:19]:<19} {r.round:>5} {r.mechanism:<19} "
+            f"{r.noise_multiplier:>7.3g} {r.sample_rate:>7.3g} {r.steps:>5} "
+            f"{r.epsilon_event:>8.4f} {r.epsilon_running:>8.4f} {r.released:<17} "
+            f"{','.join(r.recipients)}"
         )
-    print(
-        f"ε spent (recomputed from the ledger): {epsilon_spent(events, g.delta, g.accountant):.4f}"
-    )
+    spent = rows[-1].epsilon_running if rows else 0.0
+    left = "" if g.budget_epsilon is None else f", budget left {g.budget_epsilon - spent:.4f}"
+    print(f"ε spent (recomputed from the ledger by {g.accountant}): {spent:.4f}{left}")
     return 0
 
 
@@ -152,15 +159,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
         base=args.base,
         progress=_progress_bar(),  # type: ignore[arg-type]
     )
+    shown_verdict = {"pass": "PASS", "fail": "FAIL", "none": "NO VERDICT (no thresholds set)"}
     for r in results:
-        print(f"{r.campaign.name}: {'PASS' if r.passed else 'FAIL'} ({r.seconds:.0f} s)")
+        print(f"{r.campaign.name}: {shown_verdict[r.verdict]} ({r.seconds:.0f} s)")
         for a in r.attacks:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in a.metrics.items() if k in _AUDIT_SHOWN)
-            print(f"  {a.spec.label:<24}{shown}")
+            note = "" if a.checked else "  (measured only: no thresholds)"
+            print(f"  {a.spec.label:<24}{shown}{note}")
             for failure in a.failures:
                 print(f"    FAIL {failure}")
     print(f"results: {args.output}/")
-    return 0 if all(r.passed for r in results) else 1
+    verdicts = {r.verdict for r in results}
+    if "fail" in verdicts:
+        return EXIT_VERDICT_FAIL
+    return EXIT_NO_VERDICT if "none" in verdicts else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -306,8 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="runs/demo", help="results folder (default runs/demo)")
     demo.set_defaults(func=cmd_demo)
 
-    ledger = sub.add_parser("ledger", help="verify a peer's privacy ledger and print its events")
-    ledger.add_argument("path", type=Path)
+    ledger = sub.add_parser(
+        "ledger",
+        help="verify a peer's privacy ledger and print its events",
+        description=(
+            "Verify a peer's ledger (hash chain and high-water mark) and print every event with its "
+            "time, its own ε and the running ε (the composition up to it, by the ledger's "
+            "accountant). Exit 4 if the ledger fails verification."
+        ),
+    )
+    ledger.add_argument("path", type=Path, help="the ledger file, <ledger_dir>/<peer>.ledger.jsonl")
+    ledger.add_argument(
+        "--json", action="store_true", help="print the statement as one JSON object"
+    )
     ledger.set_defaults(func=cmd_ledger)
 
     base = sub.add_parser("base", help="build (or find) a ready base model and print its path")
@@ -358,6 +381,7 @@ EXIT_BAD_INPUT = (
 )
 EXIT_INTEGRITY = 4  # a ledger, key file or message failed verification (tampered or corrupt)
 EXIT_BUDGET = 5  # the privacy budget cannot be met or is exhausted
+EXIT_NO_VERDICT = 6  # an audit campaign measured but set no thresholds: nothing was judged
 EXIT_INTERNAL = 70  # a bug: an unexpected exception (traceback printed)
 
 EXIT_CODES_HELP = """exit codes:
@@ -367,6 +391,7 @@ EXIT_CODES_HELP = """exit codes:
   3   invalid input: config, data, model, campaign, report files
   4   integrity failure: a tampered or corrupt ledger, key file or message
   5   privacy budget infeasible or exhausted
+  6   audit campaign without thresholds: measured only, no verdict
   70  internal error (unexpected exception; please report it)"""
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from secure_pcft.data.corpus import Federation
 from secure_pcft.data.settings import load_federation
 from secure_pcft.fileio import json_safe, write_json_atomic
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+
+# pass / fail against the campaign's thresholds; none: the campaign set no thresholds (measured only).
+Verdict = Literal["pass", "fail", "none"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,17 @@ class AttackOutcome:
                     out.append(f"{self.spec.label}.{metric} = {value:.4g} violates {bound} {limit}")
         return out
 
+    @property
+    def checked(self) -> bool:
+        """Whether the campaign set any threshold for this attack (else it is measured only)."""
+        return bool(self.spec.max or self.spec.min)
+
+    @property
+    def verdict(self) -> Verdict:
+        if not self.checked:
+            return "none"
+        return "fail" if self.failures else "pass"
+
     def to_dict(self) -> dict[str, Any]:
         first = self.results[0]
         return {
@@ -76,7 +90,8 @@ class AttackOutcome:
             "per_trial": [r.to_dict() for r in self.results],
             "thresholds": {"max": dict(self.spec.max), "min": dict(self.spec.min)},
             "failures": self.failures,
-            "passed": not self.failures,
+            "verdict": self.verdict,
+            "passed": None if not self.checked else not self.failures,
         }
 
 
@@ -91,8 +106,18 @@ class CampaignResult:
     seconds: float
 
     @property
+    def verdict(self) -> Verdict:
+        """``fail`` if any threshold is violated; ``none`` if the campaign sets no threshold at all
+        (it measured, it did not judge); else ``pass``."""
+        verdicts = {a.verdict for a in self.attacks}
+        if "fail" in verdicts:
+            return "fail"
+        return "pass" if "pass" in verdicts else "none"
+
+    @property
     def passed(self) -> bool:
-        return all(not a.failures for a in self.attacks)
+        """True only for a ``pass`` verdict (a campaign without thresholds has not passed)."""
+        return self.verdict == "pass"
 
     def lookup(self, ref: str) -> float:
         """A ``label.metric`` or ``target.epsilon`` figure (mean over trials)."""
@@ -125,7 +150,8 @@ class CampaignResult:
                 "targets": self.targets,
                 "attacks": [a.to_dict() for a in self.attacks],
                 "summary": self.summary,
-                "passed": self.passed,
+                "verdict": self.verdict,
+                "passed": None if self.verdict == "none" else self.passed,
                 "seconds": self.seconds,
                 "versions": _versions(),
             }

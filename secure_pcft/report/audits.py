@@ -181,8 +181,8 @@ def audit_checks(
     audit: dict[str, Any], run_max_epsilon: float | None, run_base_model: str = ""
 ) -> list[Check]:
     """One check that the audit measured this run's base model, one per threshold, one if the
-    file's own verdict disagrees, one that the thresholds are the campaign file's, one on ε
-    coverage."""
+    file's own verdict disagrees, one that the thresholds are the campaign file's, a warning if
+    the campaign sets no thresholds at all, one on ε coverage."""
     name, out = audit["campaign"], [_same_base(audit, run_base_model), _provenance(audit)]
     for a in audit["attacks"]:
         for t in a["thresholds"]:
@@ -196,6 +196,10 @@ def audit_checks(
                              f"audit {name}: the file's verdict for {a['label']} holds", "fail",
                              "the file says passed = "
                              f"{a['recorded_passed']}, its own figures say {a['passed']}"))  # fmt: skip
+    if not any(a["thresholds"] for a in audit["attacks"]):
+        out.append(Check(f"audit.{name}.judged", f"audit {name} sets thresholds", "warn",
+                         "the campaign sets no thresholds: its figures are measured, not "
+                         "judged, and no check here rests on them"))  # fmt: skip
     out.append(_coverage(audit, run_max_epsilon))
     return out
 

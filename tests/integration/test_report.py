@@ -286,6 +286,25 @@ def test_thresholds_loosened_in_a_result_file_fail(
     assert _checks(build_report(dp_run, [unknown]))["audit.mia-dp.thresholds"] == "warn"
 
 
+def test_an_audit_without_thresholds_is_flagged_not_counted_as_passed(
+    dp_run: Path, tmp_path: Path
+) -> None:
+    audit = json.loads(MIA_DP.read_text())
+    for attack in audit["attacks"]:
+        attack["thresholds"] = {"max": {}, "min": {}}
+        attack["passed"] = None
+    audit["passed"] = None
+    unjudged = tmp_path / "mia-dp.json"
+    unjudged.write_text(json.dumps(audit))
+
+    checks = _checks(build_report(dp_run, [unjudged]))
+    genuine = _checks(build_report(dp_run, [MIA_DP]))
+
+    assert checks["audit.mia-dp.judged"] == "warn"
+    assert not any(k.startswith("audit.mia-dp.loss.") for k in checks)
+    assert "audit.mia-dp.judged" not in genuine
+
+
 def test_a_run_without_dp_fails_and_plain_channels_are_flagged(
     tmp_path: Path, tiny_base_dir: Path
 ) -> None:

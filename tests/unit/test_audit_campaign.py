@@ -174,6 +174,42 @@ def test_thresholds_decide_pass_and_fail(tmp_path: Path) -> None:
     assert result.attacks[1].failures == []
 
 
+def test_a_campaign_without_thresholds_has_no_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It used to report PASS (and exit 0) although nothing was judged.
+    text = (
+        campaign_toml(tmp_path)
+        .replace("max = { roc_auc = 1.0 }", "")
+        .replace("min = { roc_auc = 0.75 }", "")
+    )
+    text = text.replace("total_steps = 60", "total_steps = 2")
+    path = tmp_path / "unjudged.toml"
+    path.write_text(text)
+
+    code = main(["audit", str(path), "--output", str(tmp_path / "out")])
+
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "tiny-mia.json").read_text())
+    assert code == 6, out
+    assert "tiny-mia: NO VERDICT" in out and "PASS" not in out
+    assert "measured only" in out
+    assert (data["verdict"], data["passed"]) == ("none", None)
+    assert [a["verdict"] for a in data["attacks"]] == ["none", "none"]
+    assert all(a["passed"] is None for a in data["attacks"])
+
+
+def test_one_judged_attack_decides_the_verdict(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["target"]["train"]["total_steps"] = 2  # type: ignore[index]
+    raw["attacks"][0]["min"] = {"roc_auc": 0.0}  # type: ignore[index]
+
+    result = run_campaign(campaign_from_dict(raw))
+
+    assert [a.verdict for a in result.attacks] == ["pass", "none"]
+    assert result.verdict == "pass" and result.passed
+
+
 def test_cli_audit_runs_an_update_campaign_and_exits_zero_on_pass(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

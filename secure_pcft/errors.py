@@ -90,6 +90,10 @@ class BodyDecryptionError(AuthenticationError):
     """A signed envelope's body does not decrypt under the pinned sender/recipient box keys."""
 
 
+class WireVersionError(MessageError):
+    """An envelope in a wire format version this peer does not accept (e.g. v1 after v2)."""
+
+
 class OversizeMessageError(MessageError):
     """A message or body exceeds the configured size limit (bytes)."""
 

@@ -31,7 +31,7 @@ import numpy.typing as npt
 import torch
 
 from secure_pcft.collab.channel import Rejection
-from secure_pcft.collab.messages import Message, MessageType
+from secure_pcft.collab.messages import Message, MessageType, encode_tensors
 from secure_pcft.collab.peer import Peer
 from secure_pcft.crypto.he_similarity import ResponderPolicy, SimilarityAsker, SimilarityResponder
 from secure_pcft.errors import MessageError, SecurePcftError
@@ -147,18 +147,26 @@ def encrypted_cosines(
 # ---- one peer's share of each step (a distributed runtime runs these on the peer's own machine)
 def send_contexts(peer: Peer, agent: PeerHe) -> None:
     """Send this peer's public CKKS context to every peer that does not have it yet."""
-    for j, other in enumerate(peer.peer_ids):
-        if j != peer.index and other not in agent.contexts_sent:
-            peer.send(j, MessageType.HE_CONTEXT, bytes_tensor(agent.asker.public_context()))
-            agent.contexts_sent.add(other)
+    missing = [
+        j for j, other in enumerate(peer.peer_ids)
+        if j != peer.index and other not in agent.contexts_sent
+    ]  # fmt: skip
+    if not missing:
+        return
+    context = bytes_tensor(agent.asker.public_context())  # serialised once (~9 MB)
+    encoded = encode_tensors(context)
+    for j in missing:
+        peer.send(j, MessageType.HE_CONTEXT, context, encoded=encoded)
+        agent.contexts_sent.add(peer.peer_ids[j])
 
 
 def send_queries(peer: Peer, vector: npt.NDArray[np.float64], agent: PeerHe) -> None:
     """Send Enc(own unit vector) to every other peer."""
     query = bytes_tensor(agent.asker.query(vector))
+    encoded = encode_tensors(query)
     for j in range(len(peer.peer_ids)):
         if j != peer.index:
-            peer.send(j, MessageType.HE_QUERY, query)
+            peer.send(j, MessageType.HE_QUERY, query, encoded=encoded)
 
 
 def respond(

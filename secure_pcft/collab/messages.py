@@ -48,7 +48,12 @@ class MessageType(StrEnum):
 
 @dataclass(frozen=True)
 class Message:
-    """A decoded message. ``tensors`` are CPU tensors; ``meta`` is JSON-compatible."""
+    """A decoded message. ``tensors`` are CPU tensors; ``meta`` is JSON-compatible.
+
+    ``encoded`` is a sender-side cache: ``encode_tensors(tensors)`` computed once when the same
+    tensors go to many recipients (one adapter to N - 1 peers), so each recipient's message reuses
+    the bytes instead of serialising again. Never set on a received message.
+    """
 
     msg_type: MessageType
     sender: str
@@ -56,6 +61,7 @@ class Message:
     round: int
     meta: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    encoded: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def encode_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -79,7 +85,10 @@ def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
 
 def encode_message(msg: Message) -> bytes:
     """Serialise a message to bytes (see the module docstring for the layout)."""
-    body = encode_tensors(msg.tensors) if msg.tensors else b""
+    if msg.encoded is not None:
+        body = msg.encoded
+    else:
+        body = encode_tensors(msg.tensors) if msg.tensors else b""
     header = {
         "type": str(msg.msg_type),
         "sender": msg.sender,

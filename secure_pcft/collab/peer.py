@@ -199,8 +199,13 @@ class Peer:
         msg_type: MessageType,
         tensors: dict[str, torch.Tensor] | None = None,
         meta: dict[str, object] | None = None,
+        *,
+        encoded: bytes | None = None,
     ) -> SendOutcome:
         """Send one message; with DP on, a release is first recorded in the ledger (fail closed).
+
+        ``encoded``: ``encode_tensors(tensors)`` computed once by a caller that sends the same
+        tensors to several peers (see :class:`~secure_pcft.collab.messages.Message`).
 
         Returns:
             ``SENT`` once the channel took the message; ``REFUSED_BUDGET`` when the privacy
@@ -210,7 +215,15 @@ class Peer:
         if self.privacy is not None and not self.privacy.authorize(str(msg_type), to):
             return SendOutcome.REFUSED_BUDGET
         self.channel.send(
-            Message(msg_type, self.peer_id, to, self.round, dict(meta or {}), dict(tensors or {}))
+            Message(
+                msg_type,
+                self.peer_id,
+                to,
+                self.round,
+                dict(meta or {}),
+                dict(tensors or {}),
+                encoded=encoded,
+            )
         )
         return SendOutcome.SENT
 

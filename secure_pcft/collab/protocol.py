@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from secure_pcft.collab.aggregation import check_row, weighted_average
-from secure_pcft.collab.messages import MessageType
+from secure_pcft.collab.messages import MessageType, encode_tensors
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.strategies.predictions import prediction_signature_of
 from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy
@@ -28,9 +28,10 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
         payload, kind = _own_signature(peer, strategy, reference), MessageType.SIGNATURE
     else:
         payload, kind = peer.adapter(), MessageType.ADAPTER
+    encoded = encode_tensors(payload)  # once, not once per recipient
     for j in range(len(peer.peer_ids)):
         if j != peer.index:
-            peer.send(j, kind, payload)
+            peer.send(j, kind, payload, encoded=encoded)
 
 
 def _own_signature(

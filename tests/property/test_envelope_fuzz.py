@@ -6,6 +6,7 @@ Every input must either open to exactly what the sender sealed, or raise a Secur
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
@@ -41,8 +42,10 @@ def fresh_inbox() -> Inbox:
 
 
 def build(signer: Identity, key_id: bytes, header: bytes, ciphertext: bytes) -> bytes:
-    signed = PREFIX.pack(b"SPCF", 1, key_id, len(header), len(ciphertext)) + header + ciphertext
-    return signed + signer.sign(signed)
+    """A v2 envelope written from the format's description (crypto/envelope.py docstring)."""
+    start = PREFIX.pack(b"SPCF", 2, key_id, len(header), len(ciphertext)) + header
+    digest = hashlib.sha256(ciphertext).digest()
+    return start + ciphertext + signer.sign(b"secure-pcft envelope v2\0" + start + digest)
 
 
 def open_or_error(wire: bytes) -> SecurePcftError | None:

@@ -9,6 +9,7 @@ valid parse — nothing else may escape.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import struct
 from typing import Any
@@ -140,7 +141,7 @@ ENVELOPE_HEADER = {
     "sender": "alice",
     "seq": 1,
     "ts_ms": int(T0 * 1000),
-    "v": 1,
+    "v": 2,
 }
 
 
@@ -152,12 +153,12 @@ def test_signed_envelope_header_with_poison_is_a_typed_error(piece: str, field: 
     header = json.dumps({**ENVELOPE_HEADER, field: "@@"}, sort_keys=True, separators=(",", ":"))
     header_bytes = header.replace('"@@"', piece).encode()
     ciphertext = b"\0" * 45
-    signed = (
-        prefix.pack(b"SPCF", 1, ALICE.public().key_id, len(header_bytes), len(ciphertext))
+    start = (
+        prefix.pack(b"SPCF", 2, ALICE.public().key_id, len(header_bytes), len(ciphertext))
         + header_bytes
-        + ciphertext
     )
-    wire = signed + ALICE.sign(signed)
+    digest = hashlib.sha256(ciphertext).digest()
+    wire = start + ciphertext + ALICE.sign(b"secure-pcft envelope v2\0" + start + digest)
     try:
         Inbox(BOB, ROSTER, clock=lambda: T0).open(wire)
     except SecurePcftError as exc:

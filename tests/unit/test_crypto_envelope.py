@@ -1,11 +1,13 @@
 """Envelopes: round trip, and one test per rejection the receiver must make.
 
 Wire layout under test (written out independently of the module, from its docstring):
-magic(4) version(1) sender_key_id(16) H(u32) C(u32) header(H) ciphertext(C) signature(64).
+magic(4) version(1) sender_key_id(16) H(u32) C(u32) header(H) ciphertext(C) signature(64), the
+signature (v2) over b"secure-pcft envelope v2\\0" ‖ prefix ‖ header ‖ SHA-256(ciphertext).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import struct
@@ -27,6 +29,7 @@ from secure_pcft.errors import (
     RoundWindowError,
     StaleTimestampError,
     UnknownSenderError,
+    WireVersionError,
     WrongRecipientError,
 )
 
@@ -60,9 +63,17 @@ def build(
     ciphertext: bytes,
     *,
     magic: bytes = b"SPCF",
-    version: int = 1,
+    version: int = 2,
 ) -> bytes:
-    signed = PREFIX.pack(magic, version, key_id, len(header), len(ciphertext)) + header + ciphertext
+    start = PREFIX.pack(magic, version, key_id, len(header), len(ciphertext)) + header
+    digest = hashlib.sha256(ciphertext).digest()
+    return start + ciphertext + signer.sign(b"secure-pcft envelope v2\0" + start + digest)
+
+
+def build_v1(signer: Identity, header: bytes, ciphertext: bytes) -> bytes:
+    """The retired v1 format: version byte 1, the signature over the whole prefix, header, body."""
+    signed = PREFIX.pack(b"SPCF", 1, signer.public().key_id, len(header), len(ciphertext))
+    signed += header + ciphertext
     return signed + signer.sign(signed)
 
 
@@ -75,7 +86,7 @@ def header_dict(**overrides: object) -> dict[str, object]:
         "sender": "alice",
         "seq": 1,
         "ts_ms": int(T0 * 1000),
-        "v": 1,
+        "v": 2,
     }
     base.update(overrides)
     return base
@@ -120,7 +131,7 @@ def test_wire_layout_matches_the_documented_format(sealer: Sealer) -> None:
     magic, version, key_id, h, c = PREFIX.unpack_from(wire)
     header = json.loads(wire[PREFIX.size : PREFIX.size + h])
 
-    assert (magic, version, key_id) == (b"SPCF", 1, ALICE.public().key_id)
+    assert (magic, version, key_id) == (b"SPCF", 2, ALICE.public().key_id)
     assert c == 5 + 40 and len(wire) == PREFIX.size + h + c + 64
     assert sorted(header) == sorted(header_dict())
     assert header["round"] == 2 and header["recipient"] == "bob" and header["body_len"] == 5
@@ -355,7 +366,7 @@ def test_malformed_framing_is_rejected(inbox: Inbox, sealer: Sealer, case: str) 
         "truncated": wire[:-1],
         "extended": wire + b"\0",
         "magic": build(ALICE, key_id, header, ct, magic=b"SPCG"),
-        "version": build(ALICE, key_id, header, ct, version=2),
+        "version": build(ALICE, key_id, header, ct, version=3),
         "header-len-0": build(ALICE, key_id, b"", ct),
         "header-len-big": build(ALICE, key_id, b" " * 1025, ct),
     }[case]
@@ -364,14 +375,43 @@ def test_malformed_framing_is_rejected(inbox: Inbox, sealer: Sealer, case: str) 
         inbox.open(bad)
 
 
+def test_a_v1_envelope_is_refused_with_a_typed_error(inbox: Inbox) -> None:
+    header = canonical(header_dict(v=1))
+    wire = build_v1(ALICE, header, alice_to_bob())
+
+    with pytest.raises(WireVersionError, match="wire version 1"):
+        inbox.open(wire)
+
+
+def test_signature_covers_the_ciphertext_before_any_decryption(
+    inbox: Inbox, sealer: Sealer
+) -> None:
+    wire = bytearray(sealer.seal(BOB.public(), "adapter", 0, b"hello"))
+    _, h, c = PREFIX.unpack_from(wire)[2:]
+    wire[PREFIX.size + h + c - 1] ^= 1  # last ciphertext byte
+
+    with pytest.raises(BadSignatureError):  # not BodyDecryptionError: refused at the signature
+        inbox.open(bytes(wire))
+
+
+def test_the_same_ciphertext_under_the_v1_signature_does_not_verify(inbox: Inbox) -> None:
+    # v1 signed the body itself; a v1 signature moved onto a v2 frame must not verify.
+    header, ct = canonical(header_dict()), alice_to_bob()
+    v1 = build_v1(ALICE, header, ct)
+    forged = b"SPCF\x02" + v1[5:]
+
+    with pytest.raises(BadSignatureError):
+        inbox.open(forged)
+
+
 @pytest.mark.parametrize(
     "header",
     [
         # fields reordered (not canonical), though signed by the true sender
         json.dumps(header_dict(), separators=(",", ":"))
         .encode()
-        .replace(b'{"body_len":5,', b'{"v":1,')
-        .replace(b',"v":1}', b',"body_len":5}'),
+        .replace(b'{"body_len":5,', b'{"v":2,')
+        .replace(b',"v":2}', b',"body_len":5}'),
         canonical(header_dict()).replace(b":", b": "),
         canonical({**header_dict(), "extra": 1}),
         canonical({k: v for k, v in header_dict().items() if k != "seq"}),
@@ -380,7 +420,7 @@ def test_malformed_framing_is_rejected(inbox: Inbox, sealer: Sealer, case: str) 
         canonical(header_dict(seq=2**63)),
         canonical(header_dict(msg_type="Bad Type")),
         canonical(header_dict(sender=7)),
-        canonical(header_dict(v=2)),
+        canonical(header_dict(v=1)),
         canonical(header_dict(body_len=6)),
         b"[1, 2, 3]",
         b'{"body_len": NaN}',

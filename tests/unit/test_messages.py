@@ -118,3 +118,42 @@ def test_bit_flips_never_crash(pos: int, flip: int) -> None:
     data[pos % len(data)] ^= flip
     with contextlib.suppress(SecurePcftError):
         decode_message(bytes(data))
+
+
+def test_pre_encoded_tensors_give_the_same_bytes() -> None:
+    from secure_pcft.collab.messages import encode_tensors
+
+    msg = sample()
+    cached = Message(
+        msg.msg_type, msg.sender, msg.recipient, msg.round, msg.meta, msg.tensors,
+        encoded=encode_tensors(msg.tensors),
+    )  # fmt: skip
+
+    assert encode_message(cached) == encode_message(msg)
+    assert cached == msg  # the cache is not part of a message's identity
+
+
+def test_discovery_serialises_one_adapter_once_for_all_recipients() -> None:
+    from types import SimpleNamespace
+
+    from secure_pcft.collab import protocol
+    from secure_pcft.collab.messages import decode_tensors
+    from secure_pcft.collab.strategy import Discovery
+
+    adapter = {"lora_A": torch.randn(4, 8), "lora_B": torch.zeros(8, 4)}
+    sent: list[tuple[int, bytes | None]] = []
+    peer = SimpleNamespace(
+        index=1,
+        peer_ids=["p0", "p1", "p2", "p3"],
+        adapter=lambda: adapter,
+        send=lambda j, kind, tensors, *, encoded=None: sent.append((j, encoded)),
+    )
+    strategy = SimpleNamespace(discovery=Discovery.ADAPTERS)
+
+    protocol.discover(peer, strategy, torch.zeros(1, 1))  # type: ignore[arg-type]
+
+    assert [j for j, _ in sent] == [0, 2, 3]
+    first = sent[0][1]
+    assert first is not None and all(enc is first for _, enc in sent)
+    decoded = decode_tensors(first)
+    assert all(torch.equal(decoded[k], adapter[k]) for k in adapter)

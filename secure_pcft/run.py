@@ -14,8 +14,8 @@ from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
 from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError
+from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
 from secure_pcft.model.loading import load_base, resolve_base_path
-from secure_pcft.model.lora import save_peft_adapter
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,18 @@ def _run_branch(
     res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
     res.write_json(out / "results.json")
     if cfg.output.save_adapters:
-        for p in sim.peers:
-            save_peft_adapter(p.model, out / "adapters" / p.peer_id)
+        base_record = base_fingerprint(sim.base.path)
+        for i, p in enumerate(sim.peers):
+            card = {
+                "peer": p.peer_id,
+                "strategy": scfg.label,
+                "lora": {"mode": cfg.lora.mode, **lora_facts(p.model)},
+                "rounds": len(res.rounds) - 1,
+                "security": cfg.security.mode,
+                "privacy": p.privacy.summary() if p.privacy is not None else None,
+                "test_ppl": res.rounds[-1].test_ppl[i] if res.rounds else None,
+            }
+            export_adapter(p.model, out / "adapters" / p.peer_id, base_record, card)
     return res
 
 

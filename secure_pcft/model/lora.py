@@ -7,7 +7,6 @@ other peer's copy (deepcopy with a pre-filled memo), so N peers cost one base pl
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -141,10 +140,3 @@ def load_adapter_state(model: nn.Module, state: AdapterState) -> None:
     with torch.no_grad():
         for name, tensor in state.items():
             params[name].copy_(tensor)
-
-
-def save_peft_adapter(model: PeftModel, directory: Path) -> Path:
-    """Write a peft adapter directory that ``peft.PeftModel.from_pretrained(base, directory)`` loads."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(directory), safe_serialization=True)
-    return directory

@@ -1,0 +1,90 @@
+"""Exported adapters are portable: no path of the training machine, a base named and pinned by
+SHA-256, a filled model card, and plain peft loads them from another folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from secure_pcft.cli import main
+from secure_pcft.errors import ModelError
+from secure_pcft.model.export import BASE_RECORD, resolve_adapter_base
+from tests.integration.test_cli import _config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_base_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    assert main(["run", str(_config(root, tiny_base_dir, "fedavg"))]) == 0
+    return root / "out"
+
+
+def test_adapter_folder_names_its_base_not_a_path(run_dir: Path, tiny_base_dir: Path) -> None:
+    adapter = run_dir / "adapters" / "site-1"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    record = json.loads((adapter / BASE_RECORD).read_text())
+
+    assert config["base_model_name_or_path"] == tiny_base_dir.name
+    assert str(tiny_base_dir) not in (adapter / "adapter_config.json").read_text()
+    assert record["name"] == tiny_base_dir.name
+    assert "model.safetensors" in record["files_sha256"]
+    assert all(len(h) == 64 for h in record["files_sha256"].values())
+
+
+def test_model_card_is_filled(run_dir: Path) -> None:
+    card = (run_dir / "adapters" / "site-1" / "README.md").read_text()
+
+    assert "peer `site-1`" in card and "strategy: `fedavg`" in card
+    assert "r 4" in card and "c_attn" in card
+    assert "no differential privacy" in card  # this run has DP off
+    assert "test perplexity" in card
+    assert "[More Information Needed]" not in card  # peft's empty template is gone
+
+
+def test_adapter_moved_elsewhere_loads_against_a_moved_base(
+    run_dir: Path, tiny_base_dir: Path, tmp_path: Path
+) -> None:
+    adapter = shutil.copytree(run_dir / "adapters" / "site-1", tmp_path / "elsewhere" / "site-1")
+    base_copy = shutil.copytree(tiny_base_dir, tmp_path / "other-machine" / tiny_base_dir.name)
+
+    base_dir = resolve_adapter_base(adapter, base_copy)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter)
+
+    ids = torch.tensor([[1, 2, 3]])
+    assert model(input_ids=ids).logits.shape[-1] == model.config.vocab_size
+
+
+def test_a_different_base_is_refused(run_dir: Path, tiny_base_dir: Path, tmp_path: Path) -> None:
+    changed = shutil.copytree(tiny_base_dir, tmp_path / tiny_base_dir.name)
+    config = json.loads((changed / "config.json").read_text())
+    config["n_layer"] = 1
+    (changed / "config.json").write_text(json.dumps(config))
+
+    with pytest.raises(ModelError, match="not the one this adapter was trained on"):
+        resolve_adapter_base(run_dir / "adapters" / "site-1", changed)
+    with pytest.raises(ModelError, match="not found"):
+        resolve_adapter_base(run_dir / "adapters" / "site-1", tmp_path / "nowhere")
+
+
+def test_model_card_of_a_dp_adapter_states_its_epsilon() -> None:
+    from secure_pcft.model.export import model_card
+
+    privacy = {
+        "epsilon_spent": 7.9962,
+        "delta": 1e-3,
+        "accountant": "rdp",
+        "budget_epsilon": 8.0,
+        "ledger": "/abs/path/ledgers/site-0.ledger.jsonl",
+        "stopped_sharing_round": None,
+    }
+    card = model_card({"name": "small-x"}, {"peer": "site-0", "privacy": privacy})
+
+    assert "ε = 7.9962 spent at δ = 0.001 (rdp accountant), budget 8.0" in card
+    assert "`site-0.ledger.jsonl`" in card and "/abs/path" not in card
+    assert "no differential privacy" not in card

@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ from secure_pcft.data.corpus import Federation
 from secure_pcft.data.settings import load_federation
 from secure_pcft.fileio import json_safe, write_json_atomic
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+from secure_pcft.versions import library_versions
 
 # pass / fail against the campaign's thresholds; none: the campaign set no thresholds (measured only).
 Verdict = Literal["pass", "fail", "none"]
@@ -153,23 +153,13 @@ class CampaignResult:
                 "verdict": self.verdict,
                 "passed": None if self.verdict == "none" else self.passed,
                 "seconds": self.seconds,
-                "versions": _versions(),
+                "versions": library_versions(),
             }
         )
 
     def write_json(self, directory: str | Path) -> Path:
         """Write ``<directory>/<campaign name>.json`` atomically."""
         return write_json_atomic(Path(directory) / f"{self.campaign.name}.json", self.to_dict())
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("secure-pcft", "torch", "transformers", "peft", "opacus", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def _trial_target(

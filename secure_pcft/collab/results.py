@@ -47,6 +47,9 @@ class RunResult:
     rejections: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""  # ISO 8601 UTC: the run (its warm-up) started
+    finished_at: str = ""  # ISO 8601 UTC: this strategy's last round ended
+    versions: dict[str, str] = field(default_factory=dict)  # libraries of the machine that ran it
 
     @property
     def final(self) -> RoundRecord:

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ from secure_pcft.data.corpus import Federation
 from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.transport.loopback import LoopbackTransport
+from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class Simulation:
         self.cfg = cfg
         self.federation = federation
         self.base = base
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.peer_ids = federation.peer_ids
         self.transport = LoopbackTransport(self.peer_ids)
         # [security] mode = "full": sealed envelopes, encrypted discovery, consent (secure_round.py)
@@ -303,6 +306,9 @@ class Simulation:
             rejections={p.peer_id: [r.__dict__ for r in p.channel.rejections] for p in self.peers},
             seconds=seconds,
             extra=self._extra(),
+            started_at=self.started_at,
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            versions=library_versions(),
         )
 
     def _extra(self) -> dict[str, Any]:

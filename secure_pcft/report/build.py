@@ -12,12 +12,10 @@ there is one, the saved adapters (SHA-256 only), and any audit result files give
 from __future__ import annotations
 
 import json
-import platform
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,11 @@ from secure_pcft.privacy.events import check_peer_id
 from secure_pcft.report.audits import audit_checks, load_audit
 from secure_pcft.report.checks import Check, Status, verdict
 from secure_pcft.report.ledgers import max_epsilon, review_peer
+from secure_pcft.report.scope import scope_section
 from secure_pcft.report.sources import RunFiles, load_run
+from secure_pcft.versions import library_versions
 
 REPORT_FORMAT = "secure-pcft-report/1"
-VERSIONED = ("secure-pcft", "torch", "transformers", "peft", "opacus", "tenseal", "pynacl",
-             "safetensors", "tokenizers", "numpy")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,17 +48,6 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(self.document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of the toolkit and the libraries its guarantees rest on."""
-    out = {"python": platform.python_version()}
-    for dist in VERSIONED:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def _adapter(run: RunFiles, peer_id: str) -> dict[str, Any] | None:
@@ -181,8 +168,27 @@ def _run_section(run: RunFiles) -> tuple[dict[str, Any], list[Check]]:
         "dp_enabled": cfg.privacy.enabled,
         "security_mode": cfg.security.mode,
         "config": cfg.to_dict(),
+        "started_at": r.get("started_at") or None,
+        "finished_at": r.get("finished_at") or None,
+        "versions": {str(k): str(v) for k, v in r.get("versions", {}).items()}
+        if isinstance(r.get("versions"), dict) else {},
     }  # fmt: skip
+    checks.append(_versions_check(section["versions"]))
     return section, checks
+
+
+def _versions_check(run_versions: dict[str, str]) -> Check:
+    """The libraries that produced the run against those reading it now (a difference is a warning:
+    the ledger's ε is recomputed here with this machine's accountant)."""
+    cid, title = "versions", "the run's library versions are recorded and match this machine's"
+    if not run_versions:
+        return Check(cid, title, "warn", "results.json records no library versions (older run)")
+    here = library_versions()
+    differ = [f"{k} {run_versions[k]} (run) vs {here.get(k, 'absent')} (here)"
+              for k in sorted(run_versions) if run_versions[k] != here.get(k)]  # fmt: skip
+    if differ:
+        return Check(cid, title, "warn", "; ".join(differ))
+    return Check(cid, title, "pass", f"{len(run_versions)} versions equal")
 
 
 def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Report:
@@ -233,6 +239,7 @@ def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Repo
                   "rounds": [{"round": r.round, "matrix": r.trust} for r in run.rounds if r.trust]},
         "audits": audit_docs,
         "checks": [c.to_json() for c in checks],
+        "scope": scope_section(run_section["config"], peers),
     }  # fmt: skip
     return Report(json_safe(doc), tuple(checks))
 

@@ -32,6 +32,10 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .s-fail{color:#fff;background:#b3261e;font-weight:700;padding:0 4px;border-radius:3px}
 code,pre{font-family:ui-monospace,monospace;font-size:12px}pre{background:#f6f6f6;padding:8px;overflow:auto}
 .muted{color:#666;font-size:12px}.plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.print-only{display:none}
+@media print{body{margin:0;max-width:none;font-size:11px}details.fold{display:none}
+.print-only{display:block}h2{break-after:avoid}table,svg,.verdict{break-inside:avoid}
+pre{white-space:pre-wrap;overflow:visible}}
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
@@ -57,6 +61,17 @@ def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     th = "".join(f"<th>{esc(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(rows_cell for rows_cell in r) + "</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _foldable(summary: str, content: str) -> str:
+    """Folded on screen; printed (and saved as PDF) unfolded, since print cannot open a <details>.
+
+    ``content`` must hold no element ids (it appears twice in the page).
+    """
+    return (
+        f'<details class="fold"><summary>{esc(summary)}</summary>{content}</details>'
+        f'<div class="print-only"><h3>{esc(summary)}</h3>{content}</div>'
+    )
 
 
 def _td(text: Any, num: bool = False) -> str:
@@ -100,8 +115,9 @@ def _checks(doc: dict[str, Any]) -> str:
         else "<p>No failure, no warning.</p>"
     )
     if passed:
-        out += (f"<details><summary>{len(passed)} passed checks</summary>"
-                f"{_table(head, _check_rows(passed), 'checks')}</details>")  # fmt: skip
+        out += _foldable(
+            f"{len(passed)} passed checks", _table(head, _check_rows(passed), "checks")
+        )
     return out
 
 
@@ -113,6 +129,8 @@ def _run(doc: dict[str, Any]) -> str:
         ("aggregation rounds", str(run["rounds"])),
         ("base model", f"<code>{esc(run['base_model'])}</code>"),
         ("data", esc(run["data"])),
+        ("started / finished (UTC)",
+         f"{esc(run['started_at'] or 'not recorded')} / {esc(run['finished_at'] or 'not recorded')}"),
         ("differential privacy", "on" if run["dp_enabled"] else "<b>off</b>"),
         ("security mode", esc(run["security_mode"])),
         ("config hash (SHA-256)", f"<code>{esc(h['recomputed'])}</code> "
@@ -121,8 +139,7 @@ def _run(doc: dict[str, Any]) -> str:
     ]  # fmt: skip
     table = _table(["", ""], [[f"<th>{esc(k)}</th>", _td(v)] for k, v in facts])
     config = esc(json.dumps(run["config"], indent=2, ensure_ascii=False))
-    return (f"<h2>Run</h2>{table}<details><summary>full configuration</summary>"
-            f"<pre>{config}</pre></details>")  # fmt: skip
+    return f"<h2>Run</h2>{table}" + _foldable("full configuration", f"<pre>{config}</pre>")
 
 
 def _epsilon_plot(doc: dict[str, Any]) -> str:
@@ -231,7 +248,7 @@ def _trust(doc: dict[str, Any]) -> str:
     )  # fmt: skip
     return (
         f'<h2>Trust</h2><div class="plots">{final}</div>'
-        f'<details><summary>every round</summary><div class="plots">{small}</div></details>'
+        f'<h3>Every round</h3><div class="plots">{small}</div>'
     )
 
 
@@ -272,16 +289,35 @@ def _audits(doc: dict[str, Any]) -> str:
     return "<h2>Audits</h2>" + "".join(_audit(i, a) for i, a in enumerate(doc["audits"]))
 
 
+def _scope(doc: dict[str, Any]) -> str:
+    s = doc["scope"]
+    facts = [("privacy unit", s["privacy_unit"]), ("δ", s["delta"]),
+             ("what the relay sees", s["relay_sees"])]  # fmt: skip
+    table = _table(["", ""], [[f"<th>{esc(k)}</th>", _td(esc(v))] for k, v in facts])
+    left_out = "".join(f"<li>{esc(item)}</li>" for item in s["not_covered"])
+    tms = "".join(f"<li><b>{esc(t['id'])}</b> {esc(t['title'])}</li>" for t in s["threat_models"])
+    return (
+        '<h2 id="scope">What this report does not cover</h2>'
+        "<p>The verdict says that the recorded releases stayed within each peer's (ε, δ), that the "
+        "channels were the configured ones and that attached audits met their thresholds; no more."
+        f"</p>{table}<h3>Not covered</h3><ul>{left_out}</ul>"
+        f"<h3>Adversaries considered (threat_models/)</h3><ul>{tms}</ul>"
+    )
+
+
 def _provenance(doc: dict[str, Any]) -> str:
-    versions = _table(["library", "version"],
-                      [[_td(esc(k)), _td(esc(v))] for k, v in doc["versions"].items()])  # fmt: skip
     adapters = [[_td(esc(p["peer_id"])), _td(f"<code>{esc(p['adapter']['sha256'])}</code>"),
                  _td(f"{p['adapter']['bytes']:,}", True)]
                 for p in doc["peers"] if p["adapter"]]  # fmt: skip
     sec = doc["security"]
     keys = (f"<p>Key fingerprints from: <b>{esc(sec['fingerprint_source'] or 'none')}</b>"
             + (f" (<code>{esc(sec['roster'])}</code>)" if sec["roster"] else "") + "</p>")  # fmt: skip
-    out = f"<h2>Provenance</h2>{keys}<h3>Library versions (this report)</h3>{versions}"
+    run_versions = doc["run"]["versions"]
+    here = doc["versions"]
+    rows = [[_td(esc(k)), _td(esc(run_versions.get(k, "not recorded"))), _td(esc(v))]
+            for k, v in here.items()]  # fmt: skip
+    versions = _table(["library", "the run", "this report"], rows)
+    out = f"<h2>Provenance</h2>{keys}<h3>Library versions</h3>{versions}"
     if adapters:
         out += "<h3>Saved adapters</h3>" + _table(["peer", "SHA-256", "bytes"], adapters)
     return out
@@ -290,8 +326,8 @@ def _provenance(doc: dict[str, Any]) -> str:
 def render_html(doc: dict[str, Any]) -> str:
     """The whole page for a report document (see :mod:`secure_pcft.report.schema`)."""
     title = f"secure-pcft compliance report — {doc['run']['strategy']} — {doc['verdict'].upper()}"
-    body = "".join([_header(doc), _checks(doc), _privacy(doc), _traffic(doc), _trust(doc),
-                    _audits(doc), _run(doc), _provenance(doc)])  # fmt: skip
+    body = "".join([_header(doc), _checks(doc), _scope(doc), _privacy(doc), _traffic(doc),
+                    _trust(doc), _audits(doc), _run(doc), _provenance(doc)])  # fmt: skip
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

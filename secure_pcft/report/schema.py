@@ -138,6 +138,18 @@ _RUN = _obj({
     "dp_enabled": {"type": "boolean"},
     "security_mode": {"enum": ["off", "full"]},
     "config": {"type": "object"},
+    "started_at": _STR_OR_NULL,
+    "finished_at": _STR_OR_NULL,
+    "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+})  # fmt: skip
+
+_SCOPE = _obj({
+    "privacy_unit": {"type": "string"},
+    "delta": {"type": "string"},
+    "relay_sees": {"type": "string"},
+    "not_covered": {"type": "array", "items": {"type": "string"}},
+    "threat_models": {"type": "array", "items": _obj({
+        "id": {"type": "string", "pattern": "^TM-[0-9]{2}$"}, "title": {"type": "string"}})},
 })  # fmt: skip
 
 _SECURITY = _obj({
@@ -173,6 +185,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         }),
         "audits": {"type": "array", "items": _AUDIT},
         "checks": {"type": "array", "items": _CHECK},
+        "scope": _SCOPE,
     }),
     "$defs": {
         "real": {"anyOf": [{"type": "number"}, {"enum": ["inf", "-inf", "nan"]}]},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -453,3 +454,73 @@ def test_html_renders_in_headless_chromium_with_its_plots(dp_run: Path, tmp_path
     assert _png_size(shot) == (1200, 2000)
     # a page with tables and plots compresses far worse than an empty one
     assert shot.stat().st_size > 5 * control.stat().st_size
+
+
+# ----------------------------------------------------------------------------- scope, times, print
+
+
+def test_report_says_what_it_does_not_cover(dp_run: Path) -> None:
+    report = build_report(dp_run)
+    scope = report.document["scope"]
+    html = render_html(report.document)
+
+    block = report.document["run"]["config"]["data"]["block_size"]
+    assert f"one training block of {block} tokens" in scope["privacy_unit"]
+    assert "k·ε" in scope["privacy_unit"]
+    for peer in report.document["peers"]:
+        assert f"{peer['privacy']['delta']:g}" in scope["delta"].split(":")[0]
+    assert "sender, recipient, round" in scope["relay_sees"]
+    assert any("base model" in item for item in scope["not_covered"])
+    assert "What this report does not cover" in html and "TM-07" in html
+
+
+def test_threat_model_titles_match_the_repository() -> None:
+    from secure_pcft.report.scope import THREAT_MODELS
+
+    table = (ROOT / "threat_models" / "README.md").read_text()
+    rows = dict(re.findall(r"^\| \[(TM-\d\d)\]\([^)]*\) \| (.+?) \|$", table, flags=re.M))
+
+    assert rows == THREAT_MODELS
+
+
+def test_run_times_and_versions_are_recorded_and_compared(dp_run: Path, tmp_path: Path) -> None:
+    doc = build_report(dp_run).document
+    run = doc["run"]
+    assert run["started_at"] <= run["finished_at"] and run["started_at"].endswith("+00:00")
+    assert run["versions"]["secure-pcft"] == doc["versions"]["secure-pcft"]
+    assert _checks(build_report(dp_run))["versions"] == "pass"
+
+    moved = _copy(dp_run, tmp_path)
+    results = json.loads((moved / "results.json").read_text())
+    results["versions"]["torch"] = "0.0.1"
+    (moved / "results.json").write_text(json.dumps(results))
+    del results["versions"]
+    older = _copy(dp_run, tmp_path / "older")
+    (older / "results.json").write_text(json.dumps(results))
+
+    other = build_report(moved)
+    assert _checks(other)["versions"] == "warn"
+    assert "torch 0.0.1 (run)" in next(c.detail for c in other.checks if c.id == "versions")
+    assert _checks(build_report(older))["versions"] == "warn"
+
+
+def test_folded_sections_are_printed_unfolded(dp_run: Path, tmp_path: Path) -> None:
+    html = render_html(build_report(dp_run).document)
+
+    assert "@media print" in html and "details.fold{display:none}" in html
+    printed = html.split('<div class="print-only">')
+    assert len(printed) == 3  # passed checks and the full configuration
+    assert "passed checks</h3>" in printed[1] and "full configuration</h3>" in printed[2]
+    if not CHROMIUM.exists():
+        return
+    full, folded = tmp_path / "full.html", tmp_path / "folded.html"
+    full.write_text(html)
+    folded.write_text(html.replace(".print-only{display:block}", ""))
+    pages = []
+    for i, page in enumerate((full, folded)):
+        pdf = tmp_path / f"{page.stem}.pdf"
+        done = _chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", page.as_uri(),
+                         profile=tmp_path / f"pdf{i}")  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        pages.append(len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes())))
+    assert pages[0] > pages[1] >= 1  # the unfolded content takes pages of its own

@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from secure_pcft.transport.flower.errors import HelloError
 from secure_pcft.transport.flower.hello import new_challenge, verify_hello
 from secure_pcft.transport.flower.records import MESSAGE_TYPE, StepReply, StepRequest
 from secure_pcft.transport.flower.steps import WARMUP, round_steps
+from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +403,7 @@ def _mean(values: Sequence[float | None]) -> float:
 def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunResult:
     """The results file of a Flower run: the loopback's fields plus who was missing when."""
     cfg = relay.cfg
+    now = datetime.now(UTC)
     extra: dict[str, Any] = {
         "runtime": "flower",
         "missing_peers": {str(k): v for k, v in relay_log.missing.items()},
@@ -433,6 +436,9 @@ def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunRe
         rejections={p: list(relay_log.rejections.get(p, [])) for p in relay.peer_ids},
         seconds=seconds,
         extra=extra,
+        started_at=(now - timedelta(seconds=seconds)).isoformat(timespec="seconds"),
+        finished_at=now.isoformat(timespec="seconds"),
+        versions=library_versions(),  # of the relay's machine (sites are not asked)
     )
 
 

@@ -1,0 +1,68 @@
+"""What a compliance report does not cover: the limits a reviewer must read next to the verdict.
+
+A PASS says the recorded releases stayed within the stated (ε, δ), the channels were the configured
+ones and the attached audits met their thresholds. It does not say more; this section says what
+"more" would be, with the run's own numbers where they matter (the privacy unit's size, δ against
+the number of records).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The adversaries of threat_models/ (IDs and titles; tests check them against threat_models/README.md).
+THREAT_MODELS = {
+    "TM-01": "Curious peer: an honest-but-curious consortium member",
+    "TM-02": "Malicious peer: a roster member that deviates from the protocol",
+    "TM-03": "Network attacker: reads, injects, replays, drops traffic",
+    "TM-04": "Untrusted relay / coordinator (Flower ServerApp, loopback transport)",
+    "TM-05": "Colluding peers: several members pool what they received",
+    "TM-06": "Compromised site host or stolen keys",
+    "TM-07": "Privacy-budget overrun: a peer releases more than its ε budget",
+}
+
+
+def scope_section(config: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's ``scope`` object: the privacy unit, δ, what the relay sees, what is left out."""
+    block = int(config.get("data", {}).get("block_size", 0))
+    dp = bool(config.get("privacy", {}).get("enabled", False))
+    secure = config.get("security", {}).get("mode") == "full"
+    deltas = sorted({p["privacy"]["delta"] for p in peers if p.get("privacy", {}).get("delta")})
+    unit = (
+        f"one training block of {block} tokens of a peer's text. A document longer than one block "
+        "is protected only as a group: k blocks of one document carry at most k·ε (group privacy), "
+        "and a fact repeated across blocks is repeated evidence."
+        if dp
+        else "none: differential privacy is off, so no record is protected by an ε."
+    )
+    delta = (
+        f"δ = {', '.join(f'{d:g}' for d in deltas)}: the probability with which the ε guarantee may "
+        "fail outright. It should be well below 1 / n, n = a peer's number of training blocks "
+        "(about the expected batch size divided by the sampling rate q of the DP-SGD row)."
+        if deltas
+        else "no δ (no ledger was verified)."
+    )
+    relay = (
+        "envelope headers only: sender, recipient, round, message type, sizes and timing. Who "
+        "requested whose adapter reveals whom each peer's trust rule selected."
+        if secure
+        else 'everything: [security] mode = "off" sends adapters, signatures and scores in clear.'
+    )
+    return {
+        "privacy_unit": unit,
+        "delta": delta,
+        "relay_sees": relay,
+        "not_covered": [
+            "the base model's own training data and whatever it already memorised",
+            "the public reference set used for prediction signatures (public by definition)",
+            "poisoning within the norm bounds (a backdoor that stays under the ratio); no robust "
+            "aggregation is implemented",
+            "side channels on a site's host (timing, cache, power) and a host compromised before "
+            "the run (TM-06 covers stolen keys, not a subverted training process)",
+            "attached audits measure the campaign's own targets trained with its recipe, not this "
+            "run's released adapters",
+            "this report's inputs other than ledgers and the roster are not signed: results.json "
+            "is hashed (its SHA-256 is recorded) but not authenticated",
+        ],
+        "threat_models": [{"id": k, "title": v} for k, v in THREAT_MODELS.items()],
+    }

@@ -251,14 +251,16 @@ def _add_flower_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     certs = fsub.add_parser(
         "certs", help="write a consortium CA and the SuperLink's TLS certificate"
     )
-    certs.add_argument("dir", type=Path)
+    certs.add_argument(
+        "dir", type=Path, help="folder to write the CA and SuperLink certificates to"
+    )
     certs.add_argument(
         "--host", action="append", required=True, help="SuperLink IP/DNS name (repeatable)"
     )
     certs.set_defaults(func=cmd_flower_certs)
     nk = fsub.add_parser("node-key", help="write a SuperNode authentication key pair")
-    nk.add_argument("dir", type=Path)
-    nk.add_argument("name")
+    nk.add_argument("dir", type=Path, help="folder to write the key pair to")
+    nk.add_argument("name", help="the SuperNode's name (file stem of the key pair)")
     nk.set_defaults(func=cmd_flower_node_key)
     ad = fsub.add_parser("app-dir", help="print the Flower app directory for `flwr run`")
     ad.set_defaults(func=cmd_flower_app_dir)
@@ -274,7 +276,7 @@ def _add_flower_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     site.add_argument("--key-dir", type=Path, help="<peer-id>.key and roster.json")
     site.set_defaults(func=cmd_flower_site)
     sim = fsub.add_parser("simulate", help="run a config on Flower's simulation engine (Ray)")
-    sim.add_argument("config", type=Path)
+    sim.add_argument("config", type=Path, help="the run's TOML config")
     sim.add_argument("--output", type=Path, default=Path("runs/flower-simulation"))
     sim.add_argument("--num-cpus", type=int, default=2, help="CPUs Ray may use")
     sim.set_defaults(func=cmd_flower_simulate)
@@ -285,6 +287,21 @@ def _version() -> str:
         return importlib.metadata.version("secure-pcft")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
         return "unknown"
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-v`` after any subcommand too (``secure-pcft run x.toml -v``), not only before it.
+
+    The subcommands' copies default to SUPPRESS, so they never reset a ``-v`` given up front.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                child.add_argument(
+                    "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                    help="log at INFO level",
+                )  # fmt: skip
+                _verbose_everywhere(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a collaboration from a TOML config")
-    run.add_argument("config", type=Path)
+    run.add_argument("config", type=Path, help="the run's TOML config (README, 'Using it')")
     run.add_argument("--output", help="override [output] dir")
     run.set_defaults(func=cmd_run)
 
@@ -334,22 +351,28 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.set_defaults(func=cmd_ledger)
 
     base = sub.add_parser("base", help="build (or find) a ready base model and print its path")
-    base.add_argument("which", choices=["small", "smollm2"])
+    base.add_argument(
+        "which",
+        choices=["small", "smollm2"],
+        help="small: the toolkit's 2.7M GPT-2 (built on first use); smollm2: SmolLM2-135M",
+    )
     base.add_argument("--cache-dir", default="~/.cache/secure-pcft")
     base.set_defaults(func=cmd_base)
 
     keys = sub.add_parser("keys", help="peer identities and the consortium roster")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="generate NAME.key (0600) and NAME.pub.json")
-    new.add_argument("name")
+    new.add_argument("name", help="the peer's id as in the run config (e.g. plant-a)")
     new.add_argument("--dir", type=Path, required=True, help="key directory")
     new.set_defaults(func=cmd_keys_new)
     roster = keys_sub.add_parser("roster", help="pin every *.pub.json of DIR into DIR/roster.json")
-    roster.add_argument("dir", type=Path)
+    roster.add_argument("dir", type=Path, help="key directory holding the *.pub.json files")
     roster.set_defaults(func=cmd_keys_roster)
 
     audit = sub.add_parser("audit", help="run audit campaigns (TOML) and write results JSON")
-    audit.add_argument("campaigns", type=Path, nargs="+", metavar="CAMPAIGN.toml")
+    audit.add_argument(
+        "campaigns", type=Path, nargs="+", metavar="CAMPAIGN.toml", help="campaign files (audits/)"
+    )
     audit.add_argument("--output", default="audits/results", help="results directory")
     audit.add_argument("--base", help="override [target.model] base of every campaign")
     audit.set_defaults(func=cmd_audit)
@@ -357,7 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser(
         "report", help="compliance report of a run directory: report.json + report.html"
     )
-    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a run's output folder (results.json, ledgers/)",
+    )
     report.add_argument(
         "--audit",
         type=Path,
@@ -369,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="output directory (default RUN_DIR/report)")
     report.set_defaults(func=cmd_report)
     _add_flower_commands(sub)
+    _verbose_everywhere(p)
     return p
 
 

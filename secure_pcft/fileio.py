@@ -45,12 +45,17 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; creates the parent folder. Returns ``path``."""
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` atomically; creates the parent folder. Returns ``path``.
+
+    ``mode``: permissions of the new file, set at creation (``0o600`` for files private to the
+    site), before any byte is written; the umask still applies.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with tmp.open("wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -66,8 +71,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: Path, obj: Any, *, indent: int = 2, default: Any = None) -> Path:
+def write_json_atomic(
+    path: Path, obj: Any, *, indent: int = 2, default: Any = None, mode: int = 0o644
+) -> Path:
     """``obj`` as standard JSON (through :func:`json_safe`: NaN/inf become strings) written
     atomically, with a final newline."""
     text = json.dumps(json_safe(obj), indent=indent, default=default, allow_nan=False) + "\n"
-    return write_text_atomic(path, text)
+    return write_bytes_atomic(path, text.encode("utf-8"), mode=mode)

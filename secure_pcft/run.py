@@ -12,6 +12,7 @@ from secure_pcft.collab.results import RunResult
 from secure_pcft.collab.simulation import ProgressFn, Simulation, Snapshot
 from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
 from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
+from secure_pcft.data.manifest import write_manifests
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError
 from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
@@ -49,6 +50,7 @@ def compare_strategies(
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads
+    write_manifests(federation, Path(cfg.output.dir) / "manifests")
     base = load_base(resolve_base_path(cfg.model))
     load_seconds = time.perf_counter() - start
     by_label: dict[str, RunResult] = {}

@@ -158,8 +158,39 @@ class CampaignResult:
         )
 
     def write_json(self, directory: str | Path) -> Path:
-        """Write ``<directory>/<campaign name>.json`` atomically."""
+        """Write ``<directory>/<campaign name>.json`` and its per-example scores, atomically."""
+        write_json_atomic(Path(directory) / f"{self.campaign.name}.scores.json", self.scores())
         return write_json_atomic(Path(directory) / f"{self.campaign.name}.json", self.to_dict())
+
+    def scores(self) -> dict[str, Any]:
+        """Every attack's per-example scores, per trial (``<name>.scores.json``).
+
+        ``member_scores[k]`` is the score of the k-th member example of that trial's target (its
+        training blocks, inserted canaries or used tokens, in the target's order), likewise for
+        non-members; higher = "member". Enough to recompute any ROC figure, bootstrap intervals, or
+        compare attacks example by example.
+        """
+        return json_safe(
+            {
+                "format": "secure-pcft-audit-scores/1",
+                "campaign": self.campaign.name,
+                "attacks": [
+                    {
+                        "label": a.spec.label,
+                        "name": a.spec.name,
+                        "trials": [
+                            {
+                                "trial": t,
+                                "member_scores": list(r.member_scores),
+                                "nonmember_scores": list(r.nonmember_scores),
+                            }
+                            for t, r in enumerate(a.results)
+                        ],
+                    }
+                    for a in self.attacks
+                ],
+            }
+        )
 
 
 def _trial_target(

@@ -7,7 +7,7 @@ a reviewer does not control.
 
 Plot element ids (stable, for tools and tests): ``plot-epsilon`` (ε over rounds per peer against
 the budget), ``plot-trust-final`` and ``plot-trust-round-<r>`` (trust matrices), ``plot-roc-<i>``
-(ROC curves of audit ``i``).
+and ``plot-roc-log-<i>`` (ROC curves of audit ``i``, linear and log–log axes).
 """
 
 from __future__ import annotations
@@ -274,12 +274,37 @@ def _audit(i: int, a: dict[str, Any]) -> str:
     plot = line_chart(f"plot-roc-{i}", f"ROC — {a['campaign']}", series, x_label="false positive rate",
                       y_label="true positive rate", x_range=(0.0, 1.0), y_range=(0.0, 1.0),
                       diagonal=True) if series else ""  # fmt: skip
+    plot += _log_roc(i, a["campaign"], series)
     meta = (f"<p>{esc(a['description'])}</p><p class=\"muted\">file <code>{esc(a['file'])}</code> · "
             f"SHA-256 <code>{esc(a['sha256'])}</code> · threat models "
             f"{esc(', '.join(a['threat_models']))} · audited target ε = {_num(a['target_epsilon'])}"
             f"</p>")  # fmt: skip
     table = _table(["attack", "kind", "threat models", "figures", "thresholds"], rows)
     return f'<h3>{esc(a["campaign"])}</h3>{meta}{table}<div class="plots">{plot}</div>'
+
+
+def _log_roc(i: int, campaign: str, series: list[Series]) -> str:
+    """The same ROC curves on log–log axes, where the low-FPR regime that matters is visible.
+
+    Points with FPR or TPR = 0 have no logarithm and are left out; the x axis starts at the
+    smallest positive FPR the curves reach (at most 4 decades).
+    """
+    logged = [
+        Series(s.label, [(math.log10(x), math.log10(y)) for x, y in s.points if x > 0 and y > 0],
+               s.colour)
+        for s in series
+    ]  # fmt: skip
+    xs = [x for s in logged for x, _ in s.points]
+    if not xs:
+        return ""
+    lo = min(max(-4.0, math.floor(min(xs))), -1.0)
+    logged = [  # below the frame: drawn on its lower or left edge
+        Series(s.label, [(max(x, lo), max(y, lo)) for x, y in s.points if x >= lo], s.colour)
+        for s in logged
+    ]
+    return line_chart(f"plot-roc-log-{i}", f"ROC, log–log — {campaign}", logged,
+                      x_label="log₁₀ false positive rate", y_label="log₁₀ true positive rate",
+                      x_range=(lo, 0.0), y_range=(lo, 0.0), diagonal=True)  # fmt: skip
 
 
 def _audits(doc: dict[str, Any]) -> str:

@@ -442,7 +442,7 @@ def test_html_renders_in_headless_chromium_with_its_plots(dp_run: Path, tmp_path
 
     assert dom.returncode == 0, dom.stderr[-2000:]
     rendered = dom.stdout
-    for plot in ("plot-epsilon", "plot-trust-final", "plot-roc-0", "plot-roc-1"):
+    for plot in ("plot-epsilon", "plot-trust-final", "plot-roc-0", "plot-roc-1", "plot-roc-log-0"):
         assert f'<svg id="{plot}"' in rendered, plot
     epsilon_svg = rendered.split('<svg id="plot-epsilon"', 1)[1].split("</svg>", 1)[0]
     assert epsilon_svg.count('class="series"') == 3  # one step line per peer
@@ -524,3 +524,19 @@ def test_folded_sections_are_printed_unfolded(dp_run: Path, tmp_path: Path) -> N
         assert done.returncode == 0, done.stderr[-2000:]
         pages.append(len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes())))
     assert pages[0] > pages[1] >= 1  # the unfolded content takes pages of its own
+
+
+def test_roc_curves_are_also_drawn_on_log_log_axes(dp_run: Path, tmp_path: Path) -> None:
+    from secure_pcft.report.page import _log_roc
+    from secure_pcft.report.plots import Series
+
+    svg = _log_roc(
+        0, "c", [Series("a", [(0.0, 0.0), (0.001, 0.01), (0.1, 0.5), (1.0, 1.0)], "#000")]
+    )
+    points = svg.split('class="series" d="', 1)[1].split('"', 1)[0]
+
+    assert 'id="plot-roc-log-0"' in svg and "log₁₀ false positive rate" in svg
+    assert points.count("L") + points.count("M") == 3  # (0, 0) has no logarithm: left out
+    assert _log_roc(0, "c", [Series("a", [(0.0, 0.0), (0.0, 1.0)], "#000")]) == ""
+    html = render_html(build_report(dp_run, [_audit_on_run_base(dp_run, tmp_path)]).document)
+    assert 'id="plot-roc-log-0"' in html

@@ -157,6 +157,15 @@ def test_a_campaign_runs_real_training_and_writes_results_and_summary(tmp_path: 
     assert summary["_sources"]["mia_auc_nondp"] == "tiny-mia"
     text = (tmp_path / "out" / "tiny-mia.json").read_text()
     assert "plant" not in text and "pump" not in text  # no private text in results
+    scores = json.loads((tmp_path / "out" / "tiny-mia.scores.json").read_text())
+    loss = scores["attacks"][0]
+    assert loss["label"] == "loss" and len(loss["trials"]) == 1
+    members, nonmembers = loss["trials"][0]["member_scores"], loss["trials"][0]["nonmember_scores"]
+    assert len(members) == data["targets"][0]["members"] and len(nonmembers) > 10
+    # the per-example scores give back the recorded AUC
+    wins = sum((m > n) + 0.5 * (m == n) for m in members for n in nonmembers)
+    auc = data["attacks"][0]["metrics"]["roc_auc"]
+    assert wins / (len(members) * len(nonmembers)) == pytest.approx(auc, abs=1e-9)
 
 
 def test_thresholds_decide_pass_and_fail(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Exported adapters are portable: no path of the training machine, a base named and pinned by
-SHA-256, a filled model card, and plain peft loads them from another folder."""
+"""What a run leaves for others: portable adapter folders (no path of the training machine, a base
+named and pinned by SHA-256, a filled model card; plain peft loads them from another folder) and
+the per-peer document manifests an auditor forms member sets from."""
 
 from __future__ import annotations
 
@@ -88,3 +89,22 @@ def test_model_card_of_a_dp_adapter_states_its_epsilon() -> None:
     assert "ε = 7.9962 spent at δ = 0.001 (rdp accountant), budget 8.0" in card
     assert "`site-0.ledger.jsonl`" in card and "/abs/path" not in card
     assert "no differential privacy" not in card
+
+
+def test_manifests_name_every_training_document_by_hash(run_dir: Path) -> None:
+    import hashlib
+    import stat
+
+    manifest_path = run_dir / "manifests" / "site-1.json"
+    manifest = json.loads(manifest_path.read_text())
+    train_file = run_dir.parent / "site-1.txt"
+    lines = [ln for ln in train_file.read_text().splitlines() if ln.strip()]
+
+    assert stat.S_IMODE(manifest_path.stat().st_mode) == 0o600
+    assert manifest["peer_id"] == "site-1" and set(manifest["splits"]) == {"train", "val", "test"}
+    every = [h for split in manifest["splits"].values() for h in split]
+    assert len(every) == len(set(every)) > 0
+    assert all(len(h) == 64 for h in every)
+    hashes = {hashlib.sha256(ln.encode()).hexdigest() for ln in lines}
+    assert set(manifest["splits"]["train"]) <= hashes  # each document is one of the peer's lines
+    assert "plant" not in manifest_path.read_text()  # hashes only, no text

@@ -9,7 +9,8 @@ toolkit reads them): records you know were / were not in the adapter's training 
 same distribution. ``--population`` (optional) is data the attacker holds from that distribution;
 it enables the shadow-model attacks (LiRA, RMIA) and the population-reference attack, which train
 adapters with the recipe given by ``--config`` (a run TOML; default: the toolkit's defaults).
-Prints ROC AUC and TPR at 1% / 0.1% FPR per attack.
+Prints ROC AUC and TPR at 1% / 0.1% FPR per attack; ``--json PATH`` also writes every attack's
+metrics, parameters and per-example scores (members and non-members in file order).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from secure_pcft.audit import AuditTarget, Recipe, make_attack
 from secure_pcft.config import ModelConfig, RunConfig, load_config
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.readers import read_documents
+from secure_pcft.fileio import write_json_atomic
 from secure_pcft.model.loading import load_base, resolve_base_path
 
 
@@ -38,6 +40,7 @@ def main() -> None:
     p.add_argument("--config", type=Path, help="run TOML with the victim's recipe (lora, train)")
     p.add_argument("--block-size", type=int, default=64, help="tokens per record")
     p.add_argument("--shadows", type=int, default=4)
+    p.add_argument("--json", type=Path, help="also write the results (metrics + scores) here")
     args = p.parse_args()
 
     base = load_base(resolve_base_path(ModelConfig(base=args.base)))
@@ -64,8 +67,10 @@ def main() -> None:
         ]
     print(f"{members.shape[0]} member / {nonmembers.shape[0]} non-member records of {bs} tokens")
     print(f"{'attack':<28}{'ROC AUC':>9}{'TPR@1%':>9}{'TPR@0.1%':>10}")
+    written = []
     for i, (name, params) in enumerate(attacks):
         result = make_attack(name, **params).run(target, np.random.default_rng(i))
+        written.append({"params": params, **result.to_dict(include_scores=True)})
         m = result.metrics
         label = name + (f" ({params['reference']})" if "reference" in params else "")
         print(
@@ -73,6 +78,16 @@ def main() -> None:
             f"{m['tpr_at_0.1pct_fpr']:>10.3f}"
         )
     print(f"(TPR at an FPR below 1/{nonmembers.shape[0]} is the TPR at FPR = 0: no interpolation)")
+    if args.json:
+        record = {
+            "adapter": str(args.adapter),
+            "base": str(args.base),
+            "block_size": bs,
+            "members": int(members.shape[0]),
+            "nonmembers": int(nonmembers.shape[0]),
+            "attacks": written,
+        }
+        print(f"wrote {write_json_atomic(args.json, record)}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from secure_pcft.errors import (
     BudgetExhaustedError,
     BudgetInfeasibleError,
+    ConfigError,
     CorruptFileError,
     CryptoError,
     MessageError,
@@ -150,8 +151,34 @@ def cmd_keys_roster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_plugin(plugin: str) -> None:
+    """Import a plugin module by dotted name, or a ``.py`` file by path (the user's own code).
+
+    Raises:
+        ConfigError: it cannot be found or fails to import.
+    """
+    import importlib.util
+
+    try:
+        if plugin.endswith(".py"):
+            path = Path(plugin)
+            spec = importlib.util.spec_from_file_location(f"secure_pcft_plugin_{path.stem}", path)
+            if spec is None or spec.loader is None or not path.is_file():
+                raise ImportError(f"no such file {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(plugin)
+    except ImportError as exc:
+        raise ConfigError(f"--plugin {plugin}: cannot import it ({exc})") from None
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from secure_pcft.audit.runner import run_campaign_files
+
+    for plugin in args.plugin:
+        _import_plugin(plugin)
 
     results = run_campaign_files(
         args.campaigns,
@@ -375,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--output", default="audits/results", help="results directory")
     audit.add_argument("--base", help="override [target.model] base of every campaign")
+    audit.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable): a module that registers custom attacks with "
+        "secure_pcft.audit.register_attack, usable by name in [[attacks]]",
+    )
     audit.set_defaults(func=cmd_audit)
 
     report = sub.add_parser(
@@ -433,12 +468,24 @@ def exit_code(exc: SecurePcftError) -> int:
     return EXIT_BAD_INPUT
 
 
+class _AboveTheBars(logging.Handler):
+    """Log lines printed with ``tqdm.write`` so they land above the progress bars, never glued to
+    the end of a bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = _AboveTheBars()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     if not args.verbose:
         quiet_third_party()
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,48 @@ def test_manifests_name_every_training_document_by_hash(run_dir: Path) -> None:
     hashes = {hashlib.sha256(ln.encode()).hexdigest() for ln in lines}
     assert set(manifest["splits"]["train"]) <= hashes  # each document is one of the peer's lines
     assert "plant" not in manifest_path.read_text()  # hashes only, no text
+
+
+def _example(*args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(__file__).resolve().parents[2] / "examples" / args[0]
+    return subprocess.run(
+        [sys.executable, str(script), *args[1:]], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_generate_example_loads_a_moved_adapter_and_prints_no_special_tokens(
+    run_dir: Path, tiny_base_dir: Path
+) -> None:
+    done = _example(
+        # the prompt holds the EOS token itself, so the old decode would have printed it
+        "generate_with_adapter.py", str(run_dir / "adapters" / "site-1"), "alpha<|endoftext|>",
+        "--base", str(tiny_base_dir), "--tokens", "12",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() and "<|endoftext|>" not in done.stdout
+
+
+def test_attack_example_writes_json_with_per_example_scores(
+    run_dir: Path, tiny_base_dir: Path
+) -> None:
+    lines = (run_dir.parent / "site-1.txt").read_text().splitlines()
+    members, nonmembers = run_dir.parent / "m.txt", run_dir.parent / "n.txt"
+    members.write_text("\n".join(lines[:20]) + "\n")
+    nonmembers.write_text((run_dir.parent / "site-2.txt").read_text())
+    out = run_dir.parent / "attack.json"
+
+    done = _example(
+        "attack_saved_adapter.py", "--base", str(tiny_base_dir),
+        "--adapter", str(run_dir / "adapters" / "site-1"),
+        "--members", str(members), "--nonmembers", str(nonmembers),
+        "--block-size", "16", "--json", str(out),
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["members"] > 0 and record["attacks"]
+    first = record["attacks"][0]
+    assert len(first["member_scores"]) == record["members"]
+    assert len(first["nonmember_scores"]) == record["nonmembers"]
+    assert "roc_auc" in first["metrics"]

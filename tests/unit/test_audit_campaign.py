@@ -253,6 +253,50 @@ def test_cli_audit_runs_an_update_campaign_and_exits_zero_on_pass(
     assert summary["recall"] >= 0.8
 
 
+PLUGIN = """
+import numpy as np
+from secure_pcft.audit import register_attack
+from secure_pcft.audit.attack import Attack, membership_result
+
+
+@register_attack
+class FirstToken(Attack):
+    name = "first-token-plugin"
+    threat_models = ("TM-01",)
+
+    def run(self, target, rng):
+        score = lambda blocks: blocks[:, 0].double().numpy()
+        return membership_result(self.name, self.threat_models, score(target.members),
+                                 score(target.nonmembers))
+"""
+
+
+def test_cli_audit_uses_a_custom_attack_from_a_plugin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugin = tmp_path / "my_attacks.py"
+    plugin.write_text(PLUGIN)
+    text = (
+        campaign_toml(tmp_path)
+        .split("[[attacks]]")[0]
+        .replace("total_steps = 60", "total_steps = 2")
+    )
+    text = text.replace('mia_auc_nondp = ["loss.roc_auc", "ref.roc_auc"]', 'auc = "mine.roc_auc"')
+    text += '[[attacks]]\nname = "first-token-plugin"\nlabel = "mine"\nmin = { roc_auc = 0.0 }\n'
+    path = tmp_path / "custom.toml"
+    path.write_text(text)
+    out_dir = tmp_path / "out"
+
+    without = main(["audit", str(path), "--output", str(out_dir)])
+    assert without == 3 and "first-token-plugin" in capsys.readouterr().err
+    code = main(["audit", str(path), "--output", str(out_dir), "--plugin", str(plugin)])
+
+    assert code == 0, capsys.readouterr()
+    data = json.loads((out_dir / "tiny-mia.json").read_text())
+    assert data["attacks"][0]["name"] == "first-token-plugin"
+    assert main(["audit", str(path), "--plugin", "no_such_module_xyz"]) == 3
+
+
 def test_cli_audit_reports_an_invalid_campaign_as_a_typed_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

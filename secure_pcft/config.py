@@ -158,6 +158,9 @@ class TrainConfig:
         local_steps: steps between aggregations.
         total_steps: steps per peer in the whole run (warm-up included).
         eval_batches: batches used for validation scores (``validation`` strategy).
+        eval_every: score every peer's test split after every this many rounds (the warm-up and
+            the last round are always scored). Test scoring is most of a round's time on a real
+            base such as SmolLM2; the rounds in between record no test scores.
         seed: seed of the training randomness (batches, dropout, paper-mode LoRA inits).
     """
 
@@ -168,6 +171,7 @@ class TrainConfig:
     local_steps: int = 20
     total_steps: int = 120
     eval_batches: int = 8
+    eval_every: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -180,6 +184,7 @@ class TrainConfig:
             self.total_steps >= self.warmup_steps, "train", "total_steps", "steps >= warmup_steps"
         )
         require(self.eval_batches >= 1, "train", "eval_batches", "batches >= 1")
+        require(self.eval_every >= 1, "train", "eval_every", "rounds >= 1")
 
     @property
     def num_rounds(self) -> int:

@@ -112,10 +112,23 @@ class Simulation:
 
     # ---- phases ----------------------------------------------------------------------------
     def _evaluate(
-        self, rnd: int, trust: torch.Tensor | None, *, scored: bool = True
+        self,
+        rnd: int,
+        trust: torch.Tensor | None,
+        *,
+        scored: bool = True,
+        progress: ProgressFn | None = None,
     ) -> RoundRecord:
         """The round's record; test splits scored unless ``scored`` is off (empty score lists)."""
-        scores = [p.evaluate("test") for p in self.peers] if scored else []
+        scores = []
+        if scored:
+            stage = f"test scores (round {rnd})"
+            for i, p in enumerate(self.peers):
+                if progress:
+                    progress(stage, i, len(self.peers))
+                scores.append(p.evaluate("test"))
+            if progress:
+                progress(stage, len(self.peers), len(self.peers))
         return RoundRecord(
             round=rnd,
             step=self.peers[0].trainer.steps_done,
@@ -158,7 +171,7 @@ class Simulation:
 
         self._with_rng(_run)
         self.transport.round = 0
-        record = self._evaluate(0, None)
+        record = self._evaluate(0, None, progress=progress)
         self.records = [record]
         return record
 
@@ -185,7 +198,13 @@ class Simulation:
         return trust
 
     def round(
-        self, strategy: TrustStrategy, rnd: int, *, trained: bool = False, evaluate: bool = True
+        self,
+        strategy: TrustStrategy,
+        rnd: int,
+        *,
+        trained: bool = False,
+        evaluate: bool = True,
+        progress: ProgressFn | None = None,
     ) -> RoundRecord:
         """Local steps for every peer (unless ``trained``: done already), then one aggregation.
 
@@ -195,7 +214,7 @@ class Simulation:
         if not trained:
             self.local_phase()
         trust = self.aggregation_phase(strategy, rnd)
-        record = self._evaluate(rnd, trust, scored=evaluate)
+        record = self._evaluate(rnd, trust, scored=evaluate, progress=progress)
         self.records.append(record)
         return record
 
@@ -240,7 +259,7 @@ class Simulation:
         progress: ProgressFn | None = None,
         *,
         first_trained: bool = False,
-        evaluate_every_round: bool = True,
+        evaluate_every_round: bool | None = None,
     ) -> None:
         """All aggregation rounds of the schedule.
 
@@ -248,18 +267,22 @@ class Simulation:
             first_trained: the first round's local steps were already taken (``local_phase``
                 before a snapshot that several strategies branch off: those steps do not depend
                 on the strategy).
-            evaluate_every_round: score the test splits after every round (else only the last).
+            evaluate_every_round: score the test splits after every round (True) or only after
+                the last (False); None follows ``[train] eval_every``.
         """
         self.check_privacy_plan(strategy)
         n = self.cfg.train.num_rounds
         if progress:  # opens the bar, so the first round's time shows too
             progress(f"rounds ({self._label(strategy)})", 0, n, self.privacy_status())
+        every = self.cfg.train.eval_every
         for r in range(1, n + 1):
+            scheduled = r % every == 0 if evaluate_every_round is None else evaluate_every_round
             self.round(
                 strategy,
                 r,
                 trained=first_trained and r == 1,
-                evaluate=evaluate_every_round or r == n,
+                evaluate=scheduled or r == n,
+                progress=progress,
             )
             if progress:
                 progress(f"rounds ({self._label(strategy)})", r, n, self.privacy_status())

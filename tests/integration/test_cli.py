@@ -108,3 +108,18 @@ def test_exit_codes_have_one_meaning_each(
     cfg.write_text("")
     assert main(["run", str(cfg)]) == cli.EXIT_INTERNAL == 70  # a bug is not "bad input"
     assert "internal error" in capsys.readouterr().err
+
+
+def test_eval_every_scores_only_the_scheduled_and_last_rounds(
+    tmp_path: Path, tiny_base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, tiny_base_dir, "fedavg")
+    text = cfg.read_text().replace("total_steps = 6", "total_steps = 8\neval_every = 2")
+    cfg.write_text(text)
+
+    assert main(["run", str(cfg)]) == 0
+    rounds = json.loads((tmp_path / "out" / "results.json").read_text())["rounds"]
+
+    assert [len(r["test_ppl"]) for r in rounds] == [3, 0, 3, 3]  # warm-up, 1 skipped, 2, last (3)
+    err = capsys.readouterr().err
+    assert "test scores (round 2)" in err and "test scores (round 1)" not in err

@@ -170,6 +170,21 @@ class OpenedMessage:
     body: bytes = field(repr=False)
 
 
+class _BoxCache:
+    """The X25519 Box with each peer, computed once per peer key instead of once per message."""
+
+    def __init__(self, identity: Identity) -> None:
+        self._identity = identity
+        self._boxes: dict[tuple[str, bytes], Box] = {}
+
+    def __call__(self, peer: PublicIdentity) -> Box:
+        key = (peer.name, peer.box_pk)
+        box = self._boxes.get(key)
+        if box is None:
+            box = self._boxes[key] = self._identity.box_for(peer)
+        return box
+
+
 class Sealer:
     """Seals messages from one identity; keeps a strictly increasing sequence per recipient.
 
@@ -187,7 +202,7 @@ class Sealer:
         self._key_id = identity.public().key_id
         self._clock = clock
         self._last_seq: dict[str, int] = {}
-        self._boxes: dict[tuple[str, bytes], Box] = {}
+        self._box = _BoxCache(identity)
 
     def seal(self, recipient: PublicIdentity, msg_type: str, round: int, body: bytes) -> bytes:
         """Encrypt ``body`` to ``recipient``, sign, and return the wire bytes.
@@ -221,14 +236,6 @@ class Sealer:
         )
         signature = self._identity.sign(signed_bytes(prefix_and_header, ciphertext))
         return b"".join((prefix_and_header, ciphertext, signature))
-
-    def _box(self, recipient: PublicIdentity) -> Box:
-        # X25519 once per recipient key, not once per message.
-        key = (recipient.name, recipient.box_pk)
-        box = self._boxes.get(key)
-        if box is None:
-            box = self._boxes[key] = self._identity.box_for(recipient)
-        return box
 
 
 @dataclass(frozen=True)
@@ -283,7 +290,7 @@ class Inbox:
         self._clock = clock
         self._current_round = 0
         self._replay = ReplayWindow(self._policy.max_clock_skew_s)
-        self._boxes: dict[tuple[str, bytes], Box] = {}
+        self._box = _BoxCache(identity)
 
     @property
     def current_round(self) -> int:
@@ -341,13 +348,6 @@ class Inbox:
         )
 
     # ------------------------------------------------------------------ steps
-    def _box(self, sender: PublicIdentity) -> Box:
-        key = (sender.name, sender.box_pk)
-        box = self._boxes.get(key)
-        if box is None:
-            box = self._boxes[key] = self._identity.box_for(sender)
-        return box
-
     def _check_framing(self, wire: memoryview) -> tuple[bytes, int, int]:
         """Lengths only: nothing here is trusted beyond sizing the buffers."""
         if len(wire) < PREFIX.size + SIGNATURE_BYTES:

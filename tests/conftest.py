@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.model.loading import BaseModel, load_base
@@ -40,8 +46,9 @@ def _sentences(domain: str, n: int, seed: int) -> list[str]:
     return out
 
 
-def build_tiny_base(directory: Path) -> Path:
-    """A byte-level BPE tokenizer and a 2-layer, 32-wide GPT-2 (random weights), saved as HF dir."""
+def build_tiny_base(directory: Path, arch: str = "gpt2") -> Path:
+    """A byte-level BPE tokenizer and a 2-layer, 32-wide GPT-2 (random weights), saved as HF dir;
+    ``arch="llama"``: the same tokenizer with a 2-layer, 32-wide Llama (SmolLM2's architecture)."""
     texts = [s for d in _WORDS for s in _sentences(d, 50, 1)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -65,6 +72,14 @@ def build_tiny_base(directory: Path) -> Path:
             eos_token_id=fast.eos_token_id,
         )
         model = GPT2LMHeadModel(cfg)
+        if arch == "llama":
+            llama = LlamaConfig(
+                vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id,
+                pad_token_id=fast.eos_token_id,
+            )  # fmt: skip
+            model = LlamaForCausalLM(llama)
     model.save_pretrained(directory)
     fast.save_pretrained(directory)
     return directory

@@ -155,3 +155,28 @@ def test_attack_example_writes_json_with_per_example_scores(
     assert len(first["member_scores"]) == record["members"]
     assert len(first["nonmember_scores"]) == record["nonmembers"]
     assert "roc_auc" in first["metrics"]
+
+
+def test_a_llama_adapter_loads_with_plain_peft_and_generates(tmp_path: Path) -> None:
+    # SmolLM2 is a Llama; a tiny Llama built here stands in for it (same LoRA targets, same code).
+    from transformers import AutoTokenizer
+
+    from tests.conftest import build_tiny_base
+
+    base_dir = build_tiny_base(tmp_path / "tiny-llama", arch="llama")
+    cfg = _config(tmp_path, base_dir, "predictions")
+    assert main(["run", str(cfg)]) == 0
+    adapter = tmp_path / "out" / "adapters" / "site-0"
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert {"q_proj", "v_proj", "down_proj"} <= set(config["target_modules"])
+    base = AutoModelForCausalLM.from_pretrained(resolve_adapter_base(adapter, base_dir))
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    ids = tokenizer("alpha beta", return_tensors="pt").input_ids
+    out = model.generate(
+        ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id
+    )
+
+    assert out.shape[1] > ids.shape[1]
+    assert isinstance(tokenizer.decode(out[0], skip_special_tokens=True), str)

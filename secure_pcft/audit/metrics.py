@@ -106,22 +106,84 @@ def roc_points(
     return [(float(a), float(b)) for a, b in zip(fpr, tpr, strict=True)]
 
 
+# The figures that get a confidence interval (bootstrap within a trial, t-interval across trials).
+HEADLINE_METRICS = ("roc_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+BOOTSTRAP_REPS = 1000
+BOOTSTRAP_SEED = 0  # fixed: the same scores always give the same interval
+
+
+def _headline(pos: FloatArray, neg: FloatArray) -> tuple[float, float, float]:
+    return roc_auc(pos, neg), tpr_at_fpr(pos, neg, 0.01), tpr_at_fpr(pos, neg, 0.001)
+
+
+def bootstrap_intervals(
+    member_scores: npt.ArrayLike,
+    nonmember_scores: npt.ArrayLike,
+    *,
+    reps: int = BOOTSTRAP_REPS,
+    confidence: float = 0.95,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of the :data:`HEADLINE_METRICS` for one set of scores.
+
+    Members and non-members are resampled separately (their counts are fixed by the audit
+    design). The interval covers the sampling of *these* examples only: the variation between
+    target models or reference models is what :func:`across_trials` adds.
+
+    Raises:
+        AuditError: bad scores, ``reps`` < 100 or ``confidence`` not in (0, 1).
+    """
+    pos = _scores(member_scores, "member scores")
+    neg = _scores(nonmember_scores, "non-member scores")
+    if reps < 100 or not 0.0 < confidence < 1.0:
+        raise AuditError("bootstrap needs reps >= 100 and confidence in (0, 1)")
+    rng = np.random.default_rng(seed)
+    draws = np.empty((reps, len(HEADLINE_METRICS)))
+    for b in range(reps):
+        draws[b] = _headline(
+            pos[rng.integers(0, pos.size, pos.size)], neg[rng.integers(0, neg.size, neg.size)]
+        )
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    lo, hi = np.percentile(draws, [tail, 100.0 - tail], axis=0)
+    return {m: (float(lo[k]), float(hi[k])) for k, m in enumerate(HEADLINE_METRICS)}
+
+
+def across_trials(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of one figure over independent trials (target/reference seeds).
+
+    Returns (nan, nan) for fewer than two finite values.
+    """
+    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if finite.size < 2:
+        return math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, finite.size - 1)) * float(
+        finite.std(ddof=1) / math.sqrt(finite.size)
+    )
+    mean = float(finite.mean())
+    return mean - half, mean + half
+
+
 def membership_metrics(
     member_scores: npt.ArrayLike, nonmember_scores: npt.ArrayLike
 ) -> dict[str, float]:
-    """The standard MIA figures: AUC, TPR@1% and @0.1% FPR, balanced accuracy, counts, resolution."""
+    """The standard MIA figures: AUC, TPR@1% and @0.1% FPR (each with a 95 % bootstrap interval,
+    ``<figure>_ci_low`` / ``<figure>_ci_high``), balanced accuracy, counts, resolution."""
     pos = _scores(member_scores, "member scores")
     neg = _scores(nonmember_scores, "non-member scores")
     fpr, tpr, _ = roc_curve(pos, neg)
-    return {
-        "roc_auc": roc_auc(pos, neg),
-        "tpr_at_1pct_fpr": tpr_at_fpr(pos, neg, 0.01),
-        "tpr_at_0.1pct_fpr": tpr_at_fpr(pos, neg, 0.001),
+    auc, tpr1, tpr01 = _headline(pos, neg)
+    out = {
+        "roc_auc": auc,
+        "tpr_at_1pct_fpr": tpr1,
+        "tpr_at_0.1pct_fpr": tpr01,
         "balanced_accuracy": float(np.max((tpr + 1.0 - fpr) / 2.0)),
         "n_members": float(pos.size),
         "n_nonmembers": float(neg.size),
         "fpr_resolution": 1.0 / neg.size,
     }
+    for metric, (lo, hi) in bootstrap_intervals(pos, neg).items():
+        out[f"{metric}_ci_low"], out[f"{metric}_ci_high"] = lo, hi
+    return out
 
 
 # ---------------------------------------------------------------------------- exposure

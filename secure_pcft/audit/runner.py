@@ -22,6 +22,7 @@ import numpy as np
 
 from secure_pcft.audit.attack import AttackResult, make_attack
 from secure_pcft.audit.campaign import AttackSpec, Campaign, load_campaign
+from secure_pcft.audit.metrics import HEADLINE_METRICS, across_trials
 from secure_pcft.audit.target import AuditTarget, build_target
 from secure_pcft.audit.updates import build_update_target
 from secure_pcft.data.corpus import Federation
@@ -54,8 +55,17 @@ class AttackOutcome:
 
     @property
     def metrics(self) -> dict[str, float]:
+        """Means over trials; with two or more trials, the headline figures also get a 95 %
+        Student-t interval over trials (``<figure>_trials_ci_low`` / ``_high``): the spread that
+        different target and reference seeds give, which one trial's bootstrap cannot show."""
         keys = dict.fromkeys(k for r in self.results for k in r.metrics)
-        return {k: _mean([float(r.metrics.get(k, math.nan)) for r in self.results]) for k in keys}
+        out = {k: _mean([float(r.metrics.get(k, math.nan)) for r in self.results]) for k in keys}
+        if len(self.results) >= 2:
+            for m in HEADLINE_METRICS:
+                if m in out:
+                    values = [float(r.metrics.get(m, math.nan)) for r in self.results]
+                    out[f"{m}_trials_ci_low"], out[f"{m}_trials_ci_high"] = across_trials(values)
+        return out
 
     @property
     def failures(self) -> list[str]:

@@ -252,6 +252,21 @@ def _trust(doc: dict[str, Any]) -> str:
     )
 
 
+def _interval(metrics: dict[str, Any], key: str) -> str:
+    """`` [lo, hi]`` of a figure: over trials when the campaign ran several, else the bootstrap
+    interval of its one trial; empty for figures without one (older result files)."""
+    for suffix, what in (("_trials_ci", "over trials"), ("_ci", "bootstrap")):
+        lo, hi = metrics.get(f"{key}{suffix}_low"), metrics.get(f"{key}{suffix}_high")
+        if (
+            lo is not None
+            and hi is not None
+            and math.isfinite(_real(lo))
+            and math.isfinite(_real(hi))
+        ):
+            return f' <span class="muted">[{_num(lo, ".3g")}, {_num(hi, ".3g")}] 95 % {what}</span>'
+    return ""
+
+
 def _audit(i: int, a: dict[str, Any]) -> str:
     rows, series = [], []
     for k, att in enumerate(a["attacks"]):
@@ -264,9 +279,9 @@ def _audit(i: int, a: dict[str, Any]) -> str:
             )
             or "—"
         )
-        shown = ", ".join(f"{esc(key)} = {_num(m[key])}" for key in
-                          ("roc_auc", "tpr_at_1pct_fpr", "exposure_bits", "epsilon_lb",
-                           "token_recall") if key in m)  # fmt: skip
+        shown = ", ".join(f"{esc(key)} = {_num(m[key])}{_interval(m, key)}" for key in
+                          ("roc_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "exposure_bits",
+                           "epsilon_lb", "token_recall") if key in m)  # fmt: skip
         rows.append([_td(esc(att["label"])), _td(esc(att["name"])),
                      _td(esc(", ".join(att["threat_models"]))), _td(shown or "—"), _td(thr)])  # fmt: skip
         if att["roc"]:

@@ -314,3 +314,28 @@ def test_shipped_campaigns_are_valid(path: Path) -> None:
     campaign = load_campaign(path)
 
     assert campaign.threat_models and campaign.attacks
+
+
+def test_several_trials_give_an_interval_over_trials(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["campaign"]["trials"] = 2  # type: ignore[index]
+    raw["target"]["train"]["total_steps"] = 2  # type: ignore[index]
+
+    result = run_campaign(campaign_from_dict(raw))
+
+    m = result.attacks[0].metrics
+    per_trial = [r.metrics["roc_auc"] for r in result.attacks[0].results]
+    assert len(per_trial) == 2
+    assert m["roc_auc_trials_ci_low"] <= m["roc_auc"] <= m["roc_auc_trials_ci_high"]
+    assert m["roc_auc"] == pytest.approx(sum(per_trial) / 2)
+
+
+def test_report_shows_the_interval_of_a_figure() -> None:
+    from secure_pcft.report.page import _interval
+
+    one = {"roc_auc": 0.9, "roc_auc_ci_low": 0.85, "roc_auc_ci_high": 0.95}
+    several = {**one, "roc_auc_trials_ci_low": 0.7, "roc_auc_trials_ci_high": 1.0}
+
+    assert "[0.85, 0.95] 95 % bootstrap" in _interval(one, "roc_auc")
+    assert "[0.7, 1] 95 % over trials" in _interval(several, "roc_auc")
+    assert _interval({"roc_auc": 0.9}, "roc_auc") == ""

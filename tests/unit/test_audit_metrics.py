@@ -172,3 +172,38 @@ def test_binomial_tail_and_pmf_known_answers(v: int, n: int, p: float) -> None:
     assert binomial_sf(v, n, p) == pytest.approx(tail, rel=1e-10)
     assert binomial_pmf(v, n, p) == pytest.approx(_binom_pmf_by_hand(v, n, p), rel=1e-10)
     assert binomial_sf(n + 1, n, p) == 0.0 and binomial_sf(0, n, p) == pytest.approx(1.0)
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_examples() -> None:
+    from secure_pcft.audit.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(3)
+    small = (rng.normal(0.8, 1.0, 40), rng.normal(0.0, 1.0, 40))
+    large = (rng.normal(0.8, 1.0, 400), rng.normal(0.0, 1.0, 400))
+
+    ci_small, ci_large = bootstrap_intervals(*small), bootstrap_intervals(*large)
+
+    lo, hi = ci_small["roc_auc"]
+    assert lo < roc_auc(*small) < hi
+    assert ci_large["roc_auc"][1] - ci_large["roc_auc"][0] < hi - lo
+    assert bootstrap_intervals(*small) == ci_small  # fixed seed: reproducible
+    assert bootstrap_intervals([5.0, 6.0], [0.0, 1.0])["roc_auc"] == (1.0, 1.0)
+    with pytest.raises(AuditError):
+        bootstrap_intervals([1.0], [0.0], reps=10)
+
+
+def test_membership_metrics_carry_their_intervals() -> None:
+    m = membership_metrics(np.linspace(0, 1, 50) + 0.3, np.linspace(0, 1, 50))
+
+    for key in ("roc_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
+        assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"]
+
+
+def test_interval_across_trials_is_the_student_t_interval() -> None:
+    from secure_pcft.audit.metrics import across_trials
+
+    lo, hi = across_trials([0.5, 0.7])  # mean 0.6, s/sqrt(n) = 0.1, t(0.975, 1) = 12.7062
+
+    assert (lo, hi) == (pytest.approx(0.6 - 1.270620), pytest.approx(0.6 + 1.270620))
+    assert all(math.isnan(v) for v in across_trials([0.5]))
+    assert all(math.isnan(v) for v in across_trials([0.5, math.nan]))

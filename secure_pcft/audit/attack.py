@@ -166,6 +166,7 @@ def _load_builtin() -> None:
         mia_signature,
         one_run,
         reconstruction,
+        whitebox,
     )
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from secure_pcft.audit.metrics import binomial_pmf, binomial_sf
+from secure_pcft.audit.metrics import binomial_pmf_range, binomial_sf
 from secure_pcft.errors import AuditError
 
 EPS_SEARCH_MAX = 100.0
@@ -57,12 +57,12 @@ def p_value_one_run(m: int, r: int, v: int, eps: float, delta: float) -> float:
         raise AuditError(f"need 0 <= v <= r <= m, ε >= 0, δ in [0, 1]; got {v}/{r}/{m}, {eps}")
     q = 1.0 / (1.0 + math.exp(-eps))  # accuracy of ε-DP randomised response
     beta = binomial_sf(v, r, q)
-    if delta == 0:
+    if delta == 0 or v == 0:
         return min(1.0, beta)
-    alpha, cumulative = 0.0, 0.0  # cumulative = P[v − i <= Binomial(r, q) < v]
-    for i in range(1, v + 1):
-        cumulative += binomial_pmf(v - i, r, q)
-        alpha = max(alpha, cumulative / i)
+    # cumulative_i = P[v − i <= Binomial(r, q) < v] for i = 1..v, all at once (v can be 10^4).
+    pmf = binomial_pmf_range(v, r, q)  # P[B = k], k = 0..v-1
+    cumulative = np.cumsum(pmf[::-1])  # i-th entry: sum over k = v-i..v-1
+    alpha = float(np.max(cumulative / np.arange(1, v + 1)))
     return min(1.0, beta + alpha * delta * 2 * m)
 
 

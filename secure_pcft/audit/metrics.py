@@ -289,3 +289,10 @@ def binomial_pmf(k: int, n: int, p: float) -> float:
     if not 0.0 <= p <= 1.0:
         raise AuditError(f"probability must be in [0, 1], got {p}")
     return float(stats.binom.pmf(k, n, p))
+
+
+def binomial_pmf_range(v: int, n: int, p: float) -> npt.NDArray[np.float64]:
+    """``[P[Binomial(n, p) = k] for k in 0..v-1]`` in one call."""
+    if not 0.0 <= p <= 1.0:
+        raise AuditError(f"probability must be in [0, 1], got {p}")
+    return np.asarray(stats.binom.pmf(np.arange(v), n, p), dtype=np.float64)

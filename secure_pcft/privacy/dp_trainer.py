@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -44,6 +44,10 @@ class SourcedDPOptimizer(DPOptimizer):
 
     Clipping, summing and scaling are Opacus's own; only ``add_noise`` is replaced so that the
     noise can come from the OS CSPRNG (Opacus's secure mode needs torchcsprng).
+
+    ``audit_gradient`` (audits only, :mod:`secure_pcft.audit.whitebox`): called with the summed
+    clipped gradients (one tensor per parameter) after clipping and before the noise, to add the
+    gradients of audit canaries exactly as further examples' clipped gradients would be added.
     """
 
     def __init__(
@@ -51,9 +55,12 @@ class SourcedDPOptimizer(DPOptimizer):
     ) -> None:
         super().__init__(optimizer, **kwargs)
         self.source = source
+        self.audit_gradient: Callable[[list[torch.Tensor]], None] | None = None
 
     def add_noise(self) -> None:
         std = float(self.noise_multiplier * self.max_grad_norm)
+        if self.audit_gradient is not None:
+            self.audit_gradient([p.summed_grad for p in self.params])
         for p in self.params:
             _check_processed_flag(p.summed_grad)
             summed = p.summed_grad
@@ -98,6 +105,8 @@ class DpTrainer:
         generator: the peer's RNG; drives Poisson sampling and (seeded mode) the noise seed.
         reserved: events planned besides DP-SGD (e.g. validation releases) that a target ε
             must leave room for when σ is calibrated.
+        optimizer: ``adamw`` (runs) or ``sgd`` (white-box audits: plain SGD on the noisy
+            gradient, so an audit canary's effect on a coordinate adds up step by step).
 
     Attributes:
         sample_rate: q = expected batch / N.
@@ -123,6 +132,7 @@ class DpTrainer:
         generator: torch.Generator,
         *,
         reserved: Sequence[DpEvent] = (),
+        optimizer: str = "adamw",
     ) -> None:
         if blocks.ndim != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
             raise DataError("training blocks must be a non-empty (N, T) tensor with T >= 2")
@@ -149,8 +159,15 @@ class DpTrainer:
         except NotImplementedError as exc:
             raise ModelError(f"Opacus cannot compute per-example gradients here: {exc}") from exc
         self._sampling, self._noise = self._sources(generator)
+        if optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"DpTrainer optimizer: 'adamw' or 'sgd', got {optimizer!r}")
+        inner: torch.optim.Optimizer = (
+            torch.optim.AdamW(self.params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+            if optimizer == "adamw"
+            else torch.optim.SGD(self.params, lr=train_cfg.lr)
+        )
         self.optimizer = SourcedDPOptimizer(
-            torch.optim.AdamW(self.params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay),
+            inner,
             source=self._noise,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,

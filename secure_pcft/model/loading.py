@@ -80,6 +80,27 @@ def fuse_tanh_gelu(model: nn.Module) -> int:
     return swapped
 
 
+# Any one of these makes a complete tokenizer (fast JSON, GPT-2 BPE pair, SentencePiece).
+_TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",))
+
+
+def _require_tokenizer_files(directory: Path) -> None:
+    """A base folder must carry its tokenizer: without one, transformers builds an *empty* tokenizer
+    of the model's class and the run fails much later with a misleading message.
+
+    Raises:
+        ModelError: none of the tokenizer file sets is present.
+    """
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: not a model folder")
+    if not any(all((directory / f).is_file() for f in files) for files in _TOKENIZER_FILES):
+        wanted = " or ".join(" + ".join(files) for files in _TOKENIZER_FILES)
+        raise ModelError(
+            f"{directory}: no tokenizer files (need {wanted}); save the tokenizer next to the "
+            "model (tokenizer.save_pretrained(folder))"
+        )
+
+
 def load_base(path: Path) -> BaseModel:
     """Load a causal LM from a local directory or a local ``.gguf`` file, frozen and in eval mode.
 
@@ -95,6 +116,8 @@ def load_base(path: Path) -> BaseModel:
         if path.suffix != ".gguf":
             raise ModelError(f"{path}: a model file must be .gguf; otherwise give a directory")
         directory, kwargs["gguf_file"] = path.parent, path.name
+    else:
+        _require_tokenizer_files(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), **kwargs)
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kwargs)

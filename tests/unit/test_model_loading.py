@@ -38,3 +38,21 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
     f.write_bytes(b"x")
     with pytest.raises(ModelError, match="gguf"):
         load_base(f)
+
+
+def test_a_base_folder_without_tokenizer_files_is_refused(
+    tiny_base_dir: Path, tmp_path: Path
+) -> None:
+    # It used to load: transformers built an empty GPT-2 tokenizer, and the run failed much later.
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_base_dir / name, bare / name)
+
+    with pytest.raises(ModelError, match="no tokenizer files"):
+        load_base(bare)
+    shutil.copy(tiny_base_dir / "tokenizer.json", bare / "tokenizer.json")
+    shutil.copy(tiny_base_dir / "tokenizer_config.json", bare / "tokenizer_config.json")
+    assert load_base(bare).tokenizer.eos_token_id is not None

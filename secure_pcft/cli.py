@@ -56,11 +56,13 @@ def _print_table(rows: list[dict[str, object]]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from secure_pcft.config import load_config
-    from secure_pcft.run import execute_run
+    from secure_pcft.run import execute_run, refuse_earlier_results
 
     cfg = load_config(args.config)
     if args.output:
         cfg = replace(cfg, output=replace(cfg.output, dir=args.output))
+    if not args.overwrite:
+        refuse_earlier_results(Path(cfg.output.dir))
     result = execute_run(cfg, progress=_progress_bar())  # type: ignore[arg-type]
     _print_table([result.summary()])
     for peer, info in result.extra.get("privacy", {}).items():
@@ -345,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a collaboration from a TOML config")
     run.add_argument("config", type=Path, help="the run's TOML config (README, 'Using it')")
     run.add_argument("--output", help="override [output] dir")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in the output folder (never its privacy "
+        "ledgers: a DP run into a folder with ledgers is refused regardless)",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(

@@ -70,6 +70,20 @@ def compare_strategies(
     return [by_label[label] for label in labels]
 
 
+def refuse_earlier_results(output_dir: Path) -> None:
+    """Refuse to write over an earlier run's ``results.json`` (``secure-pcft run --overwrite`` allows it).
+
+    Raises:
+        ConfigError: ``output_dir`` (or a strategy folder in it) already holds a ``results.json``.
+    """
+    found = sorted(output_dir.glob("results.json")) + sorted(output_dir.glob("*/results.json"))
+    if found:
+        raise ConfigError(
+            f"[output] dir: {output_dir} already holds the results of an earlier run "
+            f"({found[0]}); use a new --output, or --overwrite to replace them"
+        )
+
+
 def refuse_spent_ledgers(cfg: RunConfig) -> None:
     """Refuse a DP run whose output or ledger folder already holds ledgers of an earlier run.
 

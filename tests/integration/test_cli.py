@@ -123,3 +123,16 @@ def test_eval_every_scores_only_the_scheduled_and_last_rounds(
     assert [len(r["test_ppl"]) for r in rounds] == [3, 0, 3, 3]  # warm-up, 1 skipped, 2, last (3)
     err = capsys.readouterr().err
     assert "test scores (round 2)" in err and "test scores (round 1)" not in err
+
+
+def test_a_second_run_into_the_same_folder_is_refused_unless_overwriting(
+    tmp_path: Path, tiny_base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, tiny_base_dir, "local")
+    assert main(["run", str(cfg)]) == 0
+    before = (tmp_path / "out" / "results.json").read_bytes()
+
+    assert main(["run", str(cfg)]) == 3
+    assert "already holds the results" in capsys.readouterr().err
+    assert (tmp_path / "out" / "results.json").read_bytes() == before  # nothing lost
+    assert main(["run", str(cfg), "--overwrite"]) == 0

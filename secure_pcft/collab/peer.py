@@ -173,8 +173,16 @@ class Peer:
         peer computes the same logits).
         """
         if base:
-            with self.model.disable_adapter():
-                return self.reference_logits(reference)
+            # peft's disable_adapter() re-enables the adapter on exit by marking *every* LoRA
+            # tensor trainable, which would unfreeze A in frozen-a mode (and change the adapter's
+            # tensor set, so peers reject each other's adapters): restore the flags it touched.
+            flags = [(p, p.requires_grad) for p in self.model.parameters()]
+            try:
+                with self.model.disable_adapter():
+                    return self.reference_logits(reference)
+            finally:
+                for param, flag in flags:
+                    param.requires_grad_(flag)
         was = self.model.training
         self.model.train(False)
         try:

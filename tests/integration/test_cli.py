@@ -136,3 +136,22 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_overwriting(
     assert "already holds the results" in capsys.readouterr().err
     assert (tmp_path / "out" / "results.json").read_bytes() == before  # nothing lost
     assert main(["run", str(cfg), "--overwrite"]) == 0
+
+
+def test_frozen_a_keeps_a_frozen_after_base_reference_logits(
+    tmp_path: Path, tiny_base_dir: Path
+) -> None:
+    # peft's disable_adapter() marked every LoRA tensor trainable on exit: A unfroze, the adapter's
+    # tensor set changed, and every peer rejected every other peer's adapter (trust = identity).
+    cfg = _config(tmp_path, tiny_base_dir, "predictions")
+    text = cfg.read_text().replace(
+        'name = "predictions"', 'name = "predictions"\nsignature = "logprob-shift"\ntop_k = 2'
+    )
+    cfg.write_text('[lora]\nmode = "frozen-a"\n' + text)
+
+    assert main(["run", str(cfg)]) == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+
+    assert all(not r for r in result["rejections"].values())
+    trust = result["rounds"][-1]["trust"]
+    assert any(w > 0 for i, row in enumerate(trust) for j, w in enumerate(row) if i != j)

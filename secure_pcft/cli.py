@@ -97,11 +97,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     )
     rows = ledger_statement(contents)
     for r in rows:
+        e = r.entry.event
         print(
-            f"{r.seq:>4} {r.timestamp[:19]:<19} {r.round:>5} {r.mechanism:<19} "
-            f"{r.noise_multiplier:>7.3g} {r.sample_rate:>7.3g} {r.steps:>5} "
-            f"{r.epsilon_event:>8.4f} {r.epsilon_running:>8.4f} {r.released:<17} "
-            f"{','.join(r.recipients)}"
+            f"{r.entry.seq:>4} {r.entry.timestamp[:19]:<19} {e.round:>5} {e.mechanism:<19} "
+            f"{e.noise_multiplier:>7.3g} {e.sample_rate:>7.3g} {e.steps:>5} "
+            f"{r.epsilon_event:>8.4f} {r.epsilon_running:>8.4f} {e.released:<17} "
+            f"{','.join(e.recipients)}"
         )
     spent = rows[-1].epsilon_running if rows else 0.0
     left = "" if g.budget_epsilon is None else f", budget left {g.budget_epsilon - spent:.4f}"

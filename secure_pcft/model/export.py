@@ -23,15 +23,14 @@ from typing import Any
 
 from peft import LoraConfig, PeftModel
 
+from secure_pcft import bounded_json
 from secure_pcft.errors import CorruptFileError, ModelError
 from secure_pcft.fileio import write_json_atomic, write_text_atomic
-from secure_pcft.model.cache import sha256_file
+from secure_pcft.model.cache import file_digests, sha256_file
 
 BASE_RECORD = "base_model.json"
 BASE_RECORD_FORMAT = "secure-pcft-adapter-base/1"
-# The files that define a base for inference; others (build logs, caches) are not pinned.
-_PINNED_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".gguf")
-_UNPINNED = {"build_info.json"}
+_RECORD_LIMITS = bounded_json.JsonLimits(max_bytes=1024 * 1024, max_depth=4)
 
 
 def base_fingerprint(base_path: Path) -> dict[str, Any]:
@@ -40,11 +39,7 @@ def base_fingerprint(base_path: Path) -> dict[str, Any]:
     if p.is_file():
         files = {p.name: sha256_file(p)}
     elif p.is_dir():
-        files = {
-            f.relative_to(p).as_posix(): sha256_file(f)
-            for f in sorted(p.rglob("*"))
-            if f.is_file() and f.suffix in _PINNED_SUFFIXES and f.name not in _UNPINNED
-        }
+        files = file_digests(p)  # the same digests a cached base's build record pins
     else:
         raise ModelError(f"base {p}: no such file or folder")
     return {"format": BASE_RECORD_FORMAT, "name": p.name, "files_sha256": files}
@@ -101,9 +96,10 @@ def resolve_adapter_base(adapter_dir: Path, base: Path | None = None) -> Path:
     """
     record_path = Path(adapter_dir) / BASE_RECORD
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(f"{record_path}: unreadable ({type(exc).__name__})") from None
+        raw = record_path.read_bytes()
+    except OSError as exc:
+        raise CorruptFileError(f"{record_path}: unreadable ({exc.strerror})") from None
+    record = bounded_json.loads(raw, _RECORD_LIMITS, CorruptFileError, str(record_path))
     if (
         not isinstance(record, dict)
         or record.get("format") != BASE_RECORD_FORMAT

@@ -13,11 +13,12 @@ Running ε is not the sum of the events' ε: the accountants compose tighter tha
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from secure_pcft.fileio import json_safe
 from secure_pcft.privacy.accounting import epsilon_spent
+from secure_pcft.privacy.events import LedgerEntry
 from secure_pcft.privacy.ledger import LedgerContents
 
 STATEMENT_FORMAT = "secure-pcft-ledger-statement/1"
@@ -25,17 +26,9 @@ STATEMENT_FORMAT = "secure-pcft-ledger-statement/1"
 
 @dataclass(frozen=True)
 class StatementRow:
-    """One ledger event, as the statement shows it."""
+    """One ledger entry (as recorded) with the ε figures the statement adds."""
 
-    seq: int
-    timestamp: str
-    round: int
-    mechanism: str
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    released: str
-    recipients: tuple[str, ...]
+    entry: LedgerEntry
     epsilon_event: float
     epsilon_running: float
     budget_left: float | None
@@ -50,20 +43,11 @@ def ledger_statement(contents: LedgerContents) -> list[StatementRow]:
     g = contents.genesis
     rows: list[StatementRow] = []
     for i, entry in enumerate(contents.entries):
-        e = entry.event
         running = epsilon_spent(contents.events[: i + 1], g.delta, g.accountant)
         rows.append(
             StatementRow(
-                seq=entry.seq,
-                timestamp=entry.timestamp,
-                round=e.round,
-                mechanism=e.mechanism,
-                noise_multiplier=e.noise_multiplier,
-                sample_rate=e.sample_rate,
-                steps=e.steps,
-                released=e.released,
-                recipients=tuple(e.recipients),
-                epsilon_event=epsilon_spent([e], g.delta, g.accountant),
+                entry=entry,
+                epsilon_event=epsilon_spent([entry.event], g.delta, g.accountant),
                 epsilon_running=running,
                 budget_left=None if g.budget_epsilon is None else g.budget_epsilon - running,
             )
@@ -75,38 +59,29 @@ def statement_json(contents: LedgerContents, source: str) -> dict[str, Any]:
     """The statement as one JSON-safe object (∞ written as the string ``"inf"``)."""
     g = contents.genesis
     rows = ledger_statement(contents)
-    spent = rows[-1].epsilon_running if rows else 0.0
-    return {
-        "format": STATEMENT_FORMAT,
-        "ledger": source,
-        "chain_verified": True,
-        "peer_id": g.peer_id,
-        "created": g.timestamp,
-        "delta": g.delta,
-        "budget_epsilon": g.budget_epsilon,
-        "accountant": g.accountant,
-        "head_hash": contents.head.hash,
-        "torn_bytes_ignored": contents.torn_bytes,
-        "epsilon_spent": _num(spent),
-        "events": [
-            {
-                "seq": r.seq,
-                "timestamp": r.timestamp,
-                "round": r.round,
-                "mechanism": r.mechanism,
-                "noise_multiplier": r.noise_multiplier,
-                "sample_rate": r.sample_rate,
-                "steps": r.steps,
-                "released": r.released,
-                "recipients": list(r.recipients),
-                "epsilon_event": _num(r.epsilon_event),
-                "epsilon_running": _num(r.epsilon_running),
-                "budget_left": None if r.budget_left is None else _num(r.budget_left),
-            }
-            for r in rows
-        ],
-    }
-
-
-def _num(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+    return json_safe(
+        {
+            "format": STATEMENT_FORMAT,
+            "ledger": source,
+            "chain_verified": True,
+            "peer_id": g.peer_id,
+            "created": g.timestamp,
+            "delta": g.delta,
+            "budget_epsilon": g.budget_epsilon,
+            "accountant": g.accountant,
+            "head_hash": contents.head.hash,
+            "torn_bytes_ignored": contents.torn_bytes,
+            "epsilon_spent": rows[-1].epsilon_running if rows else 0.0,
+            "events": [
+                {
+                    "seq": r.entry.seq,
+                    "timestamp": r.entry.timestamp,
+                    **r.entry.event.to_json(),
+                    "epsilon_event": r.epsilon_event,
+                    "epsilon_running": r.epsilon_running,
+                    "budget_left": r.budget_left,
+                }
+                for r in rows
+            ],
+        }
+    )

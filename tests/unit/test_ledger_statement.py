@@ -33,12 +33,12 @@ def ledger_file(tmp_path: Path) -> Path:
 def test_running_epsilon_is_the_composition_up_to_each_event(ledger_file: Path) -> None:
     rows = ledger_statement(read_ledger(ledger_file))
 
-    assert [r.seq for r in rows] == [1, 2, 3]
+    assert [r.entry.seq for r in rows] == [1, 2, 3]
     for i, row in enumerate(rows):
         assert row.epsilon_running == pytest.approx(epsilon_spent(EVENTS[: i + 1], DELTA))
         assert row.epsilon_event == pytest.approx(epsilon_spent([EVENTS[i]], DELTA))
         assert row.budget_left == pytest.approx(8.0 - row.epsilon_running)
-        assert row.timestamp.startswith("20") and row.timestamp.endswith("+00:00")
+        assert row.entry.timestamp.startswith("20") and row.entry.timestamp.endswith("+00:00")
     assert rows[1].epsilon_event == 0.0  # post-processing adds nothing
     assert rows[1].epsilon_running == rows[0].epsilon_running
     assert rows[0].epsilon_running < rows[2].epsilon_running

@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     quiet_third_party()
     seeds = args.seeds or (1 if args.quick else 3)
-    train = train_schedule(args.quick)
+    train = train_schedule("quick" if args.quick else "default")
     if args.lr:
         train = replace(train, lr=args.lr)
     if args.warmup_steps >= 0:

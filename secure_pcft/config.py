@@ -387,7 +387,7 @@ SECURITY_MODES: tuple[str, ...] = get_args(SecurityMode)
 ConsentRule = Literal["mutual", "asker"]
 CONSENT_RULES: tuple[str, ...] = get_args(ConsentRule)
 MAX_PROJECTION_DIM = 4096  # CKKS slots at N = 8192 (crypto/_params.py): one ciphertext per vector
-MIN_SECURE_MESSAGE_BYTES = 16 * 1024 * 1024  # a CKKS public context is ~9.2 MB
+MIN_SECURE_MESSAGE_BYTES = 16 * 1024 * 1024  # room for an adapter of a larger base; a CKKS context is ~0.36 MB
 
 
 @dataclass(frozen=True)
@@ -401,7 +401,7 @@ class SecurityConfig:
         key_dir: folder with ``<peer>.key`` files and ``roster.json``; empty = a fresh in-memory
             consortium for the simulation (keys never written).
         max_message_bytes: largest accepted message body, bytes (>= 16 MiB in ``full`` mode:
-            a CKKS public context is ~9.2 MB).
+            a CKKS public context is ~0.36 MB; adapters of larger bases need more).
         max_clock_skew_s: accepted |sender clock - receiver clock|, seconds.
         round_window: accepted envelope rounds are [current - window, current + window], rounds.
         he_queries_per_round: encrypted-similarity answers a responder gives one asker per round.
@@ -444,7 +444,7 @@ class SecurityConfig:
                 self.max_message_bytes >= MIN_SECURE_MESSAGE_BYTES,
                 s,
                 "max_message_bytes",
-                f"bytes >= {MIN_SECURE_MESSAGE_BYTES} in full mode (CKKS contexts are ~9.2 MB)",
+                f"bytes >= {MIN_SECURE_MESSAGE_BYTES} in full mode (room for CKKS contexts and adapters)",
             )
         require(self.max_clock_skew_s > 0, s, "max_clock_skew_s", "seconds > 0")
         require(

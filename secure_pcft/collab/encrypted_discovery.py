@@ -2,12 +2,14 @@
 
 Per ordered pair (asker i, responder j), through the peers' (secure) channels, as messages:
 
-1. ``HE_CONTEXT`` (once per pair per session, ~9.2 MB): i's public CKKS context (no secret key).
+1. ``HE_CONTEXT`` (once per pair per session, ~0.36 MB): i's public CKKS context (its public key
+   only: no secret, Galois or relinearisation keys).
    j validates it against the vetted parameters and caches it under i's roster fingerprint.
 2. ``HE_QUERY`` (every round, ~235 kB): Enc_i(v_i), i's unit vector.
-3. ``HE_ANSWER`` (~131 kB): Enc_i(⟨v_i, v_j⟩ + η), re-randomised and noise-flooded by j
+3. ``HE_ANSWER`` (~131 kB): Enc_i(v_i ⊙ v_j + mask) whose slot sum is ⟨v_i, v_j⟩ + η and whose
+   other content is uniform — no rotations; re-randomised, masked and noise-flooded by j
    (:class:`~secure_pcft.crypto.he_similarity.SimilarityResponder`, which also caps the answers per
-   asker per round). i decrypts the cosine.
+   asker per round). i decrypts and sums the slots: the cosine.
 
 Ciphertexts and contexts travel as uint8 tensors inside ordinary :class:`Message` bodies
 (safetensors; no pickle), so every byte goes through the envelopes and the transport's counters.
@@ -153,7 +155,7 @@ def send_contexts(peer: Peer, agent: PeerHe) -> None:
     ]  # fmt: skip
     if not missing:
         return
-    context = bytes_tensor(agent.asker.public_context())  # serialised once (~9 MB)
+    context = bytes_tensor(agent.asker.public_context())  # serialised once (~0.36 MB)
     encoded = encode_tensors(context)
     for j in missing:
         peer.send(j, MessageType.HE_CONTEXT, context, encoded=encoded)

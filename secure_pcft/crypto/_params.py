@@ -5,19 +5,20 @@
   key-switching prime). The HomomorphicEncryption.org security standard (Albrecht et al., 2018,
   Table 1; SEAL enforces it as ``sec_level_type.tc128``) allows at most 218 bits at N = 8192 for
   **128-bit classical security** with uniform ternary secrets; 160 bits is well inside that bound.
-* One multiplicative level is all an inner product needs (ciphertext × plaintext, one rescale;
-  the slot sum is rotations and additions). The textbook ``[60, 40, 40, 60]`` chain carries a
-  second, unused level that makes every key and ciphertext ~1.5–2× larger (measured in
-  ``benchmarks/crypto_primitives.py``), so it is not used.
+* One multiplicative level is all an inner product needs (ciphertext × plaintext, one rescale).
+  The textbook ``[60, 40, 40, 60]`` chain carries a second, unused level that makes every key and
+  ciphertext ~1.5–2× larger (measured in ``benchmarks/crypto_primitives.py``), so it is not used.
+  After the rescale the answer sits at the one-prime level (the first 60-bit prime), which is
+  what the slot-sum mask needs (:mod:`secure_pcft.crypto.ckks_mask`).
 * Scale 2^40: the CKKS error of a unit-vector inner product (encryption, plaintext multiply,
-  rescale, 12 rotations) measured |ε| ≤ 1.6e-6 (40 pairs, two runs); the result keeps
-  60 - 40 = 20 bits of head-room above the scale (|score| ≤ 1).
-* Galois keys only for the 12 rotations the slot sum uses (left by 1, 2, 4, …, 2048), not
-  TenSEAL's default set of 24: the public context shrinks from ~18 MB to ~9 MB.
-* Noise flooding: σ = 1e-4 (≈ 2^-13.3) on the score, 60–300× (2^6–2^8) the measured CKKS
-  error, so |error| ≤ 1e-3 holds with probability 1 - 2e-23 (10σ). This hides the low-order
-  bits of the result from a semi-honest asker; it is NOT the 2^-λ statistical flooding of formal
-  circuit privacy (see :mod:`secure_pcft.crypto.he_similarity`).
+  rescale, masked slot sum) is ~1e-6 (tests/unit/test_crypto_he_similarity.py measures it).
+* No Galois keys: the answer is summed by the asker after decryption, not by rotations, so the
+  public context is the public key alone (~0.36 MB instead of ~9 MB with the 12 slot-sum keys)
+  and a context that carries Galois or relinearisation keys is refused.
+* Noise flooding: σ = 1e-4 (≈ 2^-13.3) on the score, ~100× the CKKS error, so |error| ≤ 1e-3
+  holds with probability 1 - 2e-23 (10σ). This hides the low-order bits of the result from a
+  semi-honest asker; it is NOT the 2^-λ statistical flooding of formal circuit privacy (see
+  :mod:`secure_pcft.crypto.he_similarity`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,6 @@ MODULUS_CHAIN_BITS = (
     sum(COEFF_MOD_BIT_SIZES[:-1]),
     COEFF_MOD_BIT_SIZES[0],
 )
-
-# TenSEAL's slot sum over SLOT_COUNT slots rotates left by SLOT_COUNT/2, ..., 2, 1.
-ROTATION_STEPS = tuple(1 << i for i in range(SLOT_COUNT.bit_length() - 1))
-# SEAL's Galois element for a left rotation by k slots is 3^k mod 2N.
-GALOIS_ELEMENTS = tuple(pow(3, step, 2 * POLY_MODULUS_DEGREE) for step in ROTATION_STEPS)
 
 FLOOD_SIGMA = 1e-4  # standard deviation of the Gaussian added to every answer (score units)
 SCORE_ERROR_BOUND = 1e-3  # documented |decrypted - plaintext inner product| bound
@@ -88,10 +84,6 @@ def context_problems(ctx: ts.Context) -> list[str]:
         problems.append("context carries a secret key")
     if not ctx.has_public_key():
         problems.append("context has no public key")
-    if not ctx.has_galois_keys():
-        problems.append("context has no Galois keys")
-    else:
-        keys = ctx.galois_keys().data
-        if not all(keys.has_key(elt) for elt in GALOIS_ELEMENTS):
-            problems.append("context lacks Galois keys for the slot-sum rotations")
+    if ctx.has_galois_keys() or ctx.has_relin_keys():
+        problems.append("context carries Galois or relinearisation keys (the protocol uses none)")
     return problems

@@ -244,7 +244,7 @@ class InboxPolicy:
 
     Attributes:
         max_body_bytes: largest accepted plaintext body, bytes (checked from the length prefix,
-            before any crypto). Default 64 MiB (an HE public context is ~9 MB).
+            before any crypto). Default 64 MiB (an HE public context is ~0.36 MB; adapters of large bases are bigger).
         max_clock_skew_s: accepted |sender timestamp - local clock|, seconds; also how long an
             accepted sequence number is remembered against replay (see
             :mod:`secure_pcft.crypto.replay`).

@@ -1,30 +1,44 @@
-"""Two-party encrypted inner product (CKKS, TenSEAL): how peers score each other without showing
-their sketches.
+"""Two-party encrypted inner product (CKKS, TenSEAL) without rotations: how peers score each
+other without showing their sketches.
 
 Protocol, per ordered pair (asker A, responder R), inside sealed envelopes:
 
-1. Once per session, A sends ``asker.public_context()`` (~9 MB): public key + Galois keys for the 12
-   slot-sum rotations, **no secret key**. R validates it against the vetted parameters and caches
-   it under A's fingerprint (:meth:`SimilarityResponder.register_context`).
+1. Once per session, A sends ``asker.public_context()`` (~0.36 MB): the public key only — no
+   secret key, no Galois or relinearisation keys (nothing A sends is ever used for key
+   switching). R validates it against the vetted parameters and caches it under A's fingerprint
+   (:meth:`SimilarityResponder.register_context`).
 2. Each round, A sends ``asker.query(x)`` (~235 kB): its unit sketch, zero-padded to 4096 slots,
    encrypted under A's key.
-3. R computes ``Enc(x)·y`` (plaintext multiply, then rotate-and-add over *all* 4096 slots so every
-   slot holds the full inner product — a shorter sum would leave suffix sums, i.e. R's coordinates,
-   in the other slots), adds a fresh public-key encryption of zero (re-randomises the ciphertext,
-   whose components are otherwise a deterministic function of A's ciphertext and ``y``) and a
-   Gaussian η ~ N(0, σ²), σ = 1e-4, identical in every slot (noise flooding), and returns it.
-4. A decrypts ``⟨x, y⟩ + η + ε`` with ``|ε| ≲ 2e-6`` (measured max 1.6e-6).
+3. R computes Enc(x ⊙ y) (one plaintext multiply and rescale, no rotation), adds a fresh
+   public-key encryption of zero (re-randomises both ciphertext components, which are otherwise a
+   deterministic function of A's ciphertext and y) and a one-time mask
+   (:func:`~secure_pcft.crypto.ckks_mask.slot_sum_mask`) whose constant coefficient carries the
+   flooding noise η ~ N(0, σ²), σ = 1e-4, and whose other 8191 coefficients are uniform mod q.
+4. A decrypts the 4096 slots and sums their real parts: ⟨x, y⟩ + η + ε, |ε| ≲ 1e-6.
 
-Guarantees and limits (stated honestly):
+Why the sum is all A gets: the real part of a CKKS plaintext's slot sum is N·m_0/(2Δ), a function
+of its constant coefficient m_0 alone; the mask makes every other coefficient uniform and
+independent of x and y. So A's decryption is uniform among the plaintexts with the constant
+coefficient (x̃·ỹ)_0 + e_0 + f — one linear measurement of R's encoded sketch ỹ, flooded —
+*whatever A encrypted*: complex slot values (TenSEAL encodes reals only, but a malicious A need not
+use TenSEAL), out-of-range values, or an arbitrary ciphertext. With the earlier rotate-and-sum
+answer the same held only for an honest encoding; a slot-domain mask (the obvious rotation-free
+design) would have left the imaginary parts, and any real slot whose value exceeds the mask's
+head-room, readable.
 
-* A learns the score (±σ); R learns nothing (IND-CPA of CKKS, 128-bit parameters).
-* Flooding hides the low-order bits of the real part from a *semi-honest* asker, but
-  σ/|ε| ≈ 60–300 is far from the 2^-λ statistical distance of formal circuit privacy, and the
-  imaginary parts of the slots are not flooded beyond the fresh encryption's own error. A *malicious* asker can craft
-  its ciphertext (complex values → two linear measurements per query) or its evaluation keys
-  (large key-switching error that carries information about ``y``). Bound: each answer is a few
-  linear measurements of R's sketch, so queries are capped per asker per round, and the sketch is
-  post-processing of R's DP adapter (see DESIGN "privacy closure").
+Guarantees and limits (stated honestly; SECURITY.md, threat_models/TM-02):
+
+* Semi-honest A learns the score (±σ) and nothing else; R learns nothing (IND-CPA of CKKS,
+  128-bit parameters).
+* Malicious A: each answer is still one linear measurement of ỹ (its choice of x̃ picks which),
+  so answers are capped per asker per round. What it can still do: send a malformed *public key*
+  (e.g. pk = (0, 0)); the encryption of zero then no longer hides the second ciphertext
+  component d1 = c1(x)·ỹ, from which A, knowing its own c1(x), reads ỹ. Nothing cheap detects a
+  malformed RLWE public key; the bound is that ỹ is a JL sketch of R's released (DP) adapter or
+  signature, i.e. post-processing of what R's ledger already accounts, and that A is an
+  authenticated roster member (docs/design.md, "privacy closure").
+* Flooding σ ≈ 100× the measured CKKS error hides the low-order bits of the score; it is NOT the
+  2^-λ statistical flooding of formal circuit privacy.
 
 Threats mitigated (threat_models/): similarity discovery leaking adapters or scores to a curious
 peer (TM-01) or the relay (TM-04); probing with chosen queries and malformed contexts (TM-02), also
@@ -35,9 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
@@ -45,9 +57,9 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 import tenseal as ts
-from tenseal import _ts_cpp
 
 from secure_pcft.crypto import _params
+from secure_pcft.crypto.ckks_mask import slot_sum_mask
 from secure_pcft.errors import (
     ConfigError,
     CryptoError,
@@ -61,6 +73,7 @@ logger = logging.getLogger(__name__)
 MAX_DIM = _params.SLOT_COUNT
 _UNIT_TOLERANCE = 1e-6
 _MAX_ANSWER_BYTES = 1024 * 1024  # an answer is ~131 kB
+_ZERO_SLOTS = [0.0] * _params.SLOT_COUNT
 _CSPRNG = random.SystemRandom()
 
 
@@ -92,23 +105,20 @@ class SimilarityAsker:
         raise TypeError("SimilarityAsker holds a CKKS secret key and cannot be pickled")
 
     def public_context(self) -> bytes:
-        """Serialised public context (public key + slot-sum Galois keys, no secret key).
+        """Serialised public context: the parameters and the public key (~0.36 MB); no secret,
+        Galois or relinearisation keys.
 
         Built once and reused: send it once per responder per session.
         """
         if self._public is None:
-            try:
-                self._public = _public_context_with_rotation_keys(self._ctx)
-            except (CryptoError, RuntimeError, ValueError, TypeError, OSError) as exc:
-                logger.warning("restricted Galois keys unavailable (%s); sending the full set", exc)
-                full = self._ctx.copy()
-                full.generate_galois_keys()
-                self._public = full.serialize(
+            self._public = bytes(
+                self._ctx.serialize(
                     save_public_key=True,
                     save_secret_key=False,
-                    save_galois_keys=True,
+                    save_galois_keys=False,
                     save_relin_keys=False,
                 )
+            )
         return self._public
 
     def query(self, vector: Sequence[float] | npt.ArrayLike) -> bytes:
@@ -117,7 +127,7 @@ class SimilarityAsker:
         return bytes(ts.ckks_vector(self._ctx, padded).serialize())
 
     def decrypt(self, answer: bytes) -> float:
-        """Decrypt a responder's answer to the (noisy) inner product.
+        """Decrypt a responder's answer and sum its slots: the (noisy) inner product.
 
         Raises:
             OversizeMessageError: the answer is larger than any honest answer.
@@ -129,9 +139,14 @@ class SimilarityAsker:
             )
         try:
             vec = ts.ckks_vector_from(self._ctx, bytes(answer))
-            if vec.size() != 1:
-                raise MessageError("similarity answer: expected an encrypted scalar")
-            value = float(vec.decrypt()[0])
+            cts = vec.ciphertext()
+            last_level = self._ctx.seal_context().data.last_parms_id()
+            if vec.size() != _params.SLOT_COUNT or len(cts) != 1 or cts[0].parms_id() != last_level:
+                raise MessageError(
+                    f"similarity answer: expected one {_params.SLOT_COUNT}-slot ciphertext at "
+                    "the answer level (after the product's rescale)"
+                )
+            value = math.fsum(vec.decrypt())  # the real part of the slot sum: the score
         except MessageError:
             raise
         except Exception:  # TenSEAL/SEAL raise assorted types on malformed input
@@ -147,12 +162,12 @@ class ResponderPolicy:
 
     Attributes:
         max_queries_per_round: answers per asker per round (each is a linear measurement).
-        max_context_bytes: largest accepted public context, bytes.
+        max_context_bytes: largest accepted public context, bytes (an honest one is ~0.36 MB).
         max_query_bytes: largest accepted query ciphertext, bytes.
     """
 
     max_queries_per_round: int = 1
-    max_context_bytes: int = 32 * 1024 * 1024
+    max_context_bytes: int = 2 * 1024 * 1024
     max_query_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -211,7 +226,8 @@ class SimilarityResponder:
     def answer(
         self, asker: str, round: int, query: bytes, own_vector: Sequence[float] | npt.ArrayLike
     ) -> bytes:
-        """Compute Enc(⟨x, own_vector⟩ + η) for ``asker``'s query ``Enc(x)``.
+        """Answer ``asker``'s query Enc(x): Enc(x ⊙ own_vector) re-randomised and masked so that
+        the real part of its slot sum is ⟨x, own_vector⟩ + η and nothing else is readable.
 
         Args:
             asker: authenticated id of the asker (the one its context was registered under).
@@ -237,12 +253,12 @@ class SimilarityResponder:
             )
         enc_x = self._load_query(ctx, asker, bytes(query))
         try:
-            result = enc_x.dot(padded)
+            product = enc_x * padded  # plaintext multiply, rescaled to the one-prime level
             # Fresh public-key encryption of zero: re-randomises both ciphertext components.
-            result = result + ts.ckks_vector(ctx, [0.0])
-            # Flood with one Gaussian added to every slot (plain constant encodes in all slots).
-            result = result + _CSPRNG.normalvariate(0.0, _params.FLOOD_SIGMA)
-            return bytes(result.serialize())
+            product = product + ts.ckks_vector(ctx, _ZERO_SLOTS)
+            # One-time mask: slot sum + η, every other coefficient uniform (ckks_mask).
+            flood = _CSPRNG.normalvariate(0.0, _params.FLOOD_SIGMA)
+            return bytes((product + slot_sum_mask(ctx, product, flood)).serialize())
         except Exception:  # evaluation failures mean the query/context pair is unusable
             raise MessageError(f"similarity query from {asker}: evaluation failed") from None
 
@@ -285,102 +301,3 @@ class SimilarityResponder:
                 "at the vetted scale"
             )
         return vec
-
-
-# ---------------------------------------------------------------------- hazmat: context bytes
-def _public_context_with_rotation_keys(ctx: ts.Context) -> bytes:
-    """Serialise ``ctx`` without secret key and with Galois keys for the slot-sum rotations only.
-
-    TenSEAL's Python API only generates the default Galois key set (24 keys at N = 8192), but its
-    serialised context is a small protobuf (``TenSEALContextProto``: field 2 = public part, whose
-    field 5 = serialised SEAL GaloisKeys). We generate the 12 keys we need with SEAL's key
-    generator and splice them in. Only our own bytes are edited; the responder parses the result
-    with TenSEAL's own loader.
-    """
-    keygen = _ts_cpp.KeyGenerator(ctx.seal_context().data, ctx.secret_key().data)
-    galois = _ts_cpp.GaloisKeys()
-    keygen.create_galois_keys(list(_params.GALOIS_ELEMENTS), galois)
-    with tempfile.TemporaryDirectory() as tmp:  # SEAL's binding saves to a path only
-        path = os.path.join(tmp, "galois")
-        galois.save(path)
-        with open(path, "rb") as fh:
-            galois_bytes = fh.read()
-    base = ctx.serialize(
-        save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
-    )
-    fields = _proto_fields(bytes(base))
-    if [f for f, _, _ in fields].count(2) != 1 or any(f == 3 for f, _, _ in fields):
-        raise CryptoError("unexpected TenSEAL context layout")
-    out = []
-    for number, wire_type, value in fields:
-        if number == 2:
-            public = _proto_fields(value)
-            if any(f == 5 for f, _, _ in public):
-                raise CryptoError("unexpected TenSEAL context layout")
-            value = _proto_encode([*public, (5, 2, galois_bytes)])
-        out.append((number, wire_type, value))
-    blob = _proto_encode(out)
-    check = _params.load_context(blob)
-    if _params.context_problems(check):
-        raise CryptoError("spliced public context does not validate")
-    return blob
-
-
-_Field = tuple[int, int, bytes]
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise CryptoError("truncated protobuf varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _proto_fields(buf: bytes) -> list[_Field]:
-    """Split a protobuf message into (field number, wire type, raw value bytes)."""
-    fields: list[_Field] = []
-    pos = 0
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            start = pos
-            _, pos = _read_varint(buf, pos)
-            value = buf[start:pos]
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            value, pos = buf[pos : pos + size], pos + size
-        elif wire_type == 2:
-            size, pos = _read_varint(buf, pos)
-            value, pos = buf[pos : pos + size], pos + size
-        else:
-            raise CryptoError(f"unsupported protobuf wire type {wire_type}")
-        if pos > len(buf):
-            raise CryptoError("truncated protobuf field")
-        fields.append((number, wire_type, value))
-    return fields
-
-
-def _proto_encode(fields: list[_Field]) -> bytes:
-    out = bytearray()
-    for number, wire_type, value in fields:
-        out += _varint((number << 3) | wire_type)
-        if wire_type == 2:
-            out += _varint(len(value))
-        out += value  # varint / fixed values are kept as their raw bytes
-    return bytes(out)

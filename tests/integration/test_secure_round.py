@@ -127,8 +127,9 @@ def test_secure_round_agrees_with_the_plain_round(
     setup_bytes = res.extra["security"]["he_context_bytes"]
     assert res.extra["security"]["he_context_messages"] == 6  # once per ordered pair
     assert setup_bytes == sum(secure.transport.bytes_sent[SESSION_SETUP_ROUND].values())
+    assert setup_bytes / 6 < 450_000  # a public key alone (~0.36 MB), no Galois keys
     for record in res.rounds[1:]:  # contexts are session setup, not per-round cost
-        assert 0 < sum(record.bytes_sent) < setup_bytes / 6
+        assert sum(record.bytes_sent) > 0
 
 
 def test_wire_carries_no_keys_no_adapter_bytes_and_adapters_follow_consent(

@@ -387,7 +387,9 @@ SECURITY_MODES: tuple[str, ...] = get_args(SecurityMode)
 ConsentRule = Literal["mutual", "asker"]
 CONSENT_RULES: tuple[str, ...] = get_args(ConsentRule)
 MAX_PROJECTION_DIM = 4096  # CKKS slots at N = 8192 (crypto/_params.py): one ciphertext per vector
-MIN_SECURE_MESSAGE_BYTES = 16 * 1024 * 1024  # room for an adapter of a larger base; a CKKS context is ~0.36 MB
+MIN_SECURE_MESSAGE_BYTES = (
+    16 * 1024 * 1024
+)  # room for an adapter of a larger base; a CKKS context is ~0.36 MB
 
 
 @dataclass(frozen=True)

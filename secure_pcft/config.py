@@ -230,6 +230,12 @@ class StrategyConfig:
             instead of by perplexity; under DP the accounted gaps are clipped to
             ±``[privacy] validation_gap_clip``, a far smaller sensitivity than whole losses.
             The temperature is then in nats.
+        candidates: ``validation`` only: score at most this many adapters per round, self
+            included — the own adapter and the ``candidates - 1`` others closest to it by
+            row-wise LoRA weight cosine (the similarity encrypted discovery computes in secure
+            mode, no forward pass); the rest get weight 0. 0 = score every adapter held. Cuts
+            the O(N²) validation forward passes of a round to O(N·candidates), and under DP the
+            accounted scores the privacy plan reserves.
     """
 
     name: str = "predictions"
@@ -240,12 +246,26 @@ class StrategyConfig:
     reference_batches: int = 4
     relative: bool = False
     signature: SignatureKind = "top-logits"
+    candidates: int = 0
 
     def __post_init__(self) -> None:
         require(bool(self.name), "strategy", "name", "must name a registered strategy")
         require(self.temperature > 0, "strategy", "temperature", "must be > 0")
         require(self.top_k >= 0, "strategy", "top_k", "peers >= 0")
         require(self.reference_batches >= 1, "strategy", "reference_batches", "batches >= 1")
+        require(self.candidates >= 0, "strategy", "candidates", "adapters >= 0 (0 = all)")
+        require(
+            self.candidates != 1,
+            "strategy",
+            "candidates",
+            "1 would score only the own adapter (use name = 'local'); 0 = all, or >= 2",
+        )
+        require(
+            not self.candidates or self.name == "validation",
+            "strategy",
+            "candidates",
+            "only the validation strategy pre-selects the adapters it scores",
+        )
         require(
             not self.relative or self.name == "validation",
             "strategy",
@@ -282,6 +302,8 @@ class StrategyConfig:
             parts.append(f"top{self.top_k}")
         if self.threshold is not None:
             parts.append(f"thr{self.threshold:g}".replace("-", "m"))  # '-' separates parts
+        if self.candidates:
+            parts.append(f"cand{self.candidates}")
         return "-".join(parts)
 
     @classmethod
@@ -305,6 +327,8 @@ class StrategyConfig:
                     opts["signature"] = "logprob-shift"
                 elif tail == "relative":
                     opts["relative"] = True
+                elif tail.startswith("cand"):
+                    opts["candidates"] = int(tail[4:])
                 elif tail.startswith("thr"):
                     opts["threshold"] = float(tail[3:].replace("m", "-"))
                 elif tail.startswith("top"):

@@ -154,6 +154,42 @@ def test_validation_strategy_softmax_of_negative_perplexity() -> None:
     )
 
 
+def test_validation_candidates_score_only_the_closest_adapters_by_weight_cosine() -> None:
+    own = torch.tensor([[1.0, 0.0]])
+    directions = {0: own, 1: torch.tensor([[0.0, 1.0]]), 2: torch.tensor([[1.0, 0.1]])}
+    directions[3] = torch.tensor([[-1.0, 0.2]])
+    states = {j: {"x": t} for j, t in directions.items()}
+    scored: list[int] = []
+
+    def ppl(state: dict[str, torch.Tensor]) -> float:
+        j = next(k for k, v in states.items() if v is state)
+        scored.append(j)
+        return 10.0 + j
+
+    strategy = make_strategy(StrategyConfig(name="validation", candidates=2))
+    row = strategy.row(
+        TrustContext(
+            self_index=0, peer_ids=("a", "b", "c", "d"), adapters=states, validation_perplexity=ppl
+        )
+    )
+
+    assert sorted(scored) == [0, 2]  # self and the one with the highest row cosine (peer 2)
+    assert float(row[1]) == 0.0 and float(row[3]) == 0.0
+    assert torch.allclose(row[[0, 2]], torch.softmax(-torch.tensor([10.0, 12.0]).double(), 0))
+    assert strategy.private_scores(held=9) == 2  # the DP plan reserves 2 scores, not 9
+    relative = make_strategy(StrategyConfig(name="validation", candidates=3, relative=True))
+    assert relative.private_scores(held=9) == 2  # own gap is 0 by definition, not a query
+
+
+def test_validation_candidates_options_are_checked_and_labelled() -> None:
+    cfg = StrategyConfig(name="validation", candidates=4, temperature=10.0)
+    assert cfg.label == "validation-t10-cand4"
+    assert StrategyConfig.from_label(cfg.label) == cfg
+    for bad in ({"name": "validation", "candidates": 1}, {"name": "weights", "candidates": 3}):
+        with pytest.raises(ConfigError, match="candidates"):
+            StrategyConfig(**bad)  # type: ignore[arg-type]
+
+
 def test_top_k_and_threshold_keep_self() -> None:
     s = torch.tensor([0.0, 5.0, 4.0, -1.0], dtype=torch.float64)
     row = select_and_softmax(s, self_index=0, top_k=2)

@@ -8,6 +8,11 @@ so the weights it derives are a function of private data (see docs/design.md, pr
 
 Secure mode: discovery and selection use the ``weights`` vector (encrypted weight cosines); the
 trust row itself is this strategy's, computed after the exchange on the adapters received.
+
+At scale: every scored adapter costs a forward pass over the peer's validation batches
+(``[train] eval_batches``), N per peer and round in plain mode. ``candidates = k`` scores only the
+own adapter and the k-1 others closest by row-wise weight cosine (the plain-mode counterpart of the
+encrypted pre-selection), so a round costs N·k passes instead of N².
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from secure_pcft.collab.strategies.weights import weights_vector
+from secure_pcft.collab.strategies.weights import rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import (
+    AdapterState,
     Discovery,
     ScoreSoftmaxStrategy,
     TrustContext,
@@ -51,21 +57,37 @@ class ValidationTrust(ScoreSoftmaxStrategy):
         return known / known.sum()
 
     def private_scores(self, held: int) -> int:
+        scored = min(held, self.cfg.candidates) if self.cfg.candidates else held
         # relative: the own adapter's gap is 0 by definition, so it is not a query
-        return held - 1 if self.cfg.relative else held
+        return scored - 1 if self.cfg.relative else scored
+
+    def candidates(self, ctx: TrustContext) -> dict[int, AdapterState]:
+        """The adapters to score: all held, or (``candidates = k``) the own one and the k-1
+        others with the highest row-wise weight cosine to it (ties: lower index first)."""
+        k = self.cfg.candidates
+        if not k or len(ctx.adapters) <= k:
+            return dict(ctx.adapters)
+        own = ctx.adapters[ctx.self_index]
+        others = sorted(
+            (j for j in ctx.adapters if j != ctx.self_index),
+            key=lambda j: (-rowwise_cosine(own, ctx.adapters[j]), j),
+        )
+        keep = [ctx.self_index, *others[: k - 1]]
+        return {j: ctx.adapters[j] for j in keep}
 
     def scores(self, ctx: TrustContext) -> torch.Tensor:
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
+        adapters = self.candidates(ctx)
         if self.cfg.relative:
             if ctx.validation_gap is None:
                 raise StrategyError("relative validation needs the peer's validation gap scorer")
             s[ctx.self_index] = 0.0
-            for j, state in ctx.adapters.items():
+            for j, state in adapters.items():
                 if j != ctx.self_index:
                     s[j] = -ctx.validation_gap(state)
             return s
         if ctx.validation_perplexity is None:
             raise StrategyError("validation strategy needs the peer's validation scorer")
-        for j, state in ctx.adapters.items():
+        for j, state in adapters.items():
             s[j] = -ctx.validation_perplexity(state)
         return s

@@ -162,7 +162,7 @@ def test_compare_strategies_warms_up_once_per_privacy_plan(
     federation: Federation,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(run_module, "load_base", lambda _path: tiny_base)
+    monkeypatch.setattr(run_module, "load_base", lambda _path, **_kw: tiny_base)
     monkeypatch.setattr(run_module, "load_federation", lambda _data: federation)
     monkeypatch.setattr(run_module, "resolve_base_path", lambda _model: tiny_base.path)
     cfg = dp_cfg(tmp_path, "local", target_epsilon=3.0, validation_noise_multiplier=8.0)

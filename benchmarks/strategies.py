@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import REPO, SCHEDULES, machine, mean_std, train_schedule, write_json
+from _common import REPO, SCHEDULES, cpu_model, machine, mean_std, train_schedule, write_json
 
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
@@ -287,8 +287,6 @@ def describe_device(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     else:
-        from _common import cpu_model
-
         out["cpu"] = cpu_model()
     return out
 

@@ -6,7 +6,10 @@ live in tests/slow and the benchmarks; these fixtures exercise the real peft/tra
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -44,6 +47,16 @@ def _sentences(domain: str, n: int, seed: int) -> list[str]:
         )
         out.append(" ".join(words[int(i)] for i in idx))
     return out
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a script that is not a package module (e.g. under benchmarks/) by its file path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_tiny_base(directory: Path, arch: str = "gpt2") -> Path:

@@ -6,10 +6,8 @@ are tiny (conftest.py), so the perplexities mean nothing here — the schema and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,7 +16,7 @@ import pytest
 from secure_pcft.config import DataConfig, OutputConfig, RunConfig, SecurityConfig, TrainConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.model.loading import BaseModel
-from tests.conftest import tiny_federation
+from tests.conftest import load_script, tiny_federation
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "privacy_utility.py"
 TRAIN = TrainConfig(batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=6)
@@ -27,12 +25,7 @@ EPS = "3"
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("privacy_utility_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "privacy_utility_bench")
 
 
 def test_core_writes_the_schema_and_no_peer_exceeds_its_target(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from secure_pcft.collab.simulation import Simulation
 from secure_pcft.config import DataConfig, LoraSettings, ModelConfig, RunConfig, TrainConfig
 from secure_pcft.errors import ConfigError, ModelError
 from secure_pcft.model.loading import load_base, resolve_device
-from tests.conftest import tiny_federation
+from tests.conftest import load_script, tiny_federation
 
 TRAIN = TrainConfig(batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=4)
 COMMON = Path(__file__).resolve().parents[2] / "benchmarks" / "_common.py"
@@ -77,12 +75,7 @@ def test_two_steps_on_cuda_match_the_cpu(tiny_base_dir: Path) -> None:
 
 
 def _common() -> object:
-    spec = importlib.util.spec_from_file_location("bench_common", COMMON)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(COMMON, "bench_common")
 
 
 def test_the_benchmark_schedules_include_the_papers() -> None:

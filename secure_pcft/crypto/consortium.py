@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from secure_pcft import bounded_json
 from secure_pcft.crypto.identity import Identity, PublicIdentity, validate_peer_name
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import ConfigError, CorruptFileError, CryptoError
@@ -34,6 +35,7 @@ ROSTER_FILE = "roster.json"
 KEY_SUFFIX = ".key"
 PUBLIC_SUFFIX = ".pub.json"
 _MAX_PUBLIC_FILE_BYTES = 64 * 1024
+_PUBLIC_FILE_LIMITS = bounded_json.JsonLimits(max_bytes=_MAX_PUBLIC_FILE_BYTES, max_depth=2)
 
 
 def key_path(directory: str | os.PathLike[str], name: str) -> Path:
@@ -98,10 +100,7 @@ def read_public(path: str | os.PathLike[str]) -> PublicIdentity:
         raise CorruptFileError(f"public file {p}: cannot read ({exc.strerror})") from None
     if len(data) > _MAX_PUBLIC_FILE_BYTES:
         raise CorruptFileError(f"public file {p}: larger than {_MAX_PUBLIC_FILE_BYTES} bytes")
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):
-        raise CorruptFileError(f"public file {p}: not valid UTF-8 JSON") from None
+    obj = bounded_json.loads(data, _PUBLIC_FILE_LIMITS, CorruptFileError, f"public file {p}")
     return PublicIdentity.from_json_dict(obj)
 
 

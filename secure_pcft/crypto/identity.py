@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.signing import SigningKey
 
+from secure_pcft import bounded_json
 from secure_pcft.errors import (
     AuthenticationError,
     ConfigError,
@@ -40,6 +41,7 @@ _FINGERPRINT_DOMAIN = b"secure-pcft/fingerprint/v1\x00"
 _KEY_FILE_FORMAT = "secure-pcft-identity"
 _KEY_FILE_VERSION = 1
 _MAX_KEY_FILE_BYTES = 64 * 1024
+_KEY_FILE_LIMITS = bounded_json.JsonLimits(max_bytes=_MAX_KEY_FILE_BYTES, max_depth=2)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
@@ -242,10 +244,7 @@ class Identity:
             CorruptFileError: unreadable JSON, wrong format, bad keys or fingerprint mismatch.
         """
         raw = _read_private_file(Path(path))
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError):
-            raise CorruptFileError(f"key file {path}: not valid UTF-8 JSON") from None
+        obj = bounded_json.loads(raw, _KEY_FILE_LIMITS, CorruptFileError, f"key file {path}")
         expected = {"format", "version", "name", "fingerprint", "sign_sk", "box_sk"}
         if not isinstance(obj, dict) or set(obj) != expected:
             raise CorruptFileError(

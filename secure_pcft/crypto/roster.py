@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from secure_pcft import bounded_json
 from secure_pcft.crypto.identity import PublicIdentity
 from secure_pcft.errors import AuthenticationError, ConfigError, CorruptFileError, UnknownPeerError
 from secure_pcft.fileio import write_bytes_atomic
@@ -23,6 +24,8 @@ from secure_pcft.fileio import write_bytes_atomic
 _ROSTER_FORMAT = "secure-pcft-roster"
 _ROSTER_VERSION = 1
 _MAX_ROSTER_BYTES = 1024 * 1024
+# Written by this toolkit: strict (no NaN, no duplicate keys), shallow (an object of a list of objects).
+_ROSTER_LIMITS = bounded_json.JsonLimits(max_bytes=_MAX_ROSTER_BYTES, max_depth=4)
 
 
 class Roster:
@@ -123,10 +126,7 @@ class Roster:
         """
         if len(data) > _MAX_ROSTER_BYTES:
             raise CorruptFileError(f"{source}: larger than {_MAX_ROSTER_BYTES} bytes")
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError):
-            raise CorruptFileError(f"{source}: not valid UTF-8 JSON") from None
+        obj = bounded_json.loads(data, _ROSTER_LIMITS, CorruptFileError, str(source))
         if not isinstance(obj, dict) or set(obj) != {"format", "version", "peers"}:
             raise CorruptFileError(f"{source}: expected the fields format, version, peers")
         if obj["format"] != _ROSTER_FORMAT or obj["version"] != _ROSTER_VERSION:

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
+from secure_pcft import bounded_json
 from secure_pcft.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 TxtMode = Literal["lines", "paragraphs"]
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".txt", ".jsonl", ".csv")
+
+# One JSONL record of a user's corpus: any size a line may have, nesting and numbers bounded so a
+# malformed line is a DataError (not RecursionError / ValueError); NaN and duplicate keys allowed.
+_RECORD_LIMITS = bounded_json.JsonLimits(
+    max_bytes=256 * 1024 * 1024, max_depth=64, max_number_chars=4000, strict=False
+)
 
 
 def _read_text(path: Path) -> str:
@@ -99,10 +105,7 @@ def read_jsonl(path: str | Path, *, field: str = "text") -> list[str]:
     for lineno, line in enumerate(_read_text(p).split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}:{lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from exc
+        record = bounded_json.loads(line, _RECORD_LIMITS, DataError, f"{p}:{lineno}")
         if not isinstance(record, dict):
             raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
         if field not in record:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from secure_pcft import bounded_json
 from secure_pcft.errors import CorruptFileError
 
 BUILD_INFO = "build_info.json"
@@ -34,6 +35,8 @@ HF_MODEL_FILES: tuple[str, ...] = (
 )
 """Files a cached Hugging Face causal-LM directory must hold (besides ``build_info.json``)."""
 _STALE_TMP_SECONDS = 6 * 3600.0
+
+_BUILD_INFO_LIMITS = bounded_json.JsonLimits(max_bytes=1024 * 1024, max_depth=4)
 
 
 @contextlib.contextmanager
@@ -112,9 +115,12 @@ def read_build_info(directory: Path, required: Sequence[str] = HF_MODEL_FILES) -
     if missing:
         raise CorruptFileError(f"{directory}: missing {', '.join(missing)}")
     try:
-        info = json.loads((directory / BUILD_INFO).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptFileError(f"{directory / BUILD_INFO}: unreadable ({exc})") from exc
+        raw = (directory / BUILD_INFO).read_bytes()
+    except OSError as exc:
+        raise CorruptFileError(f"{directory / BUILD_INFO}: unreadable ({exc.strerror})") from exc
+    info = bounded_json.loads(
+        raw, _BUILD_INFO_LIMITS, CorruptFileError, str(directory / BUILD_INFO)
+    )
     if not isinstance(info, dict) or not isinstance(info.get("files"), dict):
         raise CorruptFileError(f"{directory / BUILD_INFO}: not a build record")
     if file_digests(directory) != info["files"]:

@@ -9,17 +9,19 @@ malformed raises :class:`~secure_pcft.errors.ReportError` naming the file and th
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secure_pcft import bounded_json
 from secure_pcft.config import RunConfig, config_from_dict
 from secure_pcft.errors import ConfigError, ReportError
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
+# Results files of runs and audits: strict (no NaN/Infinity, no duplicate keys), nesting bounded.
+_JSON_LIMITS = bounded_json.JsonLimits(max_bytes=MAX_JSON_BYTES, max_depth=32)
 RESULTS_FILE = "results.json"
 
 
@@ -38,20 +40,10 @@ def read_json(path: Path, what: str) -> tuple[dict[str, Any], str]:
         raise ReportError(f"{what} {path}: cannot read ({exc.strerror})") from None
     if len(data) > MAX_JSON_BYTES:
         raise ReportError(f"{what} {path}: larger than {MAX_JSON_BYTES} bytes")
-    try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ReportError(
-            f"{what} {path}: not valid UTF-8 JSON ({exc.__class__.__name__})"
-        ) from None
+    obj = bounded_json.loads(data, _JSON_LIMITS, ReportError, f"{what} {path}")
     if not isinstance(obj, dict):
         raise ReportError(f"{what} {path}: top level must be a JSON object")
     return obj, hashlib.sha256(data).hexdigest()
-
-
-def _refuse_constant(name: str) -> float:
-    # The toolkit writes non-finite numbers as strings ("inf"); bare NaN/Infinity is not JSON.
-    raise ValueError(f"bare {name} is not JSON")
 
 
 def require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

@@ -330,8 +330,12 @@ def test_unreadable_inputs_raise_report_error(dp_run: Path, tmp_path: Path) -> N
     with pytest.raises(ReportError, match="no such file"):
         build_report(tmp_path)
     (tmp_path / "results.json").write_text('{"peer_ids": NaN}')
-    with pytest.raises(ReportError, match="not valid UTF-8 JSON"):
+    with pytest.raises(ReportError, match="NaN"):
         build_report(tmp_path)
+    for bad in ('{"a": 1, "a": 2}', "[" * 5000 + "]" * 5000, '{"peer_ids": "x"'):
+        (tmp_path / "results.json").write_text(bad)  # duplicate key, too deep, truncated
+        with pytest.raises(ReportError, match="results"):
+            build_report(tmp_path)
     results = json.loads((dp_run / "results.json").read_text())
     results["rounds"][1]["test_ppl"] = [1.0]
     (tmp_path / "results.json").write_text(json.dumps(results))

@@ -77,7 +77,17 @@ def test_file_with_mismatching_fingerprint_raises_authentication_error(
 
 @pytest.mark.parametrize(
     "content",
-    [b"not json", b"[]", b'{"format": "secure-pcft-roster", "version": 1, "peers": {}}', b"{}"],
+    [
+        b"not json",
+        b"[]",
+        b'{"format": "secure-pcft-roster", "version": 1, "peers": {}}',
+        b"{}",
+        b"[" * 5000 + b"]" * 5000,  # RecursionError from plain json.loads
+        # a duplicated key: plain json.loads keeps the last "peers" silently
+        b'{"format": "secure-pcft-roster", "version": 1, "peers": [], "peers": []}',
+        b'{"format": "secure-pcft-roster", "version": NaN, "peers": []}',
+    ],
+    ids=["text", "list", "peers-object", "empty", "deep", "duplicate-key", "nan"],
 )
 def test_malformed_roster_file_is_corrupt(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "roster.json"

@@ -60,9 +60,21 @@ def test_jsonl_reads_the_named_field(tmp_path: Path) -> None:
 def test_jsonl_bad_line_reports_its_line_number_not_its_content(tmp_path: Path) -> None:
     f = _write(tmp_path / "d.jsonl", '{"text": "fine"}\n{"text": "secret payload"\n')
 
-    with pytest.raises(DataError, match=r"d\.jsonl:2: invalid JSON") as info:
+    with pytest.raises(DataError, match=r"d\.jsonl:2: not valid UTF-8 JSON") as info:
         read_jsonl(f)
     assert "secret payload" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[" * 10_000 + "]" * 10_000, '{"text": "a", "n": ' + "9" * 5_000 + "}"],
+    ids=["nested-10000-deep", "5000-digit-number"],
+)
+def test_jsonl_hostile_lines_are_data_errors(tmp_path: Path, line: str) -> None:
+    """Plain json.loads raises RecursionError / ValueError on these: untyped, not DataError."""
+    f = _write(tmp_path / "d.jsonl", '{"text": "fine"}\n' + line + "\n")
+    with pytest.raises(DataError, match=r"d\.jsonl:2"):
+        read_jsonl(f)
 
 
 @pytest.mark.parametrize(

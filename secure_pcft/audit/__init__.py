@@ -2,7 +2,8 @@
 
 - Attacks (one module each, one registry): ``loss``, ``reference``, ``lira-offline``, ``rmia``
   (membership inference on a shared adapter), ``signature-mia`` (membership from prediction
-  signatures / encrypted-similarity answers), ``canary`` (exposure and extraction of inserted
+  signatures / encrypted-similarity answers, population-data attacker), ``signature-twin-mia`` (the
+  same channel, informed attacker with twin adapters), ``canary`` (exposure and extraction of inserted
   secrets), ``one-run-epsilon`` (empirical ε lower bound, Steinke et al. 2023),
   ``span-reconstruction`` (tokens from a LoRA update, DAGER-style).
 - :mod:`~secure_pcft.audit.metrics`: ROC AUC, TPR at low FPR, exposure, token precision/recall,

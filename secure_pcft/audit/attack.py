@@ -164,6 +164,7 @@ def _load_builtin() -> None:
         mia_reference,
         mia_rmia,
         mia_signature,
+        mia_signature_twin,
         one_run,
         reconstruction,
         whitebox,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from secure_pcft import bounded_json
 from secure_pcft.audit.attack import AttackResult, make_attack
 from secure_pcft.audit.campaign import AttackSpec, Campaign, load_campaign
 from secure_pcft.audit.metrics import HEADLINE_METRICS, across_trials
@@ -27,6 +28,7 @@ from secure_pcft.audit.target import AuditTarget, build_target
 from secure_pcft.audit.updates import build_update_target
 from secure_pcft.data.corpus import Federation
 from secure_pcft.data.settings import load_federation
+from secure_pcft.errors import CorruptFileError
 from secure_pcft.fileio import json_safe, write_json_atomic
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 from secure_pcft.versions import library_versions
@@ -262,18 +264,51 @@ def run_campaign(
                           time.perf_counter() - start)  # fmt: skip
 
 
+SUMMARY_FILE = "summary.json"
+_SUMMARY_LIMITS = bounded_json.JsonLimits(max_bytes=4 * 1024 * 1024, max_depth=8)
+
+
+def read_summary(directory: str | Path) -> dict[str, Any]:
+    """The ``summary.json`` of ``directory`` ({} if there is none).
+
+    Raises:
+        CorruptFileError: the file is not a JSON object with ``_sources`` (campaign per key).
+    """
+    path = Path(directory) / SUMMARY_FILE
+    if not path.exists():
+        return {}
+    data = bounded_json.loads(path.read_bytes(), _SUMMARY_LIMITS, CorruptFileError, str(path))
+    if not isinstance(data, dict) or not isinstance(data.get("_sources", {}), dict):
+        raise CorruptFileError(f"{path}: not an audit summary (an object with '_sources')")
+    return data
+
+
 def write_summary(results: Iterable[CampaignResult], directory: str | Path) -> Path:
-    """Merge the summaries of ``results`` into ``<directory>/summary.json`` (with provenance)."""
+    """Merge the summaries of ``results`` into ``<directory>/summary.json`` (with provenance).
+
+    Figures of campaigns that did not run now are kept from the existing file, with their
+    sources; every figure of a campaign that ran is replaced (or dropped if it no longer has it).
+
+    Raises:
+        CorruptFileError: the existing summary cannot be read (nothing is overwritten).
+    """
+    results = list(results)
+    previous = read_summary(directory)
+    ran = {r.campaign.name for r in results}
+    old_sources: dict[str, str] = previous.get("_sources", {})
     summary: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    bases = set()
+    for key, source in old_sources.items():
+        if source not in ran and key in previous:
+            summary[key], sources[key] = previous[key], source
+    bases = set(previous.get("_base_models", [])) if summary else set()
     for r in results:
         for key, value in r.summary.items():
             summary[key] = value
             sources[key] = r.campaign.name
         bases.add(r.base_model)
     out = {**summary, "_sources": sources, "_base_models": sorted(bases)}
-    return write_json_atomic(Path(directory) / "summary.json", json_safe(out))
+    return write_json_atomic(Path(directory) / SUMMARY_FILE, json_safe(out))
 
 
 def with_base(campaign: Campaign, base: str) -> Campaign:
@@ -307,6 +342,8 @@ def run_campaign_files(
         SecurePcftError: failures of a run propagate with their types.
     """
     campaigns = [load_campaign(p) for p in paths]
+    if any(c.summary for c in campaigns):
+        read_summary(output_dir)  # a corrupt summary fails now, not after hours of campaigns
     if base is not None:
         campaigns = [with_base(c, base) for c in campaigns]
     results = []

@@ -134,8 +134,12 @@ class AuditTarget:
         epsilon, delta: what the accountant says about the target's training.
         update: an observed update (reconstruction audits).
         seed: the trial's seed.
+        train_blocks: every block the target trained on, in training order (members and inserted
+            canaries) — the auditor's truth, and the informed attacker's knowledge in
+            ``signature-twin-mia`` (None for an update-only target).
         notes: JSON-ready facts about the run (peer, sizes, σ).
         shadows: shadow adapters trained so far (a cache shared by the attacks of a campaign).
+        twins: twin adapters of ``signature-twin-mia`` trained so far (cache, by seed and data).
     """
 
     base: BaseModel
@@ -150,13 +154,20 @@ class AuditTarget:
     delta: float | None = None
     update: LoraUpdate | None = None
     seed: int = 0
+    train_blocks: torch.Tensor | None = None
     notes: dict[str, object] = field(default_factory=dict)
     shadows: list[TrainedAdapter] = field(default_factory=list, repr=False)
+    twins: dict[str, TrainedAdapter] = field(default_factory=dict, repr=False)
 
     def require_model(self) -> PeftModel:
         if self.model is None:
             raise AuditError("this attack needs the target's shared adapter (none was trained)")
         return self.model
+
+    def require_train_blocks(self) -> torch.Tensor:
+        if self.train_blocks is None:
+            raise AuditError("this attack needs the target's training data (an update-only target)")
+        return self.train_blocks
 
     def require_canaries(self) -> CanarySet:
         if self.canaries is None:
@@ -273,6 +284,7 @@ def build_target(
         epsilon=trained.epsilon,
         delta=trained.delta,
         seed=seed,
+        train_blocks=train_blocks,
         notes={
             "peer": peer.peer_id,
             "population_peers": [p.peer_id for p in pop],

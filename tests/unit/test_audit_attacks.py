@@ -10,6 +10,7 @@ base, as in the toolkit's own small base. Larger, statistical versions: tests/sl
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import json
 import math
@@ -35,6 +36,7 @@ from secure_pcft.audit import (
     make_attack,
     register_attack,
 )
+from secure_pcft.audit.mia_signature_twin import locate_rows
 from secure_pcft.config import DataConfig, LoraSettings, PrivacyConfig, RunConfig, TrainConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation, PeerCorpus
@@ -256,8 +258,8 @@ def test_span_test_needs_an_update(overfit_target: AuditTarget) -> None:
 
 def test_registry_lists_every_builtin_attack() -> None:
     assert set(attack_names()) >= {
-        "loss", "reference", "lira-offline", "rmia", "signature-mia", "canary",
-        "one-run-epsilon", "span-reconstruction",
+        "loss", "reference", "lira-offline", "rmia", "signature-mia", "signature-twin-mia",
+        "canary", "one-run-epsilon", "span-reconstruction",
     }  # fmt: skip
 
 
@@ -288,6 +290,9 @@ def test_registry_refuses_a_silent_overwrite_and_allows_force() -> None:
         ("lira-offline", {"shadows": 0}, "shadows"),
         ("reference", {"reference": "oracle"}, "reference"),
         ("signature-mia", {"observation": "logits"}, "observation"),
+        ("signature-twin-mia", {"observation": "logits"}, "observation"),
+        ("signature-twin-mia", {"known_seed": 1}, "known_seed"),
+        ("signature-twin-mia", {"group_size": 0}, "group_size"),
         ("one-run-epsilon", {"guesses": [[1, 2, 3]]}, "guesses"),
         ("span-reconstruction", {"threshold": 2.0}, "threshold"),
     ],
@@ -316,3 +321,41 @@ def test_lira_and_rmia_run_on_shadows_trained_with_the_targets_recipe(base: Base
         assert 0.0 <= result.metrics["roc_auc"] <= 1.0
     assert len(target.shadows) == 2  # shared between the two attacks
     assert not math.isnan(result.metrics["tpr_at_1pct_fpr"])
+
+
+# ---------------------------------------------------------------------- signature twins
+
+
+def test_signature_twin_game_is_perfect_when_the_twin_is_the_target(
+    overfit_target: AuditTarget,
+) -> None:
+    """With the target's seed the twin trained on the target's data *is* the target (training is
+    deterministic), so every member set scores > 0 and every non-member set < 0: AUC 1. A wrong
+    sign, a swapped twin or a twin trained on other data breaks this. Both observations play the
+    same game on the same twins (trained once, cached on the target)."""
+    target = dataclasses.replace(overfit_target, twins={})
+    for observation in ("signature", "similarity"):
+        attack = make_attack(
+            "signature-twin-mia", observation=observation, group_size=2, max_groups=3,
+            known_seed=True,
+        )  # fmt: skip
+        result = attack.run(target, np.random.default_rng(0))
+        assert len(result.member_scores) == 3 and len(result.nonmember_scores) == 3
+        assert min(result.member_scores) > 0 > max(result.nonmember_scores), observation
+        assert result.metrics["roc_auc"] == 1.0
+        assert result.metrics["twin_runs"] == 7.0
+        assert len(target.twins) == 7  # the second observation trained nothing new
+
+
+def test_signature_twin_game_needs_the_training_data(overfit_target: AuditTarget) -> None:
+    attack = make_attack("signature-twin-mia", group_size=2, max_groups=1)
+    without = dataclasses.replace(overfit_target, train_blocks=None)
+    with pytest.raises(AuditError, match="training data"):
+        attack.run(without, np.random.default_rng(0))
+
+
+def test_locate_rows_finds_each_row_once_and_refuses_a_stranger() -> None:
+    data = torch.tensor([[1, 2], [3, 4], [1, 2], [5, 6]])
+    assert locate_rows(data, torch.tensor([[1, 2], [1, 2], [5, 6]])) == [0, 2, 3]
+    with pytest.raises(AuditError, match="not in the target"):
+        locate_rows(data, torch.tensor([[1, 2], [1, 2], [1, 2]]))

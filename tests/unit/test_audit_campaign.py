@@ -12,7 +12,7 @@ import pytest
 from secure_pcft.audit import Campaign, campaign_from_dict, load_campaign, run_campaign
 from secure_pcft.audit.runner import run_campaign_files
 from secure_pcft.cli import main
-from secure_pcft.errors import ConfigError
+from secure_pcft.errors import ConfigError, CorruptFileError
 from tests.conftest import _sentences
 from tests.unit.test_audit_attacks import audit_base_dir
 
@@ -143,6 +143,10 @@ def test_a_campaign_runs_real_training_and_writes_results_and_summary(tmp_path: 
     path.write_text(campaign_toml(tmp_path, extra_target="[target.canaries]\ncount = 2\n"
                                   'copies = 4\ndigits = 3\nprefix = "number"\ncandidates = 50',
                                   attacks='[[attacks]]\nname = "canary"'))  # fmt: skip
+    (tmp_path / "out").mkdir()
+    earlier = {"other_auc": 0.5, "stale_key": 0.9, "_sources": {"other_auc": "other-campaign",
+               "stale_key": "tiny-mia"}, "_base_models": ["/elsewhere"]}  # fmt: skip
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(earlier))
 
     results = run_campaign_files([path], tmp_path / "out")
 
@@ -155,6 +159,10 @@ def test_a_campaign_runs_real_training_and_writes_results_and_summary(tmp_path: 
     auc = max(a["metrics"]["roc_auc"] for a in data["attacks"][:2])
     assert summary["mia_auc_nondp"] == pytest.approx(auc)
     assert summary["_sources"]["mia_auc_nondp"] == "tiny-mia"
+    # figures of campaigns that did not run are kept; the re-run campaign's old figures are not
+    assert summary["other_auc"] == 0.5 and summary["_sources"]["other_auc"] == "other-campaign"
+    assert "stale_key" not in summary and "stale_key" not in summary["_sources"]
+    assert "/elsewhere" in summary["_base_models"]
     text = (tmp_path / "out" / "tiny-mia.json").read_text()
     assert "plant" not in text and "pump" not in text  # no private text in results
     scores = json.loads((tmp_path / "out" / "tiny-mia.scores.json").read_text())
@@ -166,6 +174,17 @@ def test_a_campaign_runs_real_training_and_writes_results_and_summary(tmp_path: 
     wins = sum((m > n) + 0.5 * (m == n) for m in members for n in nonmembers)
     auc = data["attacks"][0]["metrics"]["roc_auc"]
     assert wins / (len(members) * len(nonmembers)) == pytest.approx(auc, abs=1e-9)
+
+
+def test_a_corrupt_summary_fails_before_any_campaign_runs(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(campaign_toml(tmp_path))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.json").write_text('{"mia_auc_nondp": 0.5, "_sources": [')
+    with pytest.raises(CorruptFileError, match=r"summary\.json"):
+        run_campaign_files([path], tmp_path / "out")
+    assert not (tmp_path / "out" / "tiny-mia.json").exists()
+    assert (tmp_path / "out" / "summary.json").read_text().endswith("[")  # left as it was
 
 
 def test_thresholds_decide_pass_and_fail(tmp_path: Path) -> None:

@@ -1,0 +1,200 @@
+"""``signature-twin-mia``: membership of record sets from prediction signatures, informed attacker.
+
+Threat. The same channel as ``signature-mia`` (TM-01, TM-03, TM-04: a peer's prediction signature
+on the public reference set, broadcast with security ``off``; TM-02: one encrypted-similarity
+answer ⟨x, y⟩ + η per query with security ``full``), played by the strongest attacker DP's
+guarantee is stated against: it knows the consortium's recipe and *every* record of the target's
+training data except whether one candidate set S was in it. ``signature-mia`` (population data
+only) measures what a realistic curious peer finds; this attack measures what the channel carries,
+so a weak result there cannot be read as "the channel leaks nothing".
+
+Game, per candidate set S of ``group_size`` blocks (members: drawn from the training data;
+non-members: from the held-out blocks). The attacker trains *twins* with the recipe, all from one
+seed of its own (not the target's: the initialisation and batch order are private randomness), on
+
+* ``D``, the training data as the attacker knows it (the target's data for a member set),
+* ``D`` with S's rows replaced by as many population blocks (the world where S was out), for a
+  member set S; ``D`` with as many random training rows replaced by S (the world where S was in),
+  for a non-member set,
+
+so the two twins of a set differ only by S, at the same positions of the data (same batches). With
+``w`` the signature of the twin trained with S and ``o`` the one without, the score is where the
+target's signature ``t`` falls along the line between them:
+
+    score(S) = ⟨t − (w + o)/2, (w − o)/‖w − o‖⟩          (``observation = "signature"``)
+
+positive when the target is closer to the twin with S. In ``similarity`` mode the attacker gets
+only the encrypted-similarity answer for its chosen query x = unit(y_w − y_o) on the unit sketches
+y: score(S) = (⟨x, y_t⟩ + η) − ⟨x, (y_w + y_o)/2⟩, one query per set (simulated in plaintext with
+the responder's flooding noise η ~ N(0, FLOOD_SIGMA²); the CKKS error is far below the AUC's
+resolution). Under DP the twins are DP runs of the same recipe: DP bounds how well any such test
+can tell the two worlds apart (TPR ≤ e^ε·FPR + δ for the group of ``group_size`` records).
+
+Cost: 1 + (member sets + non-member sets) training runs of the recipe, shared by the attacks of a
+campaign that play the same game (twins are cached on the target).
+
+``known_seed = true`` gives the attacker the target's seed too: the twin trained on D is then the
+target itself (training is deterministic on the CPU), a sanity check of the game (AUC 1 whenever
+swapping a set changes the signature), not a realistic threat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from secure_pcft.audit.attack import (
+    Attack,
+    AttackResult,
+    membership_result,
+    register_attack,
+    require_positive_int,
+)
+from secure_pcft.audit.mia_signature import dense_signature
+from secure_pcft.audit.scoring import last_position_logits
+from secure_pcft.audit.target import AuditTarget, train_adapter
+from secure_pcft.collab.strategies.predictions import signature_vector
+from secure_pcft.crypto import _params
+from secure_pcft.crypto.projection import ProjectionSpec
+from secure_pcft.errors import AuditError, ConfigError
+
+
+def locate_rows(data: torch.Tensor, rows: torch.Tensor) -> list[int]:
+    """Index in ``data`` of every row of ``rows`` (each data row used once; duplicates allowed).
+
+    Raises:
+        AuditError: a row of ``rows`` is not in ``data``.
+    """
+    where: dict[bytes, list[int]] = {}
+    for i, row in enumerate(data):
+        where.setdefault(row.numpy().tobytes(), []).append(i)
+    out = []
+    for row in rows:
+        free = where.get(row.numpy().tobytes())
+        if not free:
+            raise AuditError("a member block is not in the target's training data")
+        out.append(free.pop(0))
+    return out
+
+
+def twin_model(target: AuditTarget, blocks: torch.Tensor, seed: int) -> torch.nn.Module:
+    """The recipe trained on ``blocks`` from ``seed`` (cached on the target: attacks of one
+    campaign that need the same twin train it once)."""
+    key = hashlib.sha256(seed.to_bytes(8, "little") + blocks.numpy().tobytes()).hexdigest()
+    if key not in target.twins:
+        target.twins[key] = train_adapter(target.base, blocks, target.recipe, seed)
+    return target.twins[key].model
+
+
+@register_attack
+class SignatureTwinMia(Attack):
+    """Membership of record sets from signatures against twins (informed attacker).
+
+    Measures TM-01, TM-02, TM-03, TM-04 (see the module docstring for the game).
+
+    Args:
+        observation: ``signature`` (the broadcast signature, security off) or ``similarity``
+            (one encrypted-similarity answer per candidate set, security full).
+        group_size: records (blocks) per candidate set S.
+        max_groups: candidate sets scored per class (members / non-members).
+        reference_blocks: public reference blocks in a signature.
+        known_seed: the attacker also knows the target's seed (a sanity check of the game).
+    """
+
+    name = "signature-twin-mia"
+    threat_models = ("TM-01", "TM-02", "TM-03", "TM-04")
+
+    def __init__(
+        self,
+        observation: str = "signature",
+        group_size: int = 4,
+        max_groups: int = 8,
+        reference_blocks: int = 32,
+        known_seed: bool = False,
+    ) -> None:
+        if observation not in ("signature", "similarity"):
+            raise ConfigError("[attack] observation: 'signature' or 'similarity'")
+        if not isinstance(known_seed, bool):
+            raise ConfigError("[attack] known_seed: true or false")
+        self.observation = observation
+        self.group_size = require_positive_int(group_size, "group_size", "blocks per set")
+        self.max_groups = require_positive_int(max_groups, "max_groups", "sets per class")
+        self.reference_blocks = require_positive_int(
+            reference_blocks, "reference_blocks", "public reference blocks"
+        )
+        self.known_seed = known_seed
+
+    def _observe(
+        self, model: torch.nn.Module, reference: torch.Tensor, spec: ProjectionSpec
+    ) -> np.ndarray:
+        """What the attacker sees of a model: its dense signature, or its unit sketch."""
+        if self.observation == "signature":
+            return dense_signature(model, reference)
+        return signature_vector(last_position_logits(model, reference), spec).astype(np.float64)
+
+    def run(self, target: AuditTarget, rng: np.random.Generator) -> AttackResult:
+        model = target.require_model()
+        data = target.require_train_blocks()
+        g = self.group_size
+        if target.population.shape[0] < g:
+            raise AuditError(f"signature-twin-mia needs at least {g} population blocks")
+        spec = ProjectionSpec(seed=target.recipe.lora.public_seed)
+        reference = target.reference[: self.reference_blocks]
+        # The game (sets, swaps, twin seed) depends only on the target's seed and the attack's
+        # shape, so a `signature` and a `similarity` attack of one campaign play the same game on
+        # the same (cached) twins; ``rng`` draws only the flooding noise.
+        plan = np.random.default_rng([target.seed, 7_013, g, self.max_groups])
+        member_rows = np.array(locate_rows(data, target.members))
+        member_rows = member_rows[plan.permutation(len(member_rows))]
+        member_groups = [member_rows[i : i + g] for i in range(0, len(member_rows) - g + 1, g)]
+        member_groups = member_groups[: self.max_groups]
+        nonmember_groups = list(target.nonmembers.split(g))
+        nonmember_groups = [s for s in nonmember_groups if s.shape[0] == g][: self.max_groups]
+        if not member_groups or not nonmember_groups:
+            raise AuditError(f"signature-twin-mia needs {g} member and {g} non-member blocks")
+        drawn_seed = int(plan.integers(0, 2**31 - 1))
+        seed = target.seed if self.known_seed else drawn_seed
+
+        def twin(blocks: torch.Tensor) -> np.ndarray:
+            return self._observe(twin_model(target, blocks, seed), reference, spec)
+
+        observed = self._observe(model, reference, spec)
+        with_all = twin(data)
+        scores: list[list[float]] = [[], []]
+        for rows in member_groups:
+            swapped = data.clone()
+            swap = plan.permutation(target.population.shape[0])[:g]
+            swapped[torch.from_numpy(rows)] = target.population[torch.from_numpy(swap)]
+            scores[0].append(self._score(observed, with_all, twin(swapped), rng))
+        for group in nonmember_groups:
+            inserted = data.clone()
+            rows = plan.permutation(data.shape[0])[:g]
+            inserted[torch.from_numpy(rows)] = group
+            scores[1].append(self._score(observed, twin(inserted), with_all, rng))
+        return membership_result(
+            self.name,
+            self.threat_models,
+            scores[0],
+            scores[1],
+            extra_metrics={
+                "queries_per_set": 1.0 if self.observation == "similarity" else 0.0,
+                "twin_runs": float(1 + len(member_groups) + len(nonmember_groups)),
+            },
+            details=self.params(),
+        )
+
+    def _score(
+        self, t: np.ndarray, w: np.ndarray, o: np.ndarray, rng: np.random.Generator
+    ) -> float:
+        diff = w - o
+        norm = float(np.linalg.norm(diff))
+        if norm == 0.0:  # the set does not move the signature: no evidence either way
+            return 0.0
+        x = diff / norm
+        mid = float(x @ (w + o)) / 2
+        seen = float(x @ t)
+        if self.observation == "similarity":
+            seen += float(rng.normal(0.0, _params.FLOOD_SIGMA))
+        return seen - mid

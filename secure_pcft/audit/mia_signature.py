@@ -71,23 +71,43 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
-@register_attack
-class SignatureMia(Attack):
-    """Membership of record sets from prediction signatures or similarity answers.
-
-    Measures TM-01, TM-02, TM-03, TM-04 (see the module docstring for the game).
+class SignatureGame(Attack):
+    """What the signature-channel games share: the observation and the candidate sets.
 
     Args:
         observation: ``signature`` (the broadcast signature, security off) or ``similarity``
             (one encrypted-similarity answer per candidate set, security full).
         group_size: records (blocks) per candidate set S.
-        probe_steps: fine-tuning steps of the OUT shadow on S (and on the control set).
         max_groups: candidate sets scored per class (members / non-members).
         reference_blocks: public reference blocks in a signature.
     """
 
-    name = "signature-mia"
     threat_models = ("TM-01", "TM-02", "TM-03", "TM-04")
+
+    def __init__(
+        self, observation: str, group_size: int, max_groups: int, reference_blocks: int
+    ) -> None:
+        if observation not in ("signature", "similarity"):
+            raise ConfigError("[attack] observation: 'signature' or 'similarity'")
+        self.observation = observation
+        self.group_size = require_positive_int(group_size, "group_size", "blocks per set")
+        self.max_groups = require_positive_int(max_groups, "max_groups", "sets per class")
+        self.reference_blocks = require_positive_int(
+            reference_blocks, "reference_blocks", "public reference blocks"
+        )
+
+
+@register_attack
+class SignatureMia(SignatureGame):
+    """Membership of record sets from prediction signatures or similarity answers.
+
+    Measures TM-01, TM-02, TM-03, TM-04 (see the module docstring for the game).
+
+    Args: those of :class:`SignatureGame` (defaults: signature, 1 block, 32 sets, 32 blocks), and
+        probe_steps: fine-tuning steps of the OUT shadow on S (and on the control set).
+    """
+
+    name = "signature-mia"
 
     def __init__(
         self,
@@ -97,15 +117,8 @@ class SignatureMia(Attack):
         max_groups: int = 32,
         reference_blocks: int = 32,
     ) -> None:
-        if observation not in ("signature", "similarity"):
-            raise ConfigError("[attack] observation: 'signature' or 'similarity'")
-        self.observation = observation
-        self.group_size = require_positive_int(group_size, "group_size", "blocks per set")
+        super().__init__(observation, group_size, max_groups, reference_blocks)
         self.probe_steps = require_positive_int(probe_steps, "probe_steps", "optimiser steps")
-        self.max_groups = require_positive_int(max_groups, "max_groups", "sets per class")
-        self.reference_blocks = require_positive_int(
-            reference_blocks, "reference_blocks", "public reference blocks"
-        )
 
     def _probe(self, target: AuditTarget, start: dict[str, torch.Tensor], blocks: torch.Tensor,
                seed: int) -> torch.nn.Module:  # fmt: skip

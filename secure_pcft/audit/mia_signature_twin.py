@@ -46,13 +46,11 @@ import numpy as np
 import torch
 
 from secure_pcft.audit.attack import (
-    Attack,
     AttackResult,
     membership_result,
     register_attack,
-    require_positive_int,
 )
-from secure_pcft.audit.mia_signature import dense_signature
+from secure_pcft.audit.mia_signature import SignatureGame, dense_signature
 from secure_pcft.audit.scoring import last_position_logits
 from secure_pcft.audit.target import AuditTarget, train_adapter
 from secure_pcft.collab.strategies.predictions import signature_vector
@@ -89,22 +87,17 @@ def twin_model(target: AuditTarget, blocks: torch.Tensor, seed: int) -> torch.nn
 
 
 @register_attack
-class SignatureTwinMia(Attack):
+class SignatureTwinMia(SignatureGame):
     """Membership of record sets from signatures against twins (informed attacker).
 
     Measures TM-01, TM-02, TM-03, TM-04 (see the module docstring for the game).
 
-    Args:
-        observation: ``signature`` (the broadcast signature, security off) or ``similarity``
-            (one encrypted-similarity answer per candidate set, security full).
-        group_size: records (blocks) per candidate set S.
-        max_groups: candidate sets scored per class (members / non-members).
-        reference_blocks: public reference blocks in a signature.
+    Args: those of :class:`~secure_pcft.audit.mia_signature.SignatureGame` (defaults: signature,
+        4 blocks, 8 sets, 32 blocks), and
         known_seed: the attacker also knows the target's seed (a sanity check of the game).
     """
 
     name = "signature-twin-mia"
-    threat_models = ("TM-01", "TM-02", "TM-03", "TM-04")
 
     def __init__(
         self,
@@ -114,16 +107,9 @@ class SignatureTwinMia(Attack):
         reference_blocks: int = 32,
         known_seed: bool = False,
     ) -> None:
-        if observation not in ("signature", "similarity"):
-            raise ConfigError("[attack] observation: 'signature' or 'similarity'")
+        super().__init__(observation, group_size, max_groups, reference_blocks)
         if not isinstance(known_seed, bool):
             raise ConfigError("[attack] known_seed: true or false")
-        self.observation = observation
-        self.group_size = require_positive_int(group_size, "group_size", "blocks per set")
-        self.max_groups = require_positive_int(max_groups, "max_groups", "sets per class")
-        self.reference_blocks = require_positive_int(
-            reference_blocks, "reference_blocks", "public reference blocks"
-        )
         self.known_seed = known_seed
 
     def _observe(

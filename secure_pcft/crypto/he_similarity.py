@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
@@ -164,29 +165,49 @@ class ResponderPolicy:
         max_queries_per_round: answers per asker per round (each is a linear measurement).
         max_context_bytes: largest accepted public context, bytes (an honest one is ~0.36 MB).
         max_query_bytes: largest accepted query ciphertext, bytes.
+        max_loaded_contexts: askers' contexts kept deserialised (SEAL objects, ~5.6 MB each, most
+            of it SEAL's precomputed tables); the others are kept as their validated bytes
+            (~0.36 MB) and loaded again (~9 ms) when their query comes. 63 loaded contexts per
+            peer were 22 GB in a 64-peer simulation.
     """
 
     max_queries_per_round: int = 1
     max_context_bytes: int = 2 * 1024 * 1024
     max_query_bytes: int = 1024 * 1024
+    max_loaded_contexts: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("max_queries_per_round", "max_context_bytes", "max_query_bytes"):
+        for name in (
+            "max_queries_per_round",
+            "max_context_bytes",
+            "max_query_bytes",
+            "max_loaded_contexts",
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ConfigError(f"similarity.{name}: must be a positive integer")
+
+
+def _pinned(ctx: ts.Context) -> ts.Context:
+    # The asker controls these flags in the serialised context; pin the ones we rely on.
+    ctx.auto_rescale = True
+    ctx.auto_mod_switch = True
+    ctx.auto_relin = True
+    return ctx
 
 
 class SimilarityResponder:
     """Answers encrypted inner-product queries with its own (plaintext) sketch.
 
     Askers are keyed by an authenticated id (the envelope sender's fingerprint); their public
-    contexts are cached for the session.
+    contexts are validated once and cached for the session as bytes, the most recently used
+    ``policy.max_loaded_contexts`` of them also deserialised.
     """
 
     def __init__(self, policy: ResponderPolicy | None = None) -> None:
         self._policy = policy or ResponderPolicy()
-        self._contexts: dict[str, ts.Context] = {}
+        self._contexts: dict[str, bytes] = {}  # validated public contexts
+        self._loaded: OrderedDict[str, ts.Context] = OrderedDict()  # LRU of deserialised ones
         self._queries: dict[str, tuple[int, int]] = {}  # asker -> (round, answers given)
 
     def has_context(self, asker: str) -> bool:
@@ -195,6 +216,21 @@ class SimilarityResponder:
     def forget(self, asker: str) -> None:
         """Drop an asker's cached context (end of session)."""
         self._contexts.pop(asker, None)
+        self._loaded.pop(asker, None)
+
+    def _context(self, asker: str) -> ts.Context | None:
+        ctx = self._loaded.get(asker)
+        if ctx is not None:
+            self._loaded.move_to_end(asker)
+            return ctx
+        data = self._contexts.get(asker)
+        if data is None:
+            return None
+        ctx = _pinned(_params.load_context(data))  # validated at registration: same bytes
+        self._loaded[asker] = ctx
+        while len(self._loaded) > self._policy.max_loaded_contexts:
+            self._loaded.popitem(last=False)
+        return ctx
 
     def register_context(self, asker: str, context: bytes) -> None:
         """Validate and cache ``asker``'s public context.
@@ -215,13 +251,13 @@ class SimilarityResponder:
             raise MessageError(f"similarity context from {asker}: not a TenSEAL context") from None
         if problems:
             raise MessageError(f"similarity context from {asker}: {'; '.join(problems)}")
-        # The asker controls these flags in the serialised context; pin the ones we rely on.
-        ctx.auto_rescale = True
-        ctx.auto_mod_switch = True
-        ctx.auto_relin = True
         if asker in self._contexts:
             logger.info("replacing cached similarity context of %s", asker)
-        self._contexts[asker] = ctx
+        self._contexts[asker] = bytes(context)
+        self._loaded[asker] = _pinned(ctx)
+        self._loaded.move_to_end(asker)
+        while len(self._loaded) > self._policy.max_loaded_contexts:
+            self._loaded.popitem(last=False)
 
     def answer(
         self, asker: str, round: int, query: bytes, own_vector: Sequence[float] | npt.ArrayLike
@@ -241,7 +277,7 @@ class SimilarityResponder:
             OversizeMessageError: query above ``policy.max_query_bytes``.
             CryptoError: ``own_vector`` is not a finite unit vector.
         """
-        ctx = self._contexts.get(asker)
+        ctx = self._context(asker)
         if ctx is None:
             raise MessageError(f"similarity query from {asker}: no public context registered")
         padded = _as_unit_vector(own_vector, "responder")

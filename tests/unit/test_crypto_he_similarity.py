@@ -375,7 +375,7 @@ def test_oversize_query_and_context_are_refused(
 
     with pytest.raises(OversizeMessageError):
         responder.register_context("a", public_context)
-    responder._contexts["a"] = ts.context_from(public_context)  # bypass to reach the query check
+    responder._contexts["a"] = public_context  # bypass to reach the query check
     with pytest.raises(OversizeMessageError):
         responder.answer("a", 0, asker.query(y), y)
 
@@ -449,3 +449,25 @@ def test_asker_cannot_be_pickled(asker: SimilarityAsker) -> None:
 def test_policy_validation() -> None:
     with pytest.raises(ConfigError):
         ResponderPolicy(max_queries_per_round=0)
+
+
+def test_only_a_bounded_number_of_contexts_stay_deserialised_and_evicted_ones_still_answer() -> (
+    None
+):
+    """A 64-peer simulation held 63 deserialised contexts per peer (~5.6 MB each: 22 GB, killed)."""
+    askers = [SimilarityAsker() for _ in range(4)]
+    responder = SimilarityResponder(ResponderPolicy(max_loaded_contexts=2))
+    for i, a in enumerate(askers):
+        responder.register_context(f"asker-{i}", a.public_context())
+    assert len(responder._loaded) == 2 and len(responder._contexts) == 4
+    rng = np.random.default_rng(21)
+    for i, a in enumerate(askers):  # asker-0 and asker-1 were evicted: loaded again from bytes
+        x = unit(rng, 256)
+        y = correlated(rng, x, 0.6)
+        score = a.decrypt(responder.answer(f"asker-{i}", 0, a.query(x), y))
+        assert abs(score - float(x @ y)) <= _params.SCORE_ERROR_BOUND
+        assert len(responder._loaded) <= 2
+    responder.forget("asker-3")
+    assert not responder.has_context("asker-3") and "asker-3" not in responder._loaded
+    with pytest.raises(ConfigError, match="max_loaded_contexts"):
+        ResponderPolicy(max_loaded_contexts=0)

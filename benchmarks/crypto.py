@@ -161,6 +161,7 @@ def _bare_ckks_pair(x: np.ndarray, y: np.ndarray) -> Callable[[], float]:
     """TenSEAL alone on the same parameters: encrypt x, multiply by plaintext y, decrypt, sum the
     slots. No serialisation, re-randomisation, mask or checks: what a pair cannot be faster than."""
     ctx = _params.new_secret_context()
+
     def pad(v: np.ndarray) -> list[float]:  # every slot, as the shipped query and answer use
         out = np.zeros(_params.SLOT_COUNT)
         out[: len(v)] = v

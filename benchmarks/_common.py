@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from secure_pcft.config import TrainConfig
+from secure_pcft.fileio import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -69,7 +70,6 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``results/<name>`` atomically: a killed run leaves the previous file, never half."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    return path
+    return write_text_atomic(RESULTS / name, json.dumps(payload, indent=2, sort_keys=False) + "\n")

@@ -47,7 +47,7 @@ from secure_pcft.train.evaluate import evaluate_lm
 SETTINGS = ("leipzig-specific", "leipzig-mixed", "agnews-specific")
 PAPER_SIX = ("local", "fedavg", "oracle", "weights", "predictions", "validation")
 # Any other strategy runs on request by its label (StrategyConfig.from_label), e.g. the calibrated
-# predictions rule DESIGN.md asks to benchmark: --strategies predictions-calibrated
+# predictions rule the original design asks to benchmark: --strategies predictions-calibrated
 
 
 def run_setting(

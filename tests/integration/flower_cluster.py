@@ -66,7 +66,7 @@ def write_run(root: Path, *, privacy: bool = False, total_steps: int = 6) -> Pat
     """Tiny base without dropout, one text file per peer, pinned keys, and the run TOML."""
     base = build_tiny_base(root / "base")
     cfg = json.loads((base / "config.json").read_text())
-    for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):  # see DESIGN.md: dropout streams
+    for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):  # see docs/design.md: dropout streams
         cfg[k] = 0.0
     (base / "config.json").write_text(json.dumps(cfg))
     fed = tiny_federation()

@@ -123,7 +123,7 @@ def test_predictions_calibrated_sharpens_a_clear_group_structure() -> None:
     paper = make_strategy(StrategyConfig(name="predictions")).row(c)
     calibrated = make_strategy(StrategyConfig(name="predictions", calibrated=True)).row(c)
     in_group = [0, 3, 6]
-    # the paper's rule caps the in-group mass (DESIGN.md: ≈0.73 for 9 peers / 3 groups)
+    # the paper's rule caps the in-group mass (docs/design.md: ≈0.73 for 9 peers / 3 groups)
     assert float(paper[in_group].sum()) == pytest.approx(0.73, abs=0.01)
     assert float(calibrated[in_group].sum()) > 0.95
 

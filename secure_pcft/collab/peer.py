@@ -64,6 +64,11 @@ class Inbox:
     own_signature: dict[str, torch.Tensor] | None = None  # what this peer sent, kept for scoring
 
 
+def dropout_stream(seed: int, index: int) -> torch.Tensor:
+    """The initial torch CPU RNG state of peer ``index``'s dropout masks in a run seeded ``seed``."""
+    return torch.Generator().manual_seed(seed * 7907 + index).get_state()
+
+
 class Peer:
     """One participant of a collaboration run.
 
@@ -116,10 +121,44 @@ class Peer:
             self.trainer = LocalTrainer(self.model, self.blocks.train, cfg.train, generator)
         self.inbox = Inbox()
         self.round = 0
+        # Dropout draws from torch's global RNG (on a GPU, from the device's): each peer trains
+        # from its own stream, seeded from the run seed and its index, so a peer's masks depend
+        # neither on the runtime driving it nor on the other peers (the loopback simulation and a
+        # Flower site draw the same ones), and the caller's RNG is left as it was.
+        self.dropout_rng: torch.Tensor = dropout_stream(cfg.train.seed, index)
+        self._device_rng: torch.Tensor | None = None  # the CUDA generator's, once trained there
 
     # ---- local work -------------------------------------------------------------------------
     def train(self, steps: int) -> list[float]:
-        return self.trainer.train(steps)
+        """``steps`` local steps, dropout masks drawn from this peer's own stream."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(self.dropout_rng)
+            if cuda:
+                if self._device_rng is None:
+                    seed = int(torch.randint(0, 2**62, (1,)).item())  # from the peer's stream
+                    with torch.cuda.device(self.device):
+                        torch.cuda.manual_seed(seed)
+                else:
+                    torch.cuda.set_rng_state(self._device_rng, self.device)
+            try:
+                return self.trainer.train(steps)
+            finally:
+                self.dropout_rng = torch.get_rng_state()
+                if cuda:
+                    self._device_rng = torch.cuda.get_rng_state(self.device)
+
+    def rng_snapshot(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Copies of the dropout streams (CPU, and the GPU's once trained there)."""
+        dev = None if self._device_rng is None else self._device_rng.clone()
+        return self.dropout_rng.clone(), dev
+
+    def restore_rng(self, snapshot: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        """Continue the dropout streams from :meth:`rng_snapshot` (a GPU stream of None is
+        derived afresh from the CPU stream at the next training step)."""
+        cpu, dev = snapshot
+        self.dropout_rng = cpu.clone()
+        self._device_rng = None if dev is None else dev.clone()
 
     def adapter(self) -> AdapterState:
         return adapter_state(self.model)

@@ -54,7 +54,7 @@ class Snapshot:
 
     adapters: list[dict[str, torch.Tensor]]
     trainers: list[dict[str, Any]]
-    rng: torch.Tensor
+    rng: list[tuple[torch.Tensor, torch.Tensor | None]]  # each peer's dropout streams
     record: RoundRecord
     first_round_trained: bool = (
         False  # round 1's local steps are in it (see Simulation.branch_point)
@@ -108,7 +108,6 @@ class Simulation:
         ]
         self.domain_mixes = tuple(dict(c.domain_mix) for c in federation.peers)
         self.records: list[RoundRecord] = []
-        self._rng_state = torch.Generator().manual_seed(cfg.train.seed).get_state()
 
     # ---- phases ----------------------------------------------------------------------------
     def _evaluate(
@@ -147,29 +146,16 @@ class Simulation:
         g = torch.Generator().manual_seed(self.cfg.lora.public_seed + 7 * rnd)
         return self.reference[torch.randperm(self.reference.shape[0], generator=g)[:n]]
 
-    def _with_rng(self, fn: Callable[[], Any]) -> Any:
-        # Dropout draws from torch's global RNG; run it from our own saved state so a simulation
-        # is reproducible without touching the caller's global RNG.
-        with torch.random.fork_rng():
-            torch.set_rng_state(self._rng_state)
-            try:
-                return fn()
-            finally:
-                self._rng_state = torch.get_rng_state()
-
     def warmup(self, progress: ProgressFn | None = None) -> RoundRecord:
         """Purely local steps before the first aggregation; records round 0."""
         steps = self.cfg.train.warmup_steps
 
-        def _run() -> None:
+        if progress:
+            progress("warm-up", 0, len(self.peers))
+        for i, p in enumerate(self.peers):
+            p.train(steps)  # from the peer's own dropout stream
             if progress:
-                progress("warm-up", 0, len(self.peers))
-            for i, p in enumerate(self.peers):
-                p.train(steps)
-                if progress:
-                    progress("warm-up", i + 1, len(self.peers))
-
-        self._with_rng(_run)
+                progress("warm-up", i + 1, len(self.peers))
         self.transport.round = 0
         record = self._evaluate(0, None, progress=progress)
         self.records = [record]
@@ -178,23 +164,17 @@ class Simulation:
     def local_phase(self) -> None:
         """Every peer's local steps of the next round (the part before its aggregation)."""
 
-        def _run() -> None:
-            for p in self.peers:
-                p.train(self.cfg.train.local_steps)
-
-        self._with_rng(_run)
+        for p in self.peers:
+            p.train(self.cfg.train.local_steps)
 
     def aggregation_phase(self, strategy: TrustStrategy, rnd: int) -> torch.Tensor:
         """One aggregation round over the message layer; returns the applied trust matrix."""
 
-        def _run() -> torch.Tensor:
-            self.transport.round = rnd
-            round_fn = self.security.run_round if self.security else run_round
-            return round_fn(
-                self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd
-            )
-
-        trust: torch.Tensor = self._with_rng(_run)
+        self.transport.round = rnd
+        round_fn = self.security.run_round if self.security else run_round
+        trust: torch.Tensor = round_fn(
+            self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd
+        )
         return trust
 
     def round(
@@ -237,7 +217,7 @@ class Simulation:
         return Snapshot(
             adapters=[p.adapter() for p in self.peers],
             trainers=[copy.deepcopy(p.trainer.state_dict()) for p in self.peers],
-            rng=self._rng_state.clone(),
+            rng=[p.rng_snapshot() for p in self.peers],
             record=copy.deepcopy(self.records[-1]),
         )
 
@@ -245,7 +225,8 @@ class Simulation:
         for p, a, t in zip(self.peers, snap.adapters, snap.trainers, strict=True):
             p.set_adapter(a)
             p.trainer.load_state_dict(copy.deepcopy(t))
-        self._rng_state = snap.rng.clone()
+        for p, rng in zip(self.peers, snap.rng, strict=True):
+            p.restore_rng(rng)
         self.records = [copy.deepcopy(snap.record)]
         self.transport.reset()
         if self.security:

@@ -86,7 +86,8 @@ def attach_lora(base: PreTrainedModel, settings: LoraSettings, peer_seed: int) -
         bias="none",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(private_copy, config)
+    with torch.random.fork_rng(devices=[]):  # peft's own init draws from the global RNG (then
+        model = get_peft_model(private_copy, config)  # overwritten): leave the caller's alone
     seed = peer_seed if settings.mode == "paper" else settings.public_seed
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -63,11 +63,12 @@ def port_open(port: int) -> bool:
 
 
 def write_run(root: Path, *, privacy: bool = False, total_steps: int = 6) -> Path:
-    """Tiny base without dropout, one text file per peer, pinned keys, and the run TOML."""
+    """Tiny base with dropout on (base 0.1, LoRA 0.1: each peer draws its masks from its own
+    stream in both runtimes, see docs/design.md), one text file per peer, pinned keys, the run TOML."""
     base = build_tiny_base(root / "base")
     cfg = json.loads((base / "config.json").read_text())
-    for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):  # see docs/design.md: dropout streams
-        cfg[k] = 0.0
+    for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        cfg[k] = 0.1
     (base / "config.json").write_text(json.dumps(cfg))
     fed = tiny_federation()
     paths = []
@@ -92,7 +93,7 @@ def write_run(root: Path, *, privacy: bool = False, total_steps: int = 6) -> Pat
 [model]
 base = "{base}"
 [lora]
-dropout = 0.0
+dropout = 0.1
 [data]
 source = "files"
 paths = {json.dumps(paths)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -69,12 +70,49 @@ def test_local_strategy_equals_training_alone(tiny_base: BaseModel, federation: 
     before = sim.snapshot()
     sim.round(make_strategy(StrategyConfig(name="local")), 1)
     after_round = [p.adapter() for p in sim.peers]
-    sim.restore(before)
-    # same dropout stream as the round used (the simulation's own RNG state)
-    sim._with_rng(lambda: [p.train(TRAIN.local_steps) for p in sim.peers])
+    sim.restore(before)  # each peer's dropout stream goes back to where the round started it
+    for p in sim.peers:
+        p.train(TRAIN.local_steps)
     alone = [p.adapter() for p in sim.peers]
     for x, y in zip(after_round, alone, strict=True):
         assert all(torch.allclose(x[k], y[k]) for k in x)
+
+
+def test_each_peer_draws_dropout_from_its_own_stream(
+    tiny_base: BaseModel, federation: Federation
+) -> None:
+    """A peer's masks depend on neither the other peers nor the caller's RNG (the Flower runtime
+    trains one peer per site: both runtimes must draw the same masks), and dropout is really on."""
+    assert cfg("local").lora.dropout > 0
+    caller = torch.get_rng_state()
+    forward = Simulation(cfg("local"), federation, tiny_base)
+    for p in forward.peers:
+        p.train(3)
+    assert torch.equal(torch.get_rng_state(), caller)  # the caller's global RNG is untouched
+    torch.manual_seed(12345)  # a different caller state must not matter
+    backward = Simulation(cfg("local"), federation, tiny_base)
+    for p in reversed(backward.peers):
+        p.train(3)
+    for a, b in zip(forward.peers, backward.peers, strict=True):
+        x, y = a.adapter(), b.adapter()
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    # the stream advances: one more step from the same adapter and optimiser state with a fresh
+    # stream draws other masks than the continued one
+    peer = forward.peers[0]
+    state, rng = peer.adapter(), peer.rng_snapshot()
+    opt = copy.deepcopy(peer.trainer.state_dict())  # the optimiser's tensors change in place
+    peer.train(1)
+    continued = peer.adapter()
+    peer.set_adapter(state)
+    peer.trainer.load_state_dict(copy.deepcopy(opt))
+    peer.restore_rng((rng[0], None))
+    peer.train(1)
+    assert all(torch.equal(continued[k], peer.adapter()[k]) for k in continued)
+    peer.set_adapter(state)
+    peer.trainer.load_state_dict(copy.deepcopy(opt))
+    peer.restore_rng((torch.Generator().manual_seed(999).get_state(), None))
+    peer.train(1)
+    assert not all(torch.equal(continued[k], peer.adapter()[k]) for k in continued)
 
 
 def test_frozen_a_sends_only_b(tiny_base: BaseModel, federation: Federation) -> None:

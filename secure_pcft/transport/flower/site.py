@@ -23,8 +23,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.encrypted_discovery import PeerHe
 from secure_pcft.collab.peer import Peer, PeerBlocks
@@ -168,16 +166,15 @@ class Site:
         reference = encode_blocks(fed.reference, tok, bs)  # (R, T), public
         self.store = SiteStore(spec.site_dir, spec.peer_id, cfg.digest())
         saved = self.store.load()
-        rng = torch.Generator().manual_seed(cfg.train.seed * 7907 + index).get_state()
         self.completed_round: int | None = None
         if saved is not None:
             peer.set_adapter(saved.adapter)
             peer.trainer.load_state_dict(saved.trainer)
-            rng = saved.rng
+            peer.restore_rng((saved.rng, None))  # a GPU stream restarts from the CPU one
             self.completed_round = saved.completed_round
             _reconcile_released_steps(peer, saved.completed_round)
             log.info("%s resumes after round %d", spec.peer_id, saved.completed_round)
-        self.session = PeerSession(peer, self.mailbox, reference, mixes, secure, rng)
+        self.session = PeerSession(peer, self.mailbox, reference, mixes, secure)
         self.lock = threading.Lock()
 
     def _secure_parts(self, cfg: RunConfig, peer_ids: tuple[str, ...]) -> SecureParts:
@@ -267,9 +264,7 @@ class Site:
 
     def _save(self, rnd: int) -> None:
         p = self.session.peer
-        self.store.save(
-            SavedState(rnd, p.adapter(), p.trainer.state_dict(), self.session.rng_state)
-        )
+        self.store.save(SavedState(rnd, p.adapter(), p.trainer.state_dict(), p.dropout_rng))
         self.completed_round = rnd
 
 

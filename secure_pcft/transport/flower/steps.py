@@ -119,7 +119,6 @@ class PeerSession:
         reference: public reference blocks (R, T).
         domain_mixes: per peer of the run, its known domain mix (empty dicts when unknown).
         secure: secure-mode parts, or None in plain mode.
-        rng_state: torch CPU RNG state for this peer's dropout masks (its own stream).
     """
 
     def __init__(
@@ -129,7 +128,6 @@ class PeerSession:
         reference: torch.Tensor,
         domain_mixes: tuple[dict[str, float], ...],
         secure: SecureParts | None,
-        rng_state: torch.Tensor,
     ) -> None:
         self.peer = peer
         self.cfg = peer.cfg
@@ -137,7 +135,6 @@ class PeerSession:
         self.reference = reference
         self.domain_mixes = domain_mixes
         self.secure = secure
-        self.rng_state = rng_state
         self.strategy: TrustStrategy = make_strategy(self.cfg.strategy)
         self.encrypted_discovery = secure is not None and needs_encrypted_discovery(self.strategy)
         self.schedule = round_steps(self.cfg)
@@ -166,24 +163,13 @@ class PeerSession:
     def run(self, step: str, rnd: int, info: dict[str, Any]) -> dict[str, Any]:
         """Run one step (see the module table); returns the public report of the step."""
         self.check_order(step, rnd)
-        with self._own_rng():
-            report = getattr(self, f"_step_{step}")(rnd, info)
+        report = getattr(self, f"_step_{step}")(rnd, info)
         if step != WARMUP and self.scratch is not None:
             self.scratch.done.append(step)
         new = self.peer.channel.rejections[self._rejections_reported :]
         self._rejections_reported += len(new)
         report["rejections"] = [r.__dict__ for r in new]
         return dict(report)
-
-    @contextlib.contextmanager
-    def _own_rng(self) -> Iterator[None]:
-        # Dropout draws from torch's global RNG: each peer keeps its own stream (see docs/design.md).
-        with torch.random.fork_rng():
-            torch.set_rng_state(self.rng_state)
-            try:
-                yield
-            finally:
-                self.rng_state = torch.get_rng_state()
 
     # ---- steps ---------------------------------------------------------------------------------
     def _step_warmup(self, rnd: int, info: dict[str, Any]) -> dict[str, Any]:

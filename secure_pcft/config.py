@@ -214,8 +214,11 @@ class StrategyConfig:
         temperature: divides the scores before the softmax (1.0 = the paper's rule).
         top_k: keep self and the k-1 best-scored other peers, 0 = all.
         threshold: drop peers whose score is below this value (self always kept), None = off.
-        calibrated: ``predictions`` only: set the temperature from the spread of the distances
-            instead of the paper's fixed factor 10 (see docs/design.md, known limit of the paper's rule).
+        calibrated: ``predictions``: set the temperature from the spread of the distances
+            instead of the paper's fixed factor 10 (see docs/design.md, known limit of the paper's
+            rule). ``validation``: standardise the peer's scores of the round (z-scores over the
+            adapters it scored) before the softmax, so the temperature is per peer and does not
+            depend on the base's perplexity scale.
         reference_batches: ``predictions`` only: public reference batches per round.
         signature: ``predictions`` only: what a peer's predictions are compared by.
             ``top-logits`` (the paper's): its top-100 last-position logits on the reference set,
@@ -265,6 +268,12 @@ class StrategyConfig:
             "strategy",
             "candidates",
             "only the validation strategy pre-selects the adapters it scores",
+        )
+        require(
+            not self.calibrated or self.name in ("predictions", "validation"),
+            "strategy",
+            "calibrated",
+            "only the predictions and validation strategies have a calibrated rule",
         )
         require(
             not self.relative or self.name == "validation",

@@ -154,6 +154,41 @@ def test_validation_strategy_softmax_of_negative_perplexity() -> None:
     )
 
 
+def test_calibrated_validation_does_not_depend_on_the_perplexity_scale() -> None:
+    """The paper's T = 1 is a hard argmin at perplexities in the hundreds; the calibrated rule
+    standardises the peer's own scores, so scaling every perplexity by 10 (another base) or
+    shifting them leaves the row unchanged, and a 3-of-5 group shares the weight."""
+    states = {j: {"x": torch.full((1,), float(j))} for j in range(5)}
+
+    def row_for(ppl: list[float], **opts: object) -> torch.Tensor:
+        c = TrustContext(
+            self_index=0, peer_ids=tuple("abcde"), adapters=states,
+            validation_perplexity=lambda s: ppl[int(s["x"][0])],
+        )  # fmt: skip
+        return make_strategy(StrategyConfig(name="validation", **opts)).row(c)  # type: ignore[arg-type]
+
+    ppl = [360.0, 362.0, 365.0, 420.0, 430.0]  # self + two of its group, two of another
+    paper = row_for(ppl)
+    assert float(paper[0]) > 0.85  # argmin: nearly all weight on the lowest perplexity
+    cal = row_for(ppl, calibrated=True)
+    assert torch.allclose(cal, row_for([10 * p for p in ppl], calibrated=True))
+    assert torch.allclose(cal, row_for([p - 300 for p in ppl], calibrated=True))
+    assert float(cal[:3].sum()) > 0.95 and all(float(w) > 0.2 for w in cal[:3])
+    z = (torch.tensor(ppl, dtype=torch.float64) - sum(ppl) / 5) / torch.tensor(ppl).double().std(
+        unbiased=False
+    )
+    assert torch.allclose(cal, torch.softmax(-4.0 * z, 0))
+    assert torch.allclose(row_for([7.0] * 5, calibrated=True), torch.full((5,), 0.2).double())
+
+
+def test_calibrated_is_refused_where_no_strategy_reads_it() -> None:
+    with pytest.raises(ConfigError, match="calibrated"):
+        StrategyConfig(name="weights", calibrated=True)
+    assert StrategyConfig.from_label("validation-calibrated-cand4") == StrategyConfig(
+        name="validation", calibrated=True, candidates=4
+    )
+
+
 def test_validation_candidates_score_only_the_closest_adapters_by_weight_cosine() -> None:
     own = torch.tensor([[1.0, 0.0]])
     directions = {0: own, 1: torch.tensor([[0.0, 1.0]]), 2: torch.tensor([[1.0, 0.1]])}

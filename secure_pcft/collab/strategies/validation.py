@@ -6,6 +6,13 @@ gap_ii = 0 (no query): under DP its accounted mechanism has a 2c/n sensitivity i
 (privacy/validation_scores.py), which is what makes the scores informative at ε ≤ 8. Peer i's validation split is private,
 so the weights it derives are a function of private data (see docs/design.md, privacy closure).
 
+``calibrated = true`` picks the temperature per peer and round from its own scores: they are
+standardised over the adapters it scored (z-scores, self included) and multiplied by the same gain
+as calibrated ``predictions`` (4), so the rule does not depend on the perplexity scale of the base
+(the paper's T = 1 is a hard argmin at perplexities in the hundreds, and a fixed T that suits one
+base is too flat or too sharp for another). It is post-processing of the (accounted, under DP)
+scores: no privacy cost. ``threshold`` is then in those standardised units.
+
 Secure mode: discovery and selection use the ``weights`` vector (encrypted weight cosines); the
 trust row itself is this strategy's, computed after the exchange on the adapters received.
 
@@ -21,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from secure_pcft.collab.strategies.predictions import CALIBRATED_GAIN
 from secure_pcft.collab.strategies.weights import rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import (
     AdapterState,
@@ -76,6 +84,11 @@ class ValidationTrust(ScoreSoftmaxStrategy):
         return {j: ctx.adapters[j] for j in keep}
 
     def scores(self, ctx: TrustContext) -> torch.Tensor:
+        s = self.raw_scores(ctx)
+        return standardised_scores(s) if self.cfg.calibrated else s
+
+    def raw_scores(self, ctx: TrustContext) -> torch.Tensor:
+        """−perplexity (or −loss gap) of every scored adapter, −inf for the others."""
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
         adapters = self.candidates(ctx)
         if self.cfg.relative:
@@ -91,3 +104,14 @@ class ValidationTrust(ScoreSoftmaxStrategy):
         for j, state in adapters.items():
             s[j] = -ctx.validation_perplexity(state)
         return s
+
+
+def standardised_scores(s: torch.Tensor) -> torch.Tensor:
+    """``CALIBRATED_GAIN`` · z-scores of the finite entries of ``s`` (the scored adapters, self
+    included); −inf entries stay −inf; all equal (or a single one) → 0."""
+    out = s.clone().to(torch.float64)
+    finite = torch.isfinite(out)
+    vals = out[finite]
+    std = vals.std(unbiased=False) if vals.numel() > 1 else torch.tensor(0.0, dtype=out.dtype)
+    out[finite] = CALIBRATED_GAIN * (vals - vals.mean()) / std if float(std) > 0 else 0.0
+    return out

@@ -10,6 +10,9 @@
   Clopper–Pearson; :mod:`~secure_pcft.audit.epsilon_bounds`: the one-run ε bound.
 - :mod:`~secure_pcft.audit.campaign` / :mod:`~secure_pcft.audit.runner`: declarative TOML
   campaigns (``audits/``) run by ``secure-pcft audit``.
+- Targets: a peer trained alone (:mod:`~secure_pcft.audit.target`), one observed update
+  (:mod:`~secure_pcft.audit.updates`), or the adapter a peer released in the last round of a real
+  collaboration (:mod:`~secure_pcft.audit.collab_target`, ``[target.collaboration]``).
 
 Every attack names the threat models (``threat_models/TM-xx``) whose adversary it plays.
 """
@@ -30,6 +33,7 @@ from secure_pcft.audit.campaign import (
     load_campaign,
 )
 from secure_pcft.audit.canaries import CanarySet, CanarySpec, draw_canaries
+from secure_pcft.audit.collab_target import CollaborationSpec, build_collaboration_target
 from secure_pcft.audit.epsilon_bounds import (
     OneRunOutcome,
     epsilon_lower_bound,
@@ -67,6 +71,7 @@ __all__ = [
     "CampaignResult",
     "CanarySet",
     "CanarySpec",
+    "CollaborationSpec",
     "LoraUpdate",
     "OneRunOutcome",
     "Recipe",
@@ -74,6 +79,7 @@ __all__ = [
     "TrainedAdapter",
     "UpdateSpec",
     "attack_names",
+    "build_collaboration_target",
     "build_target",
     "build_update_target",
     "campaign_from_dict",

@@ -9,6 +9,8 @@ Layout of a campaign file (``audits/*.toml``; see ``audits/README.md``)::
     [target.model|lora|data|train|privacy]   ordinary run-config sections (validated as in a run)
     [target.canaries]        optional: canaries inserted into the target's data (CanarySpec)
     [target.update]          optional: observe one update instead of a trained adapter
+    [target.collaboration]   optional: strategy = label; the target is the adapter its peer
+                             released in the last round of a real collaboration
     [[attacks]]              name, label, params = {...}, max = {metric = v}, min = {metric = v}
 
 Everything is parsed into frozen dataclasses and validated on load; any problem raises
@@ -28,6 +30,7 @@ from typing import Any
 
 from secure_pcft.audit.attack import make_attack
 from secure_pcft.audit.canaries import CanarySpec
+from secure_pcft.audit.collab_target import CollaborationSpec
 from secure_pcft.audit.target import TargetSpec
 from secure_pcft.audit.updates import UPDATE_OPTIMIZERS
 from secure_pcft.config import config_from_dict
@@ -114,6 +117,8 @@ class Campaign:
         seed: first trial's seed.
         target: who is attacked and how it trains.
         update: observe an update instead of a trained adapter (None = train an adapter).
+        collaboration: train the target in a real collaboration and attack the adapter it
+            released in the last round (None = the target trains alone).
         attacks: the attacks, in order.
         summary: summary key -> metric references (``label.metric`` or ``target.epsilon``);
             several references give their maximum.
@@ -128,6 +133,7 @@ class Campaign:
     trials: int = 1
     seed: int = 0
     update: UpdateSpec | None = None
+    collaboration: CollaborationSpec | None = None
     summary: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     source: str = ""
 
@@ -175,12 +181,24 @@ def _build(cls: type[Any], raw: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"[{where}] {exc}") from exc
 
 
-def _target(raw: dict[str, Any]) -> tuple[TargetSpec, UpdateSpec | None]:
-    _known(raw, {*_RUN_SECTIONS, "canaries", "update", "peer", "population_peers",
-                 "max_candidates"}, "target")  # fmt: skip
+def _target(
+    raw: dict[str, Any],
+) -> tuple[TargetSpec, UpdateSpec | None, CollaborationSpec | None]:
+    _known(raw, {*_RUN_SECTIONS, "canaries", "update", "collaboration", "peer",
+                 "population_peers", "max_candidates"}, "target")  # fmt: skip
     run = config_from_dict({k: raw[k] for k in _RUN_SECTIONS if k in raw})
     canaries = _build(CanarySpec, raw["canaries"], "target.canaries") if "canaries" in raw else None
     update = _build(UpdateSpec, raw["update"], "target.update") if "update" in raw else None
+    collab = (
+        _build(CollaborationSpec, raw["collaboration"], "target.collaboration")
+        if "collaboration" in raw
+        else None
+    )
+    if collab is not None and (update is not None or canaries is not None):
+        raise ConfigError(
+            "[target.collaboration] trains the target in a collaboration: no [target.update] or "
+            "[target.canaries] with it"
+        )
     spec = TargetSpec(
         run=run,
         peer=str(raw.get("peer", "")),
@@ -188,7 +206,7 @@ def _target(raw: dict[str, Any]) -> tuple[TargetSpec, UpdateSpec | None]:
         canaries=canaries,
         max_candidates=int(raw.get("max_candidates", 0)),
     )
-    return spec, update
+    return spec, update, collab
 
 
 def _attack(raw: Any, index: int) -> AttackSpec:
@@ -222,7 +240,7 @@ def campaign_from_dict(raw: Mapping[str, Any], source: str = "") -> Campaign:
         k: tuple(v) if isinstance(v, list) else (str(v),)
         for k, v in _table(info, "summary", "campaign.summary").items()
     }
-    target, update = _target(_table(raw, "target", "target"))
+    target, update, collab = _target(_table(raw, "target", "target"))
     return Campaign(
         name=str(info.get("name", "")),
         description=str(info.get("description", "")),
@@ -231,6 +249,7 @@ def campaign_from_dict(raw: Mapping[str, Any], source: str = "") -> Campaign:
         seed=int(info.get("seed", 0)),
         target=target,
         update=update,
+        collaboration=collab,
         attacks=tuple(_attack(a, i) for i, a in enumerate(attacks)),
         summary=MappingProxyType(summary),
         source=source,

@@ -10,6 +10,8 @@ subtracting its loss under a reference model removes most of that. Two reference
 * ``population``: an adapter the attacker trains itself with the consortium's recipe on its own
   population data (what a curious peer of the same domain has anyway). Score =
   loss_reference_adapter(x) − loss_target(x): also removes what any adapter of the domain learns.
+* ``peer``: on a collaboration target (``[target.collaboration]``), the adapter a same-domain peer
+  released in the same round — what a curious peer of the consortium received, no training.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from secure_pcft.audit.attack import Attack, AttackResult, membership_result, register_attack
+from secure_pcft.audit.collab_target import peer_reference_model
 from secure_pcft.audit.scoring import block_losses
 from secure_pcft.audit.target import AuditTarget, train_adapter
 from secure_pcft.errors import ConfigError
@@ -28,16 +31,17 @@ class ReferenceAttack(Attack):
     """Score = loss_reference(x) − loss_target(x). Measures TM-01, TM-03, TM-04, TM-05, TM-06.
 
     Args:
-        reference: ``base`` (the public base model) or ``population`` (an adapter the attacker
-            trains on all of its population data with the target's recipe).
+        reference: ``base`` (the public base model), ``population`` (an adapter the attacker
+            trains on all of its population data with the target's recipe) or ``peer`` (the
+            adapter a same-domain peer released in the target's round; collaboration targets).
     """
 
     name = "reference"
     threat_models = ("TM-01", "TM-03", "TM-04", "TM-05", "TM-06")
 
     def __init__(self, reference: str = "base") -> None:
-        if reference not in ("base", "population"):
-            raise ConfigError("[attack] reference: 'base' or 'population'")
+        if reference not in ("base", "population", "peer"):
+            raise ConfigError("[attack] reference: 'base', 'population' or 'peer'")
         self.reference = reference
 
     def run(self, target: AuditTarget, rng: np.random.Generator) -> AttackResult:
@@ -45,6 +49,8 @@ class ReferenceAttack(Attack):
         ref: torch.nn.Module
         if self.reference == "base":
             ref = target.base.model
+        elif self.reference == "peer":
+            ref = peer_reference_model(target, seed=int(rng.integers(0, 2**31 - 1)))
         else:
             seed = int(rng.integers(0, 2**31 - 1))
             ref = train_adapter(target.base, target.population, target.recipe, seed).model

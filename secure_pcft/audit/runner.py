@@ -23,6 +23,7 @@ import numpy as np
 from secure_pcft import bounded_json
 from secure_pcft.audit.attack import AttackResult, make_attack
 from secure_pcft.audit.campaign import AttackSpec, Campaign, load_campaign
+from secure_pcft.audit.collab_target import build_collaboration_target
 from secure_pcft.audit.metrics import HEADLINE_METRICS, across_trials
 from secure_pcft.audit.target import AuditTarget, build_target
 from secure_pcft.audit.updates import build_update_target
@@ -210,6 +211,10 @@ def _trial_target(
 ) -> AuditTarget:
     if campaign.update is not None:
         return build_update_target(campaign.target, campaign.update, base, federation, seed)
+    if campaign.collaboration is not None:
+        return build_collaboration_target(
+            campaign.target, campaign.collaboration, base, federation, seed
+        )
     return build_target(campaign.target, base, federation, seed)
 
 

@@ -138,6 +138,9 @@ class AuditTarget:
             canaries) — the auditor's truth, and the informed attacker's knowledge in
             ``signature-twin-mia`` (None for an update-only target).
         notes: JSON-ready facts about the run (peer, sizes, σ).
+        peer_adapters: for a collaboration target (:mod:`.collab_target`), the adapters the
+            population peers released in the target's round, by peer id (what a same-domain
+            curious peer received); empty otherwise.
         shadows: shadow adapters trained so far (a cache shared by the attacks of a campaign).
         twins: twin adapters of ``signature-twin-mia`` trained so far (cache, by seed and data).
     """
@@ -156,6 +159,7 @@ class AuditTarget:
     seed: int = 0
     train_blocks: torch.Tensor | None = None
     notes: dict[str, object] = field(default_factory=dict)
+    peer_adapters: dict[str, AdapterState] = field(default_factory=dict, repr=False)
     shadows: list[TrainedAdapter] = field(default_factory=list, repr=False)
     twins: dict[str, TrainedAdapter] = field(default_factory=dict, repr=False)
 
@@ -232,7 +236,8 @@ def select_peers(fed: Federation, spec: TargetSpec) -> tuple[PeerCorpus, list[Pe
     return peer, pop
 
 
-def _cap(blocks: torch.Tensor, cap: int, rng: np.random.Generator) -> torch.Tensor:
+def cap_blocks(blocks: torch.Tensor, cap: int, rng: np.random.Generator) -> torch.Tensor:
+    """At most ``cap`` of ``blocks`` (a random subset; 0 = all)."""
     if cap and blocks.shape[0] > cap:
         return blocks[torch.from_numpy(rng.permutation(blocks.shape[0])[:cap])]
     return blocks
@@ -276,8 +281,8 @@ def build_target(
         base=base,
         recipe=recipe,
         model=trained.model,
-        members=_cap(members, spec.max_candidates, rng),
-        nonmembers=_cap(nonmembers, spec.max_candidates, rng),
+        members=cap_blocks(members, spec.max_candidates, rng),
+        nonmembers=cap_blocks(nonmembers, spec.max_candidates, rng),
         population=population,
         reference=reference,
         canaries=canaries,

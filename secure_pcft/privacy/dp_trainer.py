@@ -37,6 +37,7 @@ from secure_pcft.privacy.losses import per_example_lm_loss
 from secure_pcft.privacy.randomness import OsUrandomSource, RandomSource, SeededSource
 
 log = logging.getLogger(__name__)
+_SEEDED_WARNED = False  # the seeded-PRNG warning has been logged in this process
 
 
 class SourcedDPOptimizer(DPOptimizer):
@@ -202,10 +203,13 @@ class DpTrainer:
     def _sources(self, generator: torch.Generator) -> tuple[RandomSource, RandomSource]:
         if self.privacy.secure_rng:
             return OsUrandomSource(), OsUrandomSource()
-        log.warning(
-            "DP noise comes from a seeded PRNG: reproducible, but not private against anyone who "
-            "knows the seed; set [privacy] secure_rng = true for real releases"
-        )
+        global _SEEDED_WARNED
+        if not _SEEDED_WARNED:  # once per process: a run builds one trainer per peer
+            _SEEDED_WARNED = True
+            log.warning(
+                "DP noise comes from a seeded PRNG: reproducible, but not private against anyone who "
+                "knows the seed; set [privacy] secure_rng = true for real releases"
+            )
         # A separate noise stream, so that the batches do not depend on σ.
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return SeededSource(generator), SeededSource(torch.Generator().manual_seed(seed))

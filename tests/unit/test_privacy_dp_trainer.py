@@ -358,3 +358,16 @@ def test_same_interface_as_local_trainer() -> None:
     ):
         assert hasattr(dp, name) and hasattr(local, name)
     assert isinstance(dp.train(1)[0], float)
+
+
+def test_the_seeded_prng_warning_is_logged_once_per_process(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import secure_pcft.privacy.dp_trainer as dp
+
+    monkeypatch.setattr(dp, "_SEEDED_WARNED", False)
+    with caplog.at_level("WARNING", logger="secure_pcft.privacy.dp_trainer"):
+        for seed in range(3):  # one trainer per peer, as a run builds them
+            make(tiny_model("gpt2"), seed=seed)
+        make(tiny_model("gpt2"), secure=True)
+    assert sum("seeded PRNG" in r.getMessage() for r in caplog.records) == 1

@@ -148,8 +148,14 @@ def bootstrap_intervals(
     return {m: (float(lo[k]), float(hi[k])) for k, m in enumerate(HEADLINE_METRICS)}
 
 
-def across_trials(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean of one figure over independent trials (target/reference seeds).
+def across_trials(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    *,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float]:
+    """Student-t interval of the mean of one figure over independent trials (target/reference seeds),
+    clipped to the figure's range ``bounds`` (an AUC or a TPR lies in [0, 1]).
 
     Returns (nan, nan) for fewer than two finite values.
     """
@@ -160,7 +166,7 @@ def across_trials(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
         finite.std(ddof=1) / math.sqrt(finite.size)
     )
     mean = float(finite.mean())
-    return mean - half, mean + half
+    return max(bounds[0], mean - half), min(bounds[1], mean + half)
 
 
 def membership_metrics(

@@ -67,7 +67,9 @@ class AttackOutcome:
             for m in HEADLINE_METRICS:
                 if m in out:
                     values = [float(r.metrics.get(m, math.nan)) for r in self.results]
-                    out[f"{m}_trials_ci_low"], out[f"{m}_trials_ci_high"] = across_trials(values)
+                    out[f"{m}_trials_ci_low"], out[f"{m}_trials_ci_high"] = across_trials(
+                        values, bounds=(0.0, 1.0)
+                    )
         return out
 
     @property

@@ -207,3 +207,12 @@ def test_interval_across_trials_is_the_student_t_interval() -> None:
     assert (lo, hi) == (pytest.approx(0.6 - 1.270620), pytest.approx(0.6 + 1.270620))
     assert all(math.isnan(v) for v in across_trials([0.5]))
     assert all(math.isnan(v) for v in across_trials([0.5, math.nan]))
+
+
+def test_interval_across_trials_stays_in_the_figures_range() -> None:
+    from secure_pcft.audit.metrics import across_trials
+
+    lo, hi = across_trials([0.0, 0.0, 0.03], bounds=(0.0, 1.0))  # unclipped low end is negative
+    assert lo == 0.0 and 0.03 < hi < 1.0
+    assert across_trials([0.5, 0.7], bounds=(0.0, 1.0)) == (0.0, 1.0)  # ±1.27 around 0.6
+    assert across_trials([0.0, 0.0, 0.03])[0] < 0  # without bounds: the plain t interval

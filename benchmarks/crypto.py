@@ -307,11 +307,12 @@ def bench_envelope(base: BaseModel, reps: int) -> Row:
 def _timed_round(sim: Simulation, rnd: int, local_steps: int, secure: bool) -> dict[str, float]:
     strategy = make_strategy(sim.cfg.strategy)
     t0 = time.perf_counter()
-    sim._with_rng(lambda: [p.train(local_steps) for p in sim.peers])
+    for p in sim.peers:  # each from its own dropout stream
+        p.train(local_steps)
     t1 = time.perf_counter()
     sim.transport.round = rnd
     fn = sim.security.run_round if (secure and sim.security) else run_round
-    sim._with_rng(lambda: fn(sim.peers, strategy, sim._reference_batch(rnd), sim.domain_mixes, rnd))
+    fn(sim.peers, strategy, sim._reference_batch(rnd), sim.domain_mixes, rnd)
     t2 = time.perf_counter()
     sim._evaluate(rnd, None)
     t3 = time.perf_counter()

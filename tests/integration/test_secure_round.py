@@ -144,7 +144,8 @@ def test_wire_carries_no_keys_no_adapter_bytes_and_adapters_follow_consent(
     assert sim.security.consortium.fingerprints() == keys.fingerprints()
     sim.warmup()
     wires = capture(sim)
-    sim._with_rng(lambda: [p.train(TRAIN.local_steps) for p in sim.peers])
+    for p in sim.peers:  # each from its own dropout stream
+        p.train(TRAIN.local_steps)
     shared = [p.adapter() for p in sim.peers]  # what each peer has to share this round
     sim.transport.round = 1
     strategy = make_strategy(sim.cfg.strategy)

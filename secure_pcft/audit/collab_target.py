@@ -104,16 +104,16 @@ def build_collaboration_target(
                 sim.round(strategy, r, trained=True, evaluate=False)
             target_peer = sim.peers[federation.peer_ids.index(peer.peer_id)]
             privacy = target_peer.privacy.summary() if target_peer.privacy else None
-            _check_released(sim, peer.peer_id, rounds)
         finally:
             sim.close()
+    _check_released(peer.peer_id, privacy, rounds)
     recipe = Recipe.from_run(cfg)
     model = _model_with(base, recipe, released[peer.peer_id], seed)
     bs = cfg.data.block_size
-    members = encode_docs(base, peer.train, bs)
+    train_blocks = encode_docs(base, peer.train, bs)
     nonmembers = encode_docs(base, (*peer.val, *peer.test), bs)
     population = encode_docs(base, [d for p in pop for d in (*p.train, *p.val, *p.test)], bs)
-    members = cap_blocks(members, spec.max_candidates, rng)
+    members = cap_blocks(train_blocks, spec.max_candidates, rng)
     nonmembers = cap_blocks(nonmembers, spec.max_candidates, rng)
     epsilon = _number(privacy, "epsilon_spent", float("inf"))
     delta = _number(privacy, "delta", float("nan")) if privacy else None
@@ -133,7 +133,7 @@ def build_collaboration_target(
         epsilon=epsilon,
         delta=delta,
         seed=seed,
-        train_blocks=encode_docs(base, peer.train, bs),
+        train_blocks=train_blocks,
         peer_adapters={p.peer_id: released[p.peer_id] for p in pop},
         notes={
             "peer": peer.peer_id,
@@ -152,12 +152,9 @@ def _number(summary: dict[str, object] | None, key: str, default: float) -> floa
     return float(value) if isinstance(value, int | float) else default
 
 
-def _check_released(sim: Simulation, peer_id: str, rnd: int) -> None:
+def _check_released(peer_id: str, privacy: dict[str, object] | None, rnd: int) -> None:
     """Refuse a target whose last-round adapter never left it (its budget stopped sharing)."""
-    peer = next(p for p in sim.peers if p.peer_id == peer_id)
-    if peer.privacy is None:
-        return
-    stop = peer.privacy.summary().get("stopped_sharing_round")
+    stop = privacy.get("stopped_sharing_round") if privacy else None
     if isinstance(stop, int) and stop <= rnd:
         raise AuditError(
             f"{peer_id} stopped sharing at round {stop} (privacy budget): its round-{rnd} adapter "

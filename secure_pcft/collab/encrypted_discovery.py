@@ -6,7 +6,7 @@ Per ordered pair (asker i, responder j), through the peers' (secure) channels, a
    secret, Galois or relinearisation keys). i generates and serialises one context per session
    and sends those bytes to every responder; j validates it against the vetted parameters and
    caches it under i's roster fingerprint. Every responder needs every asker's public key, so a
-   point-to-point session carries N·(N−1) contexts (1.45 GB at 64 peers, 22.7 MB sent and as
+   point-to-point session carries N·(N−1) contexts (1.47 GB at 64 peers, 22.9 MB sent and as
    much received per peer); a relay that fanned out one upload would cut what a peer sends to
    0.36 MB, not what it receives.
 2. ``HE_QUERY`` (every round, ~235 kB): Enc_i(v_i), i's unit vector.

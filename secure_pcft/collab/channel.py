@@ -12,12 +12,13 @@ from typing import Protocol
 
 from secure_pcft.collab.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    PUBLIC_MESSAGE_TYPES,
     Message,
     decode_message,
     encode_message,
 )
 from secure_pcft.errors import MessageError
-from secure_pcft.transport.base import Transport
+from secure_pcft.transport.base import BROADCAST, Transport
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,23 @@ class Channel(Protocol):
 
     def send(self, msg: Message) -> None: ...
 
+    def publish(self, msg: Message) -> None:
+        """Send ``msg`` (recipient :data:`BROADCAST`, a public type) to every peer at once."""
+        ...
+
     def receive(self) -> list[Message]: ...
+
+
+def check_public(msg: Message) -> None:
+    """A public message must be addressed to :data:`BROADCAST` and of a public type.
+
+    Raises:
+        MessageError: it is not.
+    """
+    if msg.recipient != BROADCAST:
+        raise MessageError(f"a public message is addressed to {BROADCAST!r}")
+    if msg.msg_type not in PUBLIC_MESSAGE_TYPES:
+        raise MessageError(f"{msg.msg_type} messages may not travel in public")
 
 
 class PlainChannel:
@@ -58,12 +75,20 @@ class PlainChannel:
             raise MessageError("a peer may only send messages in its own name")
         self.transport.send(self.peer_id, msg.recipient, encode_message(msg))
 
+    def publish(self, msg: Message) -> None:
+        if msg.sender != self.peer_id:
+            raise MessageError("a peer may only send messages in its own name")
+        check_public(msg)
+        self.transport.broadcast(self.peer_id, encode_message(msg))
+
     def receive(self) -> list[Message]:
         out: list[Message] = []
         for claimed, data in self.transport.receive(self.peer_id):
             try:
                 msg = decode_message(data, self.max_bytes)
-                if msg.recipient != self.peer_id:
+                if msg.recipient == BROADCAST:
+                    check_public(msg)
+                elif msg.recipient != self.peer_id:
                     raise MessageError("message addressed to another peer")
                 if msg.sender != claimed:
                     raise MessageError("header sender differs from the transport's sender")

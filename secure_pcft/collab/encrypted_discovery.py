@@ -4,11 +4,12 @@ Per ordered pair (asker i, responder j), through the peers' (secure) channels, a
 
 1. ``HE_CONTEXT`` (once per session, ~0.36 MB): i's public CKKS context (its public key only: no
    secret, Galois or relinearisation keys). i generates and serialises one context per session
-   and sends those bytes to every responder; j validates it against the vetted parameters and
-   caches it under i's roster fingerprint. Every responder needs every asker's public key, so a
-   point-to-point session carries N·(N−1) contexts (1.47 GB at 64 peers, 22.9 MB sent and as
-   much received per peer); a relay that fanned out one upload would cut what a peer sends to
-   0.36 MB, not what it receives.
+   and *publishes* it: one signed, unencrypted public envelope that the transport (the relay)
+   fans out to every peer, so a peer uploads 0.36 MB per session whatever N (point to point it
+   sent N − 1 copies: 22.9 MB at 64 peers). j validates it against the vetted parameters and
+   caches it under i's roster fingerprint. Every responder still needs every asker's public key,
+   so a peer *receives* N − 1 contexts per session. A peer whose process restarted gets the
+   contexts again, sealed point to point.
 2. ``HE_QUERY`` (every round, ~235 kB): Enc_i(v_i), i's unit vector.
 3. ``HE_ANSWER`` (~131 kB): Enc_i(v_i ⊙ v_j + mask) whose slot sum is ⟨v_i, v_j⟩ + η and whose
    other content is uniform — no rotations; re-randomised, masked and noise-flooded by j
@@ -152,18 +153,24 @@ def encrypted_cosines(
 
 # ---- one peer's share of each step (a distributed runtime runs these on the peer's own machine)
 def send_contexts(peer: Peer, agent: PeerHe) -> None:
-    """Send this peer's public CKKS context to every peer that does not have it yet."""
-    missing = [
-        j for j, other in enumerate(peer.peer_ids)
-        if j != peer.index and other not in agent.contexts_sent
-    ]  # fmt: skip
+    """Give this peer's public CKKS context to every peer that does not have it yet.
+
+    The first time in a session it is published once (a signed public envelope the transport
+    fans out to every peer); later, only peers that lost it (a restarted process) get it again,
+    each sealed point to point.
+    """
+    others = [j for j in range(len(peer.peer_ids)) if j != peer.index]
+    missing = [j for j in others if peer.peer_ids[j] not in agent.contexts_sent]
     if not missing:
         return
     context = bytes_tensor(agent.asker.public_context())  # serialised once (~0.36 MB)
     encoded = encode_tensors(context)
-    for j in missing:
-        peer.send(j, MessageType.HE_CONTEXT, context, encoded=encoded)
-        agent.contexts_sent.add(peer.peer_ids[j])
+    if len(missing) == len(others):
+        peer.publish(MessageType.HE_CONTEXT, context, encoded=encoded)
+    else:
+        for j in missing:
+            peer.send(j, MessageType.HE_CONTEXT, context, encoded=encoded)
+    agent.contexts_sent.update(peer.peer_ids[j] for j in missing)
 
 
 def send_queries(peer: Peer, vector: npt.NDArray[np.float64], agent: PeerHe) -> None:

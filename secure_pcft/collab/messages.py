@@ -46,6 +46,12 @@ class MessageType(StrEnum):
     HE_ANSWER = "he-answer"  # encrypted, masked similarity answer
 
 
+# What may travel in a public message (recipient BROADCAST, signed but not encrypted): what any
+# peer and the relay may read. Channels refuse to publish, and refuse to accept in public, anything
+# else.
+PUBLIC_MESSAGE_TYPES = frozenset({MessageType.HE_CONTEXT})
+
+
 @dataclass(frozen=True)
 class Message:
     """A decoded message. ``tensors`` are CPU tensors; ``meta`` is JSON-compatible.

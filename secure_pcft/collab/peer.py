@@ -32,6 +32,7 @@ from secure_pcft.privacy.peer_privacy import PeerPrivacy
 from secure_pcft.privacy.validation_scores import validation_losses
 from secure_pcft.train.evaluate import LmScore, evaluate_lm
 from secure_pcft.train.local import LocalTrainer
+from secure_pcft.transport.base import BROADCAST
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,21 @@ class Peer:
             )
         )
         return SendOutcome.SENT
+
+    def publish(
+        self,
+        msg_type: MessageType,
+        tensors: dict[str, torch.Tensor],
+        *,
+        encoded: bytes | None = None,
+    ) -> None:
+        """Send one public message (a public type, e.g. the CKKS public context) to every peer
+        at once: one upload, fanned out by the transport. Public types are never releases, so
+        the privacy ledger is not involved."""
+        self.channel.publish(
+            Message(msg_type, self.peer_id, BROADCAST, self.round, {}, dict(tensors),
+                    encoded=encoded)
+        )  # fmt: skip
 
     def answer_request(self, recipient: int, *, consent: bool) -> SendOutcome | None:
         """Answer one adapter request: the adapter if ``consent`` and the budget allow it, else a

@@ -2,6 +2,8 @@
 "Authenticated channel").
 
 Sending: ``encode_message(msg)`` → :meth:`Sealer.seal` to the recipient's pinned keys → transport.
+Publishing (a public type only: a CKKS public context): :meth:`Sealer.seal_public`, signed and
+unencrypted, handed to the transport once for every peer.
 Receiving: :meth:`Inbox.open` (framing, roster, signature, recipient, clock skew, round window,
 replay, decryption) → ``decode_message`` → the decoded header must equal the authenticated envelope
 header (sender, recipient, type, round) → for ``ADAPTER`` messages, :func:`check_adapter` against
@@ -26,10 +28,10 @@ from collections.abc import Mapping
 
 import torch
 
-from secure_pcft.collab.channel import Rejection
+from secure_pcft.collab.channel import Rejection, check_public
 from secure_pcft.collab.messages import Message, MessageType, decode_message, encode_message
 from secure_pcft.crypto.adapter_checks import AdapterSpec, check_adapter
-from secure_pcft.crypto.envelope import Clock, Inbox, InboxPolicy, Sealer
+from secure_pcft.crypto.envelope import Clock, Inbox, InboxPolicy, OpenedMessage, Sealer
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import AdapterRejectedError, MessageError, SecurePcftError
@@ -147,6 +149,22 @@ class SecureChannel:
         self.sent_bytes[str(msg.msg_type)] += len(wire)
         self.sent_messages[str(msg.msg_type)] += 1
 
+    def publish(self, msg: Message) -> None:
+        """Sign ``msg`` as a public envelope (not encrypted) and hand it to the transport once,
+        for every peer; only public message types (a CKKS public context) may go this way.
+
+        Raises:
+            MessageError: ``msg`` is not in this peer's own name, not addressed to ``"*"``, or
+                of a type that must stay confidential.
+        """
+        if msg.sender != self.peer_id:
+            raise MessageError("a peer may only send messages in its own name")
+        check_public(msg)
+        wire = self._sealer.seal_public(str(msg.msg_type), msg.round, encode_message(msg))
+        self.transport.broadcast(self.peer_id, wire)
+        self.sent_bytes[str(msg.msg_type)] += len(wire)
+        self.sent_messages[str(msg.msg_type)] += 1
+
     def receive(self) -> list[Message]:
         """Open, decode and check everything queued for this peer; reject (and record) the rest."""
         out: list[Message] = []
@@ -158,7 +176,7 @@ class SecureChannel:
                 continue
             try:
                 msg = decode_message(opened.body, self._policy.max_body_bytes)
-                self._check_binding(msg, opened.sender, opened.msg_type, opened.round)
+                self._check_binding(msg, opened)
                 if msg.msg_type is MessageType.ADAPTER:
                     self._check_adapter(msg)
             except SecurePcftError as exc:
@@ -176,15 +194,18 @@ class SecureChannel:
         return out
 
     # ---- checks --------------------------------------------------------------------------------
-    def _check_binding(self, msg: Message, sender: str, msg_type: str, rnd: int) -> None:
-        """The decoded header must repeat the authenticated envelope header exactly."""
-        if msg.sender != sender:
+    def _check_binding(self, msg: Message, opened: OpenedMessage) -> None:
+        """The decoded header must repeat the authenticated envelope header exactly; a public
+        envelope may carry only a public message type."""
+        if msg.sender != opened.sender:
             raise MessageError("message sender differs from the envelope's signer")
-        if msg.recipient != self.peer_id:
+        if msg.recipient != opened.recipient:
             raise MessageError("message recipient differs from the envelope's recipient")
-        if str(msg.msg_type) != msg_type:
+        if opened.public:
+            check_public(msg)
+        if str(msg.msg_type) != opened.msg_type:
             raise MessageError("message type differs from the envelope's type")
-        if msg.round != rnd:
+        if msg.round != opened.round:
             raise MessageError("message round differs from the envelope's round")
 
     def _check_adapter(self, msg: Message) -> None:

@@ -3,11 +3,11 @@
 Wire format (all integers big-endian)::
 
     offset      size  field
-    0           4     magic b"SPCF"
+    0           4     magic b"SPCF" (sealed) or b"SPCP" (public, see below)
     4           1     wire version (2)
     5           16    sender key id = raw 16-byte fingerprint of the sender
     21          4     H = header length (u32, 2..1024)
-    25          4     C = ciphertext length (u32, >= 40)
+    25          4     C = ciphertext length (u32, >= 40; public: body length)
     29          H     header: canonical JSON (sorted keys, no spaces, ASCII)
     29+H        C     ciphertext: nacl Box(sender X25519 sk, recipient X25519 pk), 24-byte nonce ‖ MAC ‖ ct
     29+H+C      64    Ed25519 signature by the sender over
@@ -24,8 +24,18 @@ relay) still authenticates the header and the exact ciphertext before decrypting
 envelopes are refused with :class:`~secure_pcft.errors.WireVersionError`.
 
 Header fields: ``v`` (protocol version), ``sender``, ``recipient``, ``round``, ``msg_type``, ``seq``
-(per sender→recipient, strictly increasing at the sender; the receiver accepts each one once),
-``ts_ms`` (sender clock, ms since the epoch), ``body_len`` (plaintext bytes).
+(one counter per sender over all its envelopes, strictly increasing; the receiver accepts each one
+once), ``ts_ms`` (sender clock, ms since the epoch), ``body_len`` (plaintext bytes).
+
+**Public envelopes** (magic ``b"SPCP"``, recipient ``"*"``): the same framing, header and checks,
+but the body travels in clear and is signed as ``PUBLIC_SIGNATURE_CONTEXT ‖ prefix ‖ header ‖
+SHA-256(body)``. They carry what every peer may read and a relay may see — a peer's public CKKS
+context — so it is uploaded once and fanned out, instead of sealed N − 1 times. Authenticity,
+freshness and replay protection are those of a sealed envelope (a relay cannot forge, alter or
+replay one); there is no confidentiality, and the magic and signature context differ, so a public
+envelope can never be taken for a sealed one or the other way round. Which message types may
+travel in public is the channel's rule (:mod:`secure_pcft.collab.secure_channel`), checked when
+sending and when receiving.
 
 Why Box *and* a signature: the Ed25519 signature (over prefix, header and ciphertext) lets the
 receiver, and any relay holding the roster, authenticate the cleartext header before touching the
@@ -86,12 +96,15 @@ from secure_pcft.errors import (
     WireVersionError,
     WrongRecipientError,
 )
+from secure_pcft.transport.base import BROADCAST
 
 logger = logging.getLogger(__name__)
 
 WIRE_MAGIC = b"SPCF"
+PUBLIC_MAGIC = b"SPCP"
 WIRE_VERSION = 2
 SIGNATURE_CONTEXT = b"secure-pcft envelope v2\x00"
+PUBLIC_SIGNATURE_CONTEXT = b"secure-pcft public envelope v2\x00"
 PREFIX = struct.Struct(">4sB16sII")  # magic, version, sender key id, H, C
 SIGNATURE_BYTES = 64
 BOX_OVERHEAD = 40  # 24-byte nonce + 16-byte Poly1305 tag
@@ -107,9 +120,14 @@ _MSG_TYPE_RE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}")
 Clock = Callable[[], float]
 
 
-def signed_bytes(prefix_and_header: bytes | memoryview, ciphertext: bytes | memoryview) -> bytes:
-    """What the sender's Ed25519 key signs: context ‖ prefix ‖ header ‖ SHA-256(ciphertext)."""
-    return b"".join((SIGNATURE_CONTEXT, prefix_and_header, hashlib.sha256(ciphertext).digest()))
+def signed_bytes(
+    prefix_and_header: bytes | memoryview,
+    ciphertext: bytes | memoryview,
+    context: bytes = SIGNATURE_CONTEXT,
+) -> bytes:
+    """What the sender's Ed25519 key signs: context ‖ prefix ‖ header ‖ SHA-256(ciphertext or,
+    for a public envelope, the clear body)."""
+    return b"".join((context, prefix_and_header, hashlib.sha256(ciphertext).digest()))
 
 
 @dataclass(frozen=True)
@@ -168,6 +186,12 @@ class OpenedMessage:
     seq: int
     sent_at: float  # seconds since the epoch, sender's clock
     body: bytes = field(repr=False)
+    recipient: str = ""  # this peer, or BROADCAST for a public envelope
+
+    @property
+    def public(self) -> bool:
+        """Whether it came in a public (signed, unencrypted) envelope."""
+        return self.recipient == BROADCAST
 
 
 class _BoxCache:
@@ -186,11 +210,12 @@ class _BoxCache:
 
 
 class Sealer:
-    """Seals messages from one identity; keeps a strictly increasing sequence per recipient.
+    """Seals messages from one identity; one strictly increasing sequence over all its envelopes.
 
     Sequence numbers start from the sender's clock in microseconds and then increase by at least
     one per message, so they keep increasing across restarts of the sender (as long as its clock
-    does not run backwards) without any persisted state.
+    does not run backwards) without any persisted state. One counter for every recipient and for
+    public envelopes alike, so no two envelopes a receiver gets from one sender share a number.
 
     Args:
         identity: the sender's secret keys.
@@ -201,7 +226,7 @@ class Sealer:
         self._identity = identity
         self._key_id = identity.public().key_id
         self._clock = clock
-        self._last_seq: dict[str, int] = {}
+        self._last_seq = 0
         self._box = _BoxCache(identity)
 
     def seal(self, recipient: PublicIdentity, msg_type: str, round: int, body: bytes) -> bytes:
@@ -210,32 +235,60 @@ class Sealer:
         Raises:
             ConfigError: malformed message type, negative round or non-bytes body.
         """
+        body = self._checked(msg_type, round, body)
+        box = self._box(recipient)
+        return self._frame(WIRE_MAGIC, SIGNATURE_CONTEXT, recipient.name, msg_type, round,
+                           len(body), box.encrypt(body))  # fmt: skip
+
+    def seal_public(self, msg_type: str, round: int, body: bytes) -> bytes:
+        """Sign ``body`` for every peer (recipient ``"*"``), unencrypted; return the wire bytes.
+
+        Only for what any peer and the relay may read (a public key): see the module docstring.
+
+        Raises:
+            ConfigError: malformed message type, negative round or non-bytes body.
+        """
+        body = self._checked(msg_type, round, body)
+        return self._frame(
+            PUBLIC_MAGIC, PUBLIC_SIGNATURE_CONTEXT, BROADCAST, msg_type, round, len(body), body
+        )
+
+    @staticmethod
+    def _checked(msg_type: str, round: int, body: bytes) -> bytes:
         if not isinstance(msg_type, str) or not _MSG_TYPE_RE.fullmatch(msg_type):
             raise ConfigError(f"msg_type {msg_type!r}: must match {_MSG_TYPE_RE.pattern}")
         if type(round) is not int or not 0 <= round <= _MAX_U63:
             raise ConfigError(f"round {round!r}: must be a non-negative integer")
         if not isinstance(body, bytes | bytearray | memoryview):
             raise ConfigError("body: must be bytes (safetensors or JSON), never objects")
-        body = bytes(body)
+        return bytes(body)
+
+    def _frame(
+        self,
+        magic: bytes,
+        context: bytes,
+        recipient: str,
+        msg_type: str,
+        round: int,
+        body_len: int,
+        payload: bytes,
+    ) -> bytes:
         now = self._clock()
-        seq = max(self._last_seq.get(recipient.name, 0) + 1, int(now * 1_000_000))
-        self._last_seq[recipient.name] = seq
+        self._last_seq = seq = max(self._last_seq + 1, int(now * 1_000_000))
         header = EnvelopeHeader(
             sender=self._identity.name,
-            recipient=recipient.name,
+            recipient=recipient,
             round=round,
             msg_type=msg_type,
             seq=seq,
             ts_ms=int(now * 1000),
-            body_len=len(body),
+            body_len=body_len,
         ).to_bytes()
-        ciphertext = self._box(recipient).encrypt(body)  # EncryptedMessage: nonce ‖ MAC ‖ ct
         prefix_and_header = (
-            PREFIX.pack(WIRE_MAGIC, WIRE_VERSION, self._key_id, len(header), len(ciphertext))
-            + header
+            PREFIX.pack(magic, WIRE_VERSION, self._key_id, len(header), len(payload)) + header
         )
-        signature = self._identity.sign(signed_bytes(prefix_and_header, ciphertext))
-        return b"".join((prefix_and_header, ciphertext, signature))
+        signature = self._identity.sign(signed_bytes(prefix_and_header, payload, context))
+        return b"".join((prefix_and_header, payload, signature))
 
 
 @dataclass(frozen=True)
@@ -325,18 +378,28 @@ class Inbox:
         if not isinstance(wire, bytes | bytearray | memoryview):
             raise self._reject(MessageError, "?", "wire data must be bytes")
         view = memoryview(wire).cast("B")  # no copy of the (possibly large) ciphertext until Box
-        key_id, header_len, ct_len = self._check_framing(view)
+        public, key_id, header_len, payload_len = self._check_framing(view)
         header_end = PREFIX.size + header_len
-        ciphertext = view[header_end : header_end + ct_len]
-        sender = self._authenticate(view[:header_end], ciphertext, view[-SIGNATURE_BYTES:], key_id)
-        header = self._check_header(bytes(view[PREFIX.size : header_end]), sender, ct_len)
+        payload = view[header_end : header_end + payload_len]
+        context = PUBLIC_SIGNATURE_CONTEXT if public else SIGNATURE_CONTEXT
+        sender = self._authenticate(
+            view[:header_end], payload, view[-SIGNATURE_BYTES:], key_id, context
+        )
+        header = self._check_header(
+            bytes(view[PREFIX.size : header_end]), sender, payload_len, public
+        )
         self._check_freshness(header)
-        try:
-            body = self._box(sender).decrypt(bytes(ciphertext))
-        except _NaclCryptoError:
-            raise self._reject(
-                BodyDecryptionError, sender.name, "body does not decrypt under the pinned box keys"
-            ) from None
+        if public:
+            body = bytes(payload)
+        else:
+            try:
+                body = self._box(sender).decrypt(bytes(payload))
+            except _NaclCryptoError:
+                raise self._reject(
+                    BodyDecryptionError,
+                    sender.name,
+                    "body does not decrypt under the pinned box keys",
+                ) from None
         self._replay.remember(sender.name, header.seq, header.ts_ms)
         return OpenedMessage(
             sender=sender.name,
@@ -345,17 +408,21 @@ class Inbox:
             seq=header.seq,
             sent_at=header.ts_ms / 1000.0,
             body=body,
+            recipient=header.recipient,
         )
 
     # ------------------------------------------------------------------ steps
-    def _check_framing(self, wire: memoryview) -> tuple[bytes, int, int]:
-        """Lengths only: nothing here is trusted beyond sizing the buffers."""
+    def _check_framing(self, wire: memoryview) -> tuple[bool, bytes, int, int]:
+        """Lengths only (and whether the envelope is public): nothing here is trusted beyond
+        sizing the buffers."""
         if len(wire) < PREFIX.size + SIGNATURE_BYTES:
             raise self._reject(MessageError, "?", f"envelope truncated ({len(wire)} bytes)")
         magic, version, key_id, header_len, ct_len = PREFIX.unpack_from(wire)
         who = key_id.hex()
-        if magic != WIRE_MAGIC:
+        if magic not in (WIRE_MAGIC, PUBLIC_MAGIC):
             raise self._reject(MessageError, who, "bad magic")
+        public = magic == PUBLIC_MAGIC
+        overhead = 0 if public else BOX_OVERHEAD
         if version != WIRE_VERSION:
             raise self._reject(
                 WireVersionError,
@@ -364,20 +431,20 @@ class Inbox:
             )
         if not 2 <= header_len <= MAX_HEADER_BYTES:
             raise self._reject(MessageError, who, f"header length {header_len} out of range")
-        if ct_len < BOX_OVERHEAD:
+        if ct_len < overhead:
             raise self._reject(MessageError, who, f"ciphertext length {ct_len} below Box overhead")
-        if ct_len - BOX_OVERHEAD > self._policy.max_body_bytes:
+        if ct_len - overhead > self._policy.max_body_bytes:
             raise self._reject(
                 OversizeMessageError,
                 who,
-                f"body of {ct_len - BOX_OVERHEAD} bytes exceeds {self._policy.max_body_bytes}",
+                f"body of {ct_len - overhead} bytes exceeds {self._policy.max_body_bytes}",
             )
         expected = PREFIX.size + header_len + ct_len + SIGNATURE_BYTES
         if len(wire) != expected:
             raise self._reject(
                 MessageError, who, f"envelope is {len(wire)} bytes, framing says {expected}"
             )
-        return key_id, header_len, ct_len
+        return public, key_id, header_len, ct_len
 
     def _authenticate(
         self,
@@ -385,6 +452,7 @@ class Inbox:
         ciphertext: memoryview,
         signature: memoryview,
         key_id: bytes,
+        context: bytes,
     ) -> PublicIdentity:
         try:
             sender = self._roster.by_key_id(key_id)
@@ -392,7 +460,7 @@ class Inbox:
             raise self._reject(UnknownSenderError, key_id.hex(), "sender not on roster") from None
         try:
             VerifyKey(sender.sign_pk).verify(
-                signed_bytes(prefix_and_header, ciphertext), bytes(signature)
+                signed_bytes(prefix_and_header, ciphertext, context), bytes(signature)
             )
         except _NaclBadSignature:
             raise self._reject(
@@ -400,7 +468,9 @@ class Inbox:
             ) from None
         return sender
 
-    def _check_header(self, raw: bytes, sender: PublicIdentity, ct_len: int) -> EnvelopeHeader:
+    def _check_header(
+        self, raw: bytes, sender: PublicIdentity, payload_len: int, public: bool
+    ) -> EnvelopeHeader:
         try:
             header = EnvelopeHeader.from_bytes(raw)
         except MessageError as exc:
@@ -411,9 +481,13 @@ class Inbox:
             raise self._reject(
                 AuthenticationError, sender.name, "header sender differs from signing key"
             )
-        if header.recipient != self._identity.name:
+        if public and header.recipient != BROADCAST:
+            raise self._reject(
+                WrongRecipientError, sender.name, f"public envelope not addressed to {BROADCAST!r}"
+            )
+        if not public and header.recipient != self._identity.name:
             raise self._reject(WrongRecipientError, sender.name, "addressed to another peer")
-        if header.body_len != ct_len - BOX_OVERHEAD:
+        if header.body_len != payload_len - (0 if public else BOX_OVERHEAD):
             raise self._reject(MessageError, sender.name, "body_len does not match ciphertext")
         return header
 

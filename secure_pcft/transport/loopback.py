@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from secure_pcft.errors import UnknownPeerError
+from secure_pcft.transport.base import BROADCAST
 
 
 class LoopbackTransport:
@@ -20,7 +21,7 @@ class LoopbackTransport:
         # bytes_sent[round][sender] and messages_sent[round][sender]
         self.bytes_sent: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.messages_sent: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        # edges[round][(sender, recipient)] = bytes
+        # edges[round][(sender, recipient)] = bytes; a broadcast is one edge to BROADCAST
         self.edges: dict[int, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
 
     def send(self, sender: str, recipient: str, data: bytes) -> None:
@@ -30,6 +31,18 @@ class LoopbackTransport:
         self.bytes_sent[self.round][sender] += len(data)
         self.messages_sent[self.round][sender] += 1
         self.edges[self.round][(sender, recipient)] += len(data)
+
+    def broadcast(self, sender: str, data: bytes) -> None:
+        """One upload, counted once for ``sender``; a copy lands in every other mailbox."""
+        if sender not in self._boxes:
+            raise UnknownPeerError(f"unknown sender {sender!r}")
+        data = bytes(data)
+        for peer, box in self._boxes.items():
+            if peer != sender:
+                box.append((sender, data))
+        self.bytes_sent[self.round][sender] += len(data)
+        self.messages_sent[self.round][sender] += 1
+        self.edges[self.round][(sender, BROADCAST)] += len(data)
 
     def receive(self, peer_id: str) -> list[tuple[str, bytes]]:
         if peer_id not in self._boxes:

@@ -34,6 +34,7 @@ _, _, _, H_LEN, C_LEN = PREFIX.unpack_from(WIRE)
 HEADER = WIRE[PREFIX.size : PREFIX.size + H_LEN]
 CIPHERTEXT = WIRE[PREFIX.size + H_LEN : PREFIX.size + H_LEN + C_LEN]
 
+PUBLIC_WIRE = Sealer(ALICE, clock=lambda: T0).seal_public("he-context", 0, BODY)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -61,6 +62,22 @@ def open_or_error(wire: bytes) -> SecurePcftError | None:
 
 def test_control_the_genuine_envelope_opens() -> None:
     assert open_or_error(WIRE) is None
+    assert open_or_error(PUBLIC_WIRE) is None
+
+
+@FUZZ
+@given(st.integers(0, len(PUBLIC_WIRE) * 8 - 1), st.integers(0, len(PUBLIC_WIRE) - 1))
+def test_public_envelope_bit_flips_and_truncations_are_rejected(bit: int, length: int) -> None:
+    wire = bytearray(PUBLIC_WIRE)
+    wire[bit // 8] ^= 1 << (bit % 8)
+    assert open_or_error(bytes(wire)) is not None
+    assert open_or_error(PUBLIC_WIRE[:length]) is not None
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_random_bytes_behind_a_public_prefix_never_crash(tail: bytes) -> None:
+    assert open_or_error(PUBLIC_WIRE[: PREFIX.size] + tail) is not None
 
 
 @FUZZ

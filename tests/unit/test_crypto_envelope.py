@@ -14,6 +14,7 @@ import struct
 
 import pytest
 from nacl.public import Box, PrivateKey
+from nacl.signing import VerifyKey
 
 from secure_pcft.crypto.envelope import EnvelopeHeader, Inbox, InboxPolicy, OpenedMessage, Sealer
 from secure_pcft.crypto.identity import Identity
@@ -121,7 +122,10 @@ def test_round_trip(inbox: Inbox, sealer: Sealer) -> None:
 
     msg = inbox.open(wire)
 
-    assert msg == OpenedMessage("alice", "adapter", 0, msg.seq, T0, b"safetensors bytes")
+    assert msg == OpenedMessage(
+        "alice", "adapter", 0, msg.seq, T0, b"safetensors bytes", recipient="bob"
+    )
+    assert not msg.public
     assert "safetensors" not in repr(msg)
 
 
@@ -524,3 +528,72 @@ def test_header_round_trip_is_canonical() -> None:
     header = EnvelopeHeader("alice", "bob", 1, "adapter", 9, 123, 5)
 
     assert EnvelopeHeader.from_bytes(header.to_bytes()) == header
+
+
+# ---------------------------------------------------------------------- public envelopes
+PUBLIC_CONTEXT = b"secure-pcft public envelope v2\x00"
+
+
+def test_public_envelope_round_trip_and_layout(inbox: Inbox, sealer: Sealer) -> None:
+    wire = sealer.seal_public("he-context", 0, b"public key bytes")
+
+    magic, version, key_id, h, c = PREFIX.unpack_from(wire)
+    header = wire[PREFIX.size : PREFIX.size + h]
+    body = wire[PREFIX.size + h : PREFIX.size + h + c]
+    assert (magic, version, key_id) == (b"SPCP", 2, ALICE.public().key_id)
+    assert body == b"public key bytes"  # in clear: it is public by definition
+    assert json.loads(header)["recipient"] == "*"
+    signed = PUBLIC_CONTEXT + wire[: PREFIX.size + h] + hashlib.sha256(body).digest()
+    VerifyKey(ALICE.public().sign_pk).verify(signed, wire[-64:])  # the documented signature
+    msg = inbox.open(wire)
+    assert msg.public and msg.recipient == "*" and msg.body == b"public key bytes"
+    other = Inbox(CAROL, ROSTER, clock=lambda: T0)
+    assert other.open(wire).body == b"public key bytes"  # the same bytes open for every peer
+
+
+def test_public_envelope_is_replay_protected_and_tamper_evident(
+    inbox: Inbox, sealer: Sealer
+) -> None:
+    wire = sealer.seal_public("he-context", 0, b"public key bytes")
+    inbox.open(wire)
+    with pytest.raises(ReplayError):
+        inbox.open(wire)
+    body_flipped = bytearray(sealer.seal_public("he-context", 0, b"public key bytes"))
+    body_flipped[-70] ^= 1  # last body byte
+    with pytest.raises(BadSignatureError):
+        inbox.open(bytes(body_flipped))
+
+
+def test_public_and_sealed_envelopes_cannot_pass_for_each_other(
+    inbox: Inbox, sealer: Sealer
+) -> None:
+    public = sealer.seal_public("he-context", 0, b"x" * 64)
+    sealed = sealer.seal(BOB.public(), "he-context", 0, b"x" * 64)
+    for wire, magic in ((public, b"SPCF"), (sealed, b"SPCP")):
+        with pytest.raises(BadSignatureError):  # the signature context differs with the magic
+            inbox.open(magic + wire[4:])
+
+
+def test_a_signed_public_envelope_must_be_addressed_to_everyone(
+    inbox: Inbox, clock: FakeClock
+) -> None:
+    start_header = EnvelopeHeader(
+        sender="alice", recipient="bob", round=0, msg_type="he-context", seq=1,
+        ts_ms=int(clock() * 1000), body_len=3,
+    ).to_bytes()  # fmt: skip
+    start = PREFIX.pack(b"SPCP", 2, ALICE.public().key_id, len(start_header), 3) + start_header
+    wire = start + b"abc" + ALICE.sign(PUBLIC_CONTEXT + start + hashlib.sha256(b"abc").digest())
+    with pytest.raises(WrongRecipientError, match="public envelope"):
+        inbox.open(wire)
+
+
+def test_one_sequence_counter_for_sealed_and_public_envelopes(
+    inbox: Inbox, clock: FakeClock
+) -> None:
+    sealer = Sealer(ALICE, clock=clock)  # a frozen clock: every number comes from the counter
+    first = inbox.open(sealer.seal(BOB.public(), "adapter", 0, b"a"))
+    public = inbox.open(sealer.seal_public("he-context", 0, b"b"))
+    sealer.seal(CAROL.public(), "adapter", 0, b"c")
+    last = inbox.open(sealer.seal(BOB.public(), "adapter", 0, b"d"))
+    assert first.seq < public.seq < last.seq
+    assert last.seq - first.seq == 3

@@ -98,6 +98,16 @@ def test_mailbox_counts_per_round_and_refuses_strangers() -> None:
             bad()
 
 
+def test_mailbox_broadcast_is_one_upload_for_the_relay_to_fan_out() -> None:
+    box = RelayMailbox("a", ("a", "b", "c"))
+    box.round = 1
+    box.broadcast("a", b"public")
+    assert box.bytes_sent[1] == 6 and box.messages_sent[1] == 1
+    assert box.take_outbox() == [("*", b"public")]
+    with pytest.raises(UnknownPeerError):
+        box.broadcast("b", b"x")
+
+
 # ---- state codec and site store -----------------------------------------------------------------
 def test_state_codec_round_trips_optimizer_state() -> None:
     model = torch.nn.Linear(3, 2)

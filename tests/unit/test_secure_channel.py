@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from secure_pcft.collab.channel import PlainChannel
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.secure_round import consented, restrict, select_peers, willing_peers
@@ -127,6 +128,53 @@ def test_replay_and_round_window_and_strangers_are_rejected(consortium: Consorti
     assert ch["bob"].receive() == []
     errors = [r.error for r in ch["bob"].rejections]
     assert errors == ["ReplayError", "UnknownSenderError", "RoundWindowError"]
+
+
+def test_published_context_is_one_upload_that_every_peer_opens(consortium: Consortium) -> None:
+    transport, ch = channels(consortium)
+    context = {"bytes": torch.arange(200, dtype=torch.uint8)}
+    ch["alice"].publish(msg(MessageType.HE_CONTEXT, recipient="*", tensors=context))
+
+    assert transport.messages_sent[0] == {"alice": 1}  # one upload, whatever the run's size
+    assert list(transport.edges[0]) == [("alice", "*")]
+    for name in ("bob", "carol"):
+        (got,) = ch[name].receive()
+        assert got.recipient == "*" and torch.equal(got.tensors["bytes"], context["bytes"])
+    assert ch["alice"].receive() == []  # not delivered back to its sender
+
+
+def test_only_public_types_may_be_published_or_accepted_in_public(
+    consortium: Consortium,
+) -> None:
+    transport, ch = channels(consortium)
+    for bad in (msg(MessageType.ADAPTER, recipient="*", tensors=adapter()),
+                msg(MessageType.HE_CONTEXT, recipient="bob")):  # fmt: skip
+        with pytest.raises(MessageError):
+            ch["alice"].publish(bad)
+    assert transport.total_bytes() == 0  # nothing left
+    # A roster member that signs an adapter as a public envelope: every receiver refuses it.
+    sealer = Sealer(consortium.identity("alice"))
+    leaked = msg(MessageType.ADAPTER, recipient="*", tensors=adapter())
+    transport.broadcast("alice", sealer.seal_public("adapter", 0, encode_message(leaked)))
+    # ... and a public envelope whose message names one recipient (a binding mismatch).
+    single = msg(MessageType.HE_CONTEXT, recipient="bob")
+    transport.broadcast("alice", sealer.seal_public("he-context", 0, encode_message(single)))
+    assert ch["bob"].receive() == []
+    assert [r.error for r in ch["bob"].rejections] == ["MessageError", "MessageError"]
+
+
+def test_plain_channel_publishes_public_types_only() -> None:
+    transport = LoopbackTransport(NAMES)
+    plain = {n: PlainChannel(n, transport) for n in NAMES}
+    context = {"bytes": torch.arange(10, dtype=torch.uint8)}
+    plain["alice"].publish(msg(MessageType.HE_CONTEXT, recipient="*", tensors=context))
+    with pytest.raises(MessageError):
+        plain["alice"].publish(msg(MessageType.SIGNATURE, recipient="*"))
+    assert [m.msg_type for m in plain["carol"].receive()] == [MessageType.HE_CONTEXT]
+    transport.broadcast("alice", encode_message(msg(MessageType.ADAPTER, recipient="*")))
+    got = plain["bob"].receive()  # the context, not the adapter
+    assert [m.msg_type for m in got] == [MessageType.HE_CONTEXT]
+    assert [r.error for r in plain["bob"].rejections] == ["MessageError"]
 
 
 def test_decoded_header_must_match_the_envelope(consortium: Consortium) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from secure_pcft.errors import UnknownPeerError
+from secure_pcft.transport.base import BROADCAST
 
 
 class RelayMailbox:
@@ -40,6 +41,14 @@ class RelayMailbox:
         self.bytes_sent[self.round] += len(data)
         self.messages_sent[self.round] += 1
 
+    def broadcast(self, sender: str, data: bytes) -> None:
+        """One upload addressed to every peer; the relay fans it out (counted once here)."""
+        if sender != self.peer_id:
+            raise UnknownPeerError(f"mailbox of {self.peer_id!r} cannot send for {sender!r}")
+        self._outbox.append((BROADCAST, bytes(data)))
+        self.bytes_sent[self.round] += len(data)
+        self.messages_sent[self.round] += 1
+
     def receive(self, peer_id: str) -> list[tuple[str, bytes]]:
         if peer_id != self.peer_id:
             raise UnknownPeerError(f"mailbox of {self.peer_id!r} holds nothing for {peer_id!r}")
@@ -52,6 +61,7 @@ class RelayMailbox:
         self._inbox.extend(items)
 
     def take_outbox(self) -> list[tuple[str, bytes]]:
-        """Everything sent since the last call, as (recipient, bytes), in sending order."""
+        """Everything sent since the last call, as (recipient, bytes), in sending order; the
+        recipient of a broadcast is ``BROADCAST``."""
         items, self._outbox = self._outbox, []
         return items

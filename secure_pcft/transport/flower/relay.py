@@ -1,7 +1,7 @@
 """The relay: schedules the steps of every round and forwards envelopes between peers, blind.
 
 It sees only what a network would: opaque envelope bytes with the recipient peer id a peer put
-next to each, sizes, timing, and each peer's public step report (test metrics, applied trust row,
+next to each (``"*"``: a public envelope, forwarded to every other live peer), sizes, timing, and each peer's public step report (test metrics, applied trust row,
 byte counts, ε spent). In ``[security] mode = "full"`` every envelope is sealed to its recipient
 and signed by its sender, and peer ids are bound to Flower node ids by a signed hello checked
 against the pinned roster (:mod:`.hello`) before anything is routed.
@@ -35,6 +35,7 @@ from secure_pcft.collab.results import RoundRecord, RunResult
 from secure_pcft.config import RunConfig
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import SecurePcftError
+from secure_pcft.transport.base import BROADCAST
 from secure_pcft.transport.flower.errors import HelloError
 from secure_pcft.transport.flower.hello import new_challenge, verify_hello
 from secure_pcft.transport.flower.records import MESSAGE_TYPE, StepReply, StepRequest
@@ -258,7 +259,11 @@ class Relay:
                 self.log.rejections[p].extend(reports[p].get("rejections", []))
             for sender, reply in step_replies.items():
                 for recipient, wire in zip(reply.recipients, reply.wires, strict=True):
-                    if recipient in alive and recipient != sender:
+                    if recipient == BROADCAST:  # one upload, a copy to every other live peer
+                        for other in alive:
+                            if other != sender:
+                                pending[other].append((sender, wire))
+                    elif recipient in alive and recipient != sender:
                         pending[recipient].append((sender, wire))
                     else:
                         self.log.undelivered += 1

@@ -48,7 +48,6 @@ from _common import machine, write_json
 
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.protocol import run_round
-from secure_pcft.collab.secure_round import SESSION_SETUP_ROUND
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategies.weights import rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import make_strategy
@@ -69,6 +68,7 @@ from secure_pcft.crypto.roster import Roster
 from secure_pcft.data.settings import load_federation
 from secure_pcft.model.loading import BaseModel, load_base
 from secure_pcft.model.lora import adapter_state, attach_lora
+from secure_pcft.transport.meter import SESSION_SETUP
 
 Row = dict[str, Any]
 SMALL_ARCH = (2, 256, 4)  # n_layer, n_embd, n_head of secure_pcft.model.small_base default
@@ -310,7 +310,7 @@ def _timed_round(sim: Simulation, rnd: int, local_steps: int, secure: bool) -> d
     for p in sim.peers:  # each from its own dropout stream
         p.train(local_steps)
     t1 = time.perf_counter()
-    sim.transport.round = rnd
+    sim.meter.begin_round(rnd)
     fn = sim.security.run_round if (secure and sim.security) else run_round
     fn(sim.peers, strategy, sim._reference_batch(rnd), sim.domain_mixes, rnd)
     t2 = time.perf_counter()
@@ -320,8 +320,8 @@ def _timed_round(sim: Simulation, rnd: int, local_steps: int, secure: bool) -> d
         "train_s": t1 - t0,
         "exchange_s": t2 - t1,
         "eval_s": t3 - t2,
-        "bytes": sum(sim.transport.bytes_sent[rnd].values()),
-        "setup_bytes": sum(sim.transport.bytes_sent[SESSION_SETUP_ROUND].values()),
+        "bytes": sim.meter.sent(rnd).bytes,
+        "setup_bytes": sim.meter.sent(SESSION_SETUP).bytes,
     }
 
 

@@ -125,11 +125,19 @@ def worker_loopback(config: Path, out: Path) -> dict[str, Any]:
         "final_mean_test_ppl": sum(final.test_ppl) / len(final.test_ppl),
     }
     if sim.security is not None:
+        from secure_pcft.transport.meter import SESSION_SETUP
+
         report = sim.security.report()
+        links = sim.meter.links(SESSION_SETUP)  # a public context goes to "*": every other peer
+        received = [
+            sum(t.bytes for (s, r), t in links.items() if s != p and r in ("*", p))
+            for p in sim.peer_ids
+        ]
         row["setup"] = {
             "he_context_bytes": report["he_context_bytes"],
             "he_context_messages": report["he_context_messages"],
             "he_context_bytes_per_peer_sent": report["he_context_bytes"] / len(sim.peers),
+            "he_context_bytes_per_peer_received": sum(received) / len(received),
         }
         row["adapters_sent_per_round"] = [len(r["adapters_sent"]) for r in report["rounds"]]
     return row

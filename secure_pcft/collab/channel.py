@@ -19,6 +19,7 @@ from secure_pcft.collab.messages import (
 )
 from secure_pcft.errors import MessageError
 from secure_pcft.transport.base import BROADCAST, Transport
+from secure_pcft.transport.meter import TrafficMeter
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,11 @@ class Rejection:
 
 
 class Channel(Protocol):
-    """A peer's end of the message layer."""
+    """A peer's end of the message layer; it counts what it hands to the transport in ``meter``."""
 
     peer_id: str
     rejections: list[Rejection]
+    meter: TrafficMeter
 
     def send(self, msg: Message) -> None: ...
 
@@ -60,26 +62,42 @@ def check_public(msg: Message) -> None:
 
 
 class PlainChannel:
-    """Messages as plain bytes on the transport: integrity of format, not of origin."""
+    """Messages as plain bytes on the transport: integrity of format, not of origin.
+
+    Args:
+        peer_id: this peer.
+        transport: moves the bytes.
+        max_bytes: largest accepted message.
+        meter: where sent messages are counted (default: a meter of its own).
+    """
 
     def __init__(
-        self, peer_id: str, transport: Transport, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        peer_id: str,
+        transport: Transport,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        meter: TrafficMeter | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.transport = transport
         self.max_bytes = max_bytes
+        self.meter = meter if meter is not None else TrafficMeter()
         self.rejections: list[Rejection] = []
 
     def send(self, msg: Message) -> None:
         if msg.sender != self.peer_id:
             raise MessageError("a peer may only send messages in its own name")
-        self.transport.send(self.peer_id, msg.recipient, encode_message(msg))
+        data = encode_message(msg)
+        self.transport.send(self.peer_id, msg.recipient, data)
+        self.meter.record(self.peer_id, msg.recipient, str(msg.msg_type), len(data))
 
     def publish(self, msg: Message) -> None:
         if msg.sender != self.peer_id:
             raise MessageError("a peer may only send messages in its own name")
         check_public(msg)
-        self.transport.broadcast(self.peer_id, encode_message(msg))
+        data = encode_message(msg)
+        self.transport.broadcast(self.peer_id, data)
+        self.meter.record(self.peer_id, BROADCAST, str(msg.msg_type), len(data))
 
     def receive(self) -> list[Message]:
         out: list[Message] = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Mapping
 
 import torch
@@ -35,7 +34,8 @@ from secure_pcft.crypto.envelope import Clock, Inbox, InboxPolicy, OpenedMessage
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import AdapterRejectedError, MessageError, SecurePcftError
-from secure_pcft.transport.base import Transport
+from secure_pcft.transport.base import BROADCAST, Transport
+from secure_pcft.transport.meter import TrafficMeter
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class SecureChannel:
         transport: moves the sealed bytes.
         policy: size, clock-skew and round-window limits of the receiving side.
         clock: seconds since the epoch (injectable for tests).
+        meter: where sent envelopes are counted (default: a meter of its own).
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class SecureChannel:
         policy: InboxPolicy | None = None,
         *,
         clock: Clock = time.time,
+        meter: TrafficMeter | None = None,
     ) -> None:
         self.peer_id = identity.name
         self.rejections: list[Rejection] = []
@@ -99,8 +101,7 @@ class SecureChannel:
         self._sealer = Sealer(identity, clock=clock)
         self._inbox = Inbox(identity, roster, self._policy, clock=clock)
         self._adapter_spec: AdapterSpec | None = None
-        self.sent_bytes: Counter[str] = Counter()  # wire bytes sent, by message type
-        self.sent_messages: Counter[str] = Counter()
+        self.meter = meter if meter is not None else TrafficMeter()
 
     def __repr__(self) -> str:
         return f"SecureChannel(peer_id={self.peer_id!r}, round={self._inbox.current_round})"
@@ -130,8 +131,6 @@ class SecureChannel:
         """
         self._inbox = Inbox(self._identity, self._roster, self._policy, clock=self._clock)
         self._adapter_spec = None
-        self.sent_bytes.clear()
-        self.sent_messages.clear()
 
     # ---- Channel protocol ----------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -146,8 +145,7 @@ class SecureChannel:
         recipient = self._roster.get(msg.recipient)
         wire = self._sealer.seal(recipient, str(msg.msg_type), msg.round, encode_message(msg))
         self.transport.send(self.peer_id, msg.recipient, wire)
-        self.sent_bytes[str(msg.msg_type)] += len(wire)
-        self.sent_messages[str(msg.msg_type)] += 1
+        self.meter.record(self.peer_id, msg.recipient, str(msg.msg_type), len(wire))
 
     def publish(self, msg: Message) -> None:
         """Sign ``msg`` as a public envelope (not encrypted) and hand it to the transport once,
@@ -162,8 +160,7 @@ class SecureChannel:
         check_public(msg)
         wire = self._sealer.seal_public(str(msg.msg_type), msg.round, encode_message(msg))
         self.transport.broadcast(self.peer_id, wire)
-        self.sent_bytes[str(msg.msg_type)] += len(wire)
-        self.sent_messages[str(msg.msg_type)] += 1
+        self.meter.record(self.peer_id, BROADCAST, str(msg.msg_type), len(wire))
 
     def receive(self) -> list[Message]:
         """Open, decode and check everything queued for this peer; reject (and record) the rest."""

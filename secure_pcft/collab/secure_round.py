@@ -32,7 +32,7 @@ checks in the secure channel).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +50,8 @@ from secure_pcft.crypto.consortium import Consortium
 from secure_pcft.crypto.envelope import InboxPolicy
 from secure_pcft.crypto.he_similarity import ResponderPolicy
 from secure_pcft.errors import ConfigError
-from secure_pcft.transport.loopback import LoopbackTransport
-
-SESSION_SETUP_ROUND = -1  # transport counter key for once-per-session traffic (HE contexts)
+from secure_pcft.transport.base import Transport
+from secure_pcft.transport.meter import TrafficMeter
 
 
 @dataclass
@@ -250,13 +249,18 @@ class SecureSession:
         peer_ids: the peers of the run.
         consortium: their identities and roster; default: loaded from ``[security] key_dir``, or
             generated in memory when that is empty.
+        meter: where the channels count what they send (HE contexts under its session scope).
 
     Raises:
         ConfigError: a peer id is not a valid peer name or has no key in ``key_dir``.
     """
 
     def __init__(
-        self, cfg: RunConfig, peer_ids: Sequence[str], consortium: Consortium | None = None
+        self,
+        cfg: RunConfig,
+        peer_ids: Sequence[str],
+        consortium: Consortium | None = None,
+        meter: TrafficMeter | None = None,
     ) -> None:
         sec = cfg.security
         if sec.mode != "full":
@@ -276,22 +280,24 @@ class SecureSession:
         )
         responder_policy = ResponderPolicy(max_queries_per_round=sec.he_queries_per_round)
         self.channels: dict[str, SecureChannel] = {}
-        self._transports: list[LoopbackTransport] = []
+        self.meter = meter if meter is not None else TrafficMeter()
         self.state = SecureRoundState(
             channels=self.channels,
             agents={pid: PeerHe(responder_policy) for pid in peer_ids},
             fingerprint=lambda name: consortium.roster.get(name).fingerprint,
-            setup_scope=self._setup_scope,
+            setup_scope=self.meter.session_setup,
         )
 
-    def make_channel(self, peer_id: str, transport: LoopbackTransport) -> SecureChannel:
-        """The :data:`~secure_pcft.collab.simulation.ChannelFactory` of a secure simulation."""
+    def make_channel(self, peer_id: str, transport: Transport) -> SecureChannel:
+        """A peer's secure channel on ``transport``, counting in this session's meter."""
         channel = SecureChannel(
-            self.consortium.identity(peer_id), self.consortium.roster, transport, self.policy
+            self.consortium.identity(peer_id),
+            self.consortium.roster,
+            transport,
+            self.policy,
+            meter=self.meter,
         )
         self.channels[peer_id] = channel
-        if transport not in self._transports:
-            self._transports.append(transport)
         return channel
 
     def run_round(
@@ -318,27 +324,12 @@ class SecureSession:
 
     def report(self) -> dict[str, Any]:
         """Public facts for the results file: fingerprints, session-setup bytes, selections."""
+        contexts = self.meter.sent(msg_type=str(MessageType.HE_CONTEXT))
         return {
             "mode": self.cfg.mode,
             "consent": self.cfg.consent,
             "fingerprints": self.consortium.fingerprints(),
-            "he_context_bytes": sum(
-                c.sent_bytes[str(MessageType.HE_CONTEXT)] for c in self.channels.values()
-            ),
-            "he_context_messages": sum(
-                c.sent_messages[str(MessageType.HE_CONTEXT)] for c in self.channels.values()
-            ),
+            "he_context_bytes": contexts.bytes,
+            "he_context_messages": contexts.messages,
             "rounds": list(self.state.history),
         }
-
-    @contextlib.contextmanager
-    def _setup_scope(self) -> Iterator[None]:
-        # Count once-per-session traffic under its own key, apart from every round's bytes.
-        saved = [t.round for t in self._transports]
-        for t in self._transports:
-            t.round = SESSION_SETUP_ROUND
-        try:
-            yield
-        finally:
-            for t, r in zip(self._transports, saved, strict=True):
-                t.round = r

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from secure_pcft.data.corpus import Federation
 from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.transport.loopback import LoopbackTransport
+from secure_pcft.transport.meter import TrafficMeter
 from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ class ProgressFn(Protocol):
     """Progress callback: stage name, done, total, and a short note (e.g. ε spent per peer)."""
 
     def __call__(self, stage: str, done: int, total: int, note: str = "") -> None: ...
-
-
-ChannelFactory = Callable[[str, LoopbackTransport], Channel]
 
 
 @dataclass
@@ -64,25 +61,20 @@ class Snapshot:
 class Simulation:
     """Builds the peers of a run and drives warm-up and rounds on one machine."""
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        federation: Federation,
-        base: BaseModel,
-        channel_factory: ChannelFactory | None = None,
-    ) -> None:
+    def __init__(self, cfg: RunConfig, federation: Federation, base: BaseModel) -> None:
         self.cfg = cfg
         self.federation = federation
         self.base = base
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.peer_ids = federation.peer_ids
         self.transport = LoopbackTransport(self.peer_ids)
+        self.meter = TrafficMeter()  # every peer's channel counts what it sends here
         # [security] mode = "full": sealed envelopes, encrypted discovery, consent (secure_round.py)
-        self.security = SecureSession(cfg, self.peer_ids) if cfg.security.mode == "full" else None
-        default_channel: ChannelFactory = (
-            self.security.make_channel if self.security else (lambda pid, t: PlainChannel(pid, t))
+        self.security = (
+            SecureSession(cfg, self.peer_ids, meter=self.meter)
+            if cfg.security.mode == "full"
+            else None
         )
-        make_channel = channel_factory or default_channel
         tok, bs = base.tokenizer, cfg.data.block_size
         # The peers' privacy plan is that of cfg.strategy: only strategies with the same plan may
         # run on these peers (check_privacy_plan); σ was calibrated with its scores reserved.
@@ -100,7 +92,7 @@ class Simulation:
                 ),
                 base,
                 cfg,
-                make_channel(corpus.peer_id, self.transport),
+                self._channel(corpus.peer_id),
                 ledger_dir=Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers"),
                 scoring_queries=self.scoring_queries,
             )
@@ -108,6 +100,11 @@ class Simulation:
         ]
         self.domain_mixes = tuple(dict(c.domain_mix) for c in federation.peers)
         self.records: list[RoundRecord] = []
+
+    def _channel(self, peer_id: str) -> Channel:
+        if self.security is not None:
+            return self.security.make_channel(peer_id, self.transport)
+        return PlainChannel(peer_id, self.transport, meter=self.meter)
 
     # ---- phases ----------------------------------------------------------------------------
     def _evaluate(
@@ -134,8 +131,8 @@ class Simulation:
             test_ppl=[s.perplexity for s in scores],
             test_acc=[s.accuracy for s in scores],
             trust=[] if trust is None else trust.tolist(),
-            bytes_sent=[self.transport.bytes_sent[rnd].get(p, 0) for p in self.peer_ids],
-            messages_sent=[self.transport.messages_sent[rnd].get(p, 0) for p in self.peer_ids],
+            bytes_sent=[self.meter.sent(rnd, p).bytes for p in self.peer_ids],
+            messages_sent=[self.meter.sent(rnd, p).messages for p in self.peer_ids],
         )
 
     def _reference_batch(self, rnd: int) -> torch.Tensor:
@@ -156,7 +153,7 @@ class Simulation:
             p.train(steps)  # from the peer's own dropout stream
             if progress:
                 progress("warm-up", i + 1, len(self.peers))
-        self.transport.round = 0
+        self.meter.begin_round(0)
         record = self._evaluate(0, None, progress=progress)
         self.records = [record]
         return record
@@ -170,7 +167,7 @@ class Simulation:
     def aggregation_phase(self, strategy: TrustStrategy, rnd: int) -> torch.Tensor:
         """One aggregation round over the message layer; returns the applied trust matrix."""
 
-        self.transport.round = rnd
+        self.meter.begin_round(rnd)
         round_fn = self.security.run_round if self.security else run_round
         trust: torch.Tensor = round_fn(
             self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd
@@ -229,6 +226,7 @@ class Simulation:
             p.restore_rng(rng)
         self.records = [copy.deepcopy(snap.record)]
         self.transport.reset()
+        self.meter.reset()
         if self.security:
             self.security.reset()
         for p in self.peers:

@@ -24,7 +24,6 @@ from secure_pcft.cli import main
 from secure_pcft.collab import secure_round
 from secure_pcft.collab.encrypted_discovery import encrypted_cosines
 from secure_pcft.collab.protocol import run_round
-from secure_pcft.collab.secure_round import SESSION_SETUP_ROUND
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategies.weights import rowwise_cosine
 from secure_pcft.collab.strategy import make_strategy
@@ -38,6 +37,7 @@ from secure_pcft.config import (
 from secure_pcft.crypto.consortium import Consortium
 from secure_pcft.data.corpus import Federation
 from secure_pcft.model.loading import BaseModel
+from secure_pcft.transport.meter import SESSION_SETUP
 from tests.integration.test_cli import _config
 
 TRAIN = TrainConfig(
@@ -60,9 +60,10 @@ def cfg(strategy: str, security: SecurityConfig) -> RunConfig:
 def capture(
     sim: Simulation, tamper: Callable[[str, str, bytes], bytes] | None = None
 ) -> list[Wire]:
-    """Record (and optionally alter) every byte string handed to the transport."""
+    """Record (and optionally alter) every byte string handed to the transport (broadcasts with
+    recipient ``"*"``)."""
     wires: list[Wire] = []
-    send = sim.transport.send
+    send, broadcast = sim.transport.send, sim.transport.broadcast
 
     def recording_send(sender: str, recipient: str, data: bytes) -> None:
         if tamper is not None:
@@ -70,7 +71,14 @@ def capture(
         wires.append((sender, recipient, data))
         send(sender, recipient, data)
 
+    def recording_broadcast(sender: str, data: bytes) -> None:
+        if tamper is not None:
+            data = tamper(sender, "*", data)
+        wires.append((sender, "*", data))
+        broadcast(sender, data)
+
     sim.transport.send = recording_send  # type: ignore[method-assign]
+    sim.transport.broadcast = recording_broadcast  # type: ignore[method-assign]
     return wires
 
 
@@ -126,10 +134,10 @@ def test_secure_round_agrees_with_the_plain_round(
     assert all(not r for r in res.rejections.values())
     setup_bytes = res.extra["security"]["he_context_bytes"]
     assert res.extra["security"]["he_context_messages"] == 3  # one public upload per peer
-    assert setup_bytes == sum(secure.transport.bytes_sent[SESSION_SETUP_ROUND].values())
+    assert setup_bytes == secure.meter.sent(SESSION_SETUP).bytes
     assert setup_bytes / 3 < 450_000  # a public key alone (~0.36 MB), no Galois keys
-    broadcast_edges = [e for e in secure.transport.edges[SESSION_SETUP_ROUND] if e[1] == "*"]
-    assert len(broadcast_edges) == 3 and len(secure.transport.edges[SESSION_SETUP_ROUND]) == 3
+    links = secure.meter.links(SESSION_SETUP)  # each peer's one upload, to everyone
+    assert sorted(links) == [(p, "*") for p in sorted(federation.peer_ids)]
     for record in res.rounds[1:]:  # contexts are session setup, not per-round cost
         assert sum(record.bytes_sent) > 0
 
@@ -149,13 +157,16 @@ def test_wire_carries_no_keys_no_adapter_bytes_and_adapters_follow_consent(
     for p in sim.peers:  # each from its own dropout stream
         p.train(TRAIN.local_steps)
     shared = [p.adapter() for p in sim.peers]  # what each peer has to share this round
-    sim.transport.round = 1
+    sim.meter.begin_round(1)
     strategy = make_strategy(sim.cfg.strategy)
     trust = sim.security.run_round(
         sim.peers, strategy, sim._reference_batch(1), sim.domain_mixes, 1
     )
 
-    assert wires and all(data[:4] == b"SPCF" for _, _, data in wires)
+    # sealed envelopes only, but for one public CKKS context per peer (the public key, in clear)
+    public = [(s, header(w)["msg_type"]) for s, r, w in wires if w[:4] == b"SPCP"]
+    assert sorted(public) == [(p, "he-context") for p in sorted(federation.peer_ids)]
+    assert all(w[:4] == b"SPCF" for _, r, w in wires if r != "*") and len(wires) > 3
     blob = b"".join(data for _, _, data in wires)
     for key_file in (tmp_path / "keys").glob("*.key"):
         secret = json.loads(key_file.read_text())
@@ -198,7 +209,7 @@ def test_plain_traffic_does_carry_adapter_bytes(
     sim.warmup()
     wires = capture(sim)
     shared = [p.adapter() for p in sim.peers]
-    sim.transport.round = 1
+    sim.meter.begin_round(1)
     run_round(
         sim.peers, make_strategy(sim.cfg.strategy), sim._reference_batch(1), sim.domain_mixes, 1
     )

@@ -82,12 +82,10 @@ def test_hello_verifies_only_for_the_signed_node_and_config() -> None:
 
 
 # ---- mailbox ------------------------------------------------------------------------------------
-def test_mailbox_counts_per_round_and_refuses_strangers() -> None:
+def test_mailbox_queues_in_order_and_refuses_strangers() -> None:
     box = RelayMailbox("a", ("a", "b", "c"))
-    box.round = 2
     box.send("a", "b", b"12345")
     box.send("a", "c", b"1")
-    assert box.bytes_sent[2] == 6 and box.messages_sent[2] == 2
     assert box.take_outbox() == [("b", b"12345"), ("c", b"1")]
     assert box.take_outbox() == []
     box.deliver([("b", b"x")])
@@ -100,9 +98,7 @@ def test_mailbox_counts_per_round_and_refuses_strangers() -> None:
 
 def test_mailbox_broadcast_is_one_upload_for_the_relay_to_fan_out() -> None:
     box = RelayMailbox("a", ("a", "b", "c"))
-    box.round = 1
     box.broadcast("a", b"public")
-    assert box.bytes_sent[1] == 6 and box.messages_sent[1] == 1
     assert box.take_outbox() == [("*", b"public")]
     with pytest.raises(UnknownPeerError):
         box.broadcast("b", b"x")

@@ -38,6 +38,7 @@ from secure_pcft.errors import (
     MessageError,
 )
 from secure_pcft.transport.loopback import LoopbackTransport
+from secure_pcft.transport.meter import Traffic
 
 NAMES = ("alice", "bob", "carol")
 
@@ -91,8 +92,7 @@ def test_round_trip_through_sealed_envelopes(consortium: Consortium) -> None:
     )
     assert got.meta == {"k": 1} and torch.equal(got.tensors["values"], sig["values"])
     assert ch["bob"].rejections == []
-    assert ch["alice"].sent_messages["signature"] == 1
-    assert ch["alice"].sent_bytes["signature"] == len(wire)
+    assert ch["alice"].meter.sent(0, "alice", "signature") == Traffic(messages=1, bytes=len(wire))
 
 
 def test_tampered_bytes_are_rejected_and_the_next_message_still_arrives(
@@ -131,12 +131,13 @@ def test_replay_and_round_window_and_strangers_are_rejected(consortium: Consorti
 
 
 def test_published_context_is_one_upload_that_every_peer_opens(consortium: Consortium) -> None:
-    transport, ch = channels(consortium)
+    _, ch = channels(consortium)
     context = {"bytes": torch.arange(200, dtype=torch.uint8)}
     ch["alice"].publish(msg(MessageType.HE_CONTEXT, recipient="*", tensors=context))
 
-    assert transport.messages_sent[0] == {"alice": 1}  # one upload, whatever the run's size
-    assert list(transport.edges[0]) == [("alice", "*")]
+    meter = ch["alice"].meter  # one upload, whatever the run's size
+    assert meter.links(0) == {("alice", "*"): meter.sent(0, "alice", "he-context")}
+    assert meter.sent(0, "alice").messages == 1
     for name in ("bob", "carol"):
         (got,) = ch[name].receive()
         assert got.recipient == "*" and torch.equal(got.tensors["bytes"], context["bytes"])
@@ -151,7 +152,7 @@ def test_only_public_types_may_be_published_or_accepted_in_public(
                 msg(MessageType.HE_CONTEXT, recipient="bob")):  # fmt: skip
         with pytest.raises(MessageError):
             ch["alice"].publish(bad)
-    assert transport.total_bytes() == 0  # nothing left
+    assert ch["alice"].meter.sent().messages == 0 and transport.receive("bob") == []  # nothing left
     # A roster member that signs an adapter as a public envelope: every receiver refuses it.
     sealer = Sealer(consortium.identity("alice"))
     leaked = msg(MessageType.ADAPTER, recipient="*", tensors=adapter())

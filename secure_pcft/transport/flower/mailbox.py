@@ -2,13 +2,11 @@
 filled by the relay before the next one.
 
 It satisfies :class:`~secure_pcft.transport.base.Transport`, so the peer's channel (plain or
-secure) and the protocol phases run unchanged. Like the loopback transport it counts what its peer
-sends, per round, so results carry the same byte and message counts.
+secure) and the protocol phases run unchanged; the channel's traffic meter counts what is sent, as
+in the loopback simulation.
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 from secure_pcft.errors import UnknownPeerError
 from secure_pcft.transport.base import BROADCAST
@@ -27,9 +25,6 @@ class RelayMailbox:
         self._peers = frozenset(peer_ids)
         self._inbox: list[tuple[str, bytes]] = []
         self._outbox: list[tuple[str, bytes]] = []
-        self.round = 0
-        self.bytes_sent: dict[int, int] = defaultdict(int)
-        self.messages_sent: dict[int, int] = defaultdict(int)
 
     # ---- Transport protocol -------------------------------------------------------------------
     def send(self, sender: str, recipient: str, data: bytes) -> None:
@@ -38,16 +33,12 @@ class RelayMailbox:
         if recipient not in self._peers or recipient == self.peer_id:
             raise UnknownPeerError(f"unknown recipient {recipient!r}")
         self._outbox.append((recipient, bytes(data)))
-        self.bytes_sent[self.round] += len(data)
-        self.messages_sent[self.round] += 1
 
     def broadcast(self, sender: str, data: bytes) -> None:
-        """One upload addressed to every peer; the relay fans it out (counted once here)."""
+        """One upload addressed to every peer; the relay fans it out."""
         if sender != self.peer_id:
             raise UnknownPeerError(f"mailbox of {self.peer_id!r} cannot send for {sender!r}")
         self._outbox.append((BROADCAST, bytes(data)))
-        self.bytes_sent[self.round] += len(data)
-        self.messages_sent[self.round] += 1
 
     def receive(self, peer_id: str) -> list[tuple[str, bytes]]:
         if peer_id != self.peer_id:

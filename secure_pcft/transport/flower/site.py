@@ -174,7 +174,7 @@ class Site:
             self.completed_round = saved.completed_round
             _reconcile_released_steps(peer, saved.completed_round)
             log.info("%s resumes after round %d", spec.peer_id, saved.completed_round)
-        self.session = PeerSession(peer, self.mailbox, reference, mixes, secure)
+        self.session = PeerSession(peer, reference, mixes, secure)
         self.lock = threading.Lock()
 
     def _secure_parts(self, cfg: RunConfig, peer_ids: tuple[str, ...]) -> SecureParts:

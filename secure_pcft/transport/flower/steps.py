@@ -23,10 +23,9 @@ loopback does). :func:`round_steps` is the schedule both the relay and the peers
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,6 @@ from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.protocol import aggregate, answer, discover, request, score
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.secure_round import (
-    SESSION_SETUP_ROUND,
     Exchange,
     answer_with_consent,
     consented,
@@ -61,7 +59,7 @@ from secure_pcft.collab.strategy import (
 )
 from secure_pcft.config import RunConfig
 from secure_pcft.transport.flower.errors import RelayRecordError
-from secure_pcft.transport.flower.mailbox import RelayMailbox
+from secure_pcft.transport.meter import SESSION_SETUP
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,7 @@ class PeerSession:
     """A peer driven step by step by a relay.
 
     Args:
-        peer: the peer (its channel writes to ``mailbox``).
-        mailbox: the peer's transport on the relay.
+        peer: the peer (its channel writes to the relay mailbox and counts in its meter).
         reference: public reference blocks (R, T).
         domain_mixes: per peer of the run, its known domain mix (empty dicts when unknown).
         secure: secure-mode parts, or None in plain mode.
@@ -124,14 +121,13 @@ class PeerSession:
     def __init__(
         self,
         peer: Peer,
-        mailbox: RelayMailbox,
         reference: torch.Tensor,
         domain_mixes: tuple[dict[str, float], ...],
         secure: SecureParts | None,
     ) -> None:
         self.peer = peer
         self.cfg = peer.cfg
-        self.mailbox = mailbox
+        self.meter = peer.channel.meter
         self.reference = reference
         self.domain_mixes = domain_mixes
         self.secure = secure
@@ -174,7 +170,7 @@ class PeerSession:
     # ---- steps ---------------------------------------------------------------------------------
     def _step_warmup(self, rnd: int, info: dict[str, Any]) -> dict[str, Any]:
         self.peer.train(self.cfg.train.warmup_steps)
-        self.mailbox.round = 0
+        self.meter.begin_round(0)
         return self._evaluation()
 
     def _step_discover(self, rnd: int, info: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +180,7 @@ class PeerSession:
             if sec is not None and isinstance(other, str):
                 sec.agent.contexts_sent.discard(other)
         peer.train(self.cfg.train.local_steps)
-        self.mailbox.round = rnd
+        self.meter.begin_round(rnd)
         peer.begin_round(rnd)
         ref = reference_batch(self.reference, self.cfg, rnd)
         if sec is None:
@@ -197,7 +193,7 @@ class PeerSession:
         if self.encrypted_discovery:
             spec = discovery_spec(self.cfg)
             self.scratch.vector = self.strategy.encrypted_vector(peer, ref, spec)
-            with self._setup_scope():
+            with self.meter.session_setup():  # counted apart, as the loopback does
                 send_contexts(peer, sec.agent)
             send_queries(peer, self.scratch.vector, sec.agent)
         return {}
@@ -249,10 +245,11 @@ class PeerSession:
         report = self._evaluation()
         ids = peer.peer_ids
         report["trust"] = [float(x) for x in applied.tolist()]
-        report["bytes_sent"] = self.mailbox.bytes_sent.get(rnd, 0)
-        report["messages_sent"] = self.mailbox.messages_sent.get(rnd, 0)
-        report["setup_bytes"] = self.mailbox.bytes_sent.get(SESSION_SETUP_ROUND, 0)
-        report["setup_messages"] = self.mailbox.messages_sent.get(SESSION_SETUP_ROUND, 0)
+        sent, setup = self.meter.sent(rnd), self.meter.sent(SESSION_SETUP)
+        report["bytes_sent"] = sent.bytes
+        report["messages_sent"] = sent.messages
+        report["setup_bytes"] = setup.bytes
+        report["setup_messages"] = setup.messages
         if self.secure is not None:
             report["selected"] = [ids[j] for j in sorted(scratch.selected)]
             report["willing"] = [ids[j] for j in sorted(scratch.willing)]
@@ -272,12 +269,3 @@ class PeerSession:
         if self.peer.privacy is not None:
             report["privacy"] = self.peer.privacy.summary()
         return report
-
-    @contextlib.contextmanager
-    def _setup_scope(self) -> Iterator[None]:
-        # Once-per-session traffic (CKKS contexts) is counted apart, as the loopback does.
-        saved, self.mailbox.round = self.mailbox.round, SESSION_SETUP_ROUND
-        try:
-            yield
-        finally:
-            self.mailbox.round = saved

@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import machine, write_json
 
 from secure_pcft.collab.messages import Message, MessageType, encode_message
-from secure_pcft.collab.protocol import run_round
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategies.weights import rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import make_strategy
@@ -304,15 +303,13 @@ def bench_envelope(base: BaseModel, reps: int) -> Row:
     return out
 
 
-def _timed_round(sim: Simulation, rnd: int, local_steps: int, secure: bool) -> dict[str, float]:
+def _timed_round(sim: Simulation, rnd: int, local_steps: int) -> dict[str, float]:
     strategy = make_strategy(sim.cfg.strategy)
     t0 = time.perf_counter()
     for p in sim.peers:  # each from its own dropout stream
         p.train(local_steps)
     t1 = time.perf_counter()
-    sim.meter.begin_round(rnd)
-    fn = sim.security.run_round if (secure and sim.security) else run_round
-    fn(sim.peers, strategy, sim._reference_batch(rnd), sim.domain_mixes, rnd)
+    sim.aggregation_phase(strategy, rnd)
     t2 = time.perf_counter()
     sim._evaluate(rnd, None)
     t3 = time.perf_counter()
@@ -340,8 +337,8 @@ def bench_rounds(peers: int, local_steps: int) -> tuple[Row, BaseModel]:
             RunConfig(data=data, train=train, strategy=strategy, security=sec), federation, base
         )
         sim.warmup()
-        first = _timed_round(sim, 1, local_steps, label == "secure")
-        steady = _timed_round(sim, 2, local_steps, label == "secure")
+        first = _timed_round(sim, 1, local_steps)
+        steady = _timed_round(sim, 2, local_steps)
         runs[label] = steady
         out[f"{label}_round1_exchange_s"] = first["exchange_s"]
         for k, v in steady.items():

@@ -17,9 +17,10 @@ Per ordered pair (asker i, responder j), through the peers' (secure) channels, a
    asker per round). i decrypts and sums the slots: the cosine.
 
 Ciphertexts and contexts travel as uint8 tensors inside ordinary :class:`Message` bodies
-(safetensors; no pickle), so every byte goes through the envelopes and the transport's counters.
-Context messages are sent inside ``setup_scope`` so a driver can count them apart from the
-per-round cost. A peer that does not answer (or whose answer is rejected) has no score: NaN.
+(safetensors; no pickle), so every byte goes through the envelopes and the traffic meter. The
+round's steps (:mod:`secure_pcft.collab.round`) send contexts inside the meter's session scope, so
+they are counted apart from the per-round cost. A peer that does not answer (or whose answer is
+rejected) has no score: NaN.
 
 Threats mitigated (threat_models/): similarity discovery leaking adapters or signatures to a
 curious peer (TM-01), the network (TM-03) or the relay (TM-04) — only ciphertexts leave a peer; a
@@ -28,10 +29,8 @@ peer probing another's vector with many queries (TM-02), or several colluders do
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -116,42 +115,7 @@ def _incoming(peer: Peer, rnd: int, expected: tuple[MessageType, ...]) -> list[M
     return out
 
 
-def encrypted_cosines(
-    peers: Sequence[Peer],
-    vectors: Sequence[npt.NDArray[np.float64]],
-    rnd: int,
-    agents: Mapping[str, PeerHe],
-    fingerprint: Callable[[str], str],
-    setup_scope: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
-) -> list[torch.Tensor]:
-    """Run the discovery phase for every peer; return each peer's row of decrypted cosines.
-
-    Args:
-        peers: the peers of the run, in order (already in round ``rnd``).
-        vectors: each peer's own unit vector, shape (d,), d ≤ 4096 (never sent in clear).
-        rnd: the round.
-        agents: peer id -> its :class:`PeerHe` state.
-        fingerprint: peer id -> roster fingerprint (responders key cached contexts by it).
-        setup_scope: context manager wrapped around the sending of public contexts.
-
-    Returns:
-        Per peer i a float64 tensor (N,): cos(v_i, v_j) ± the flooding noise for each peer j that
-        answered, NaN otherwise; the diagonal is 1.
-    """
-    with setup_scope():
-        for p in peers:
-            send_contexts(p, agents[p.peer_id])
-    for p, v in zip(peers, vectors, strict=True):
-        send_queries(p, v, agents[p.peer_id])
-    # Every responder drains its queries before any answer is sent, so answers never mix with
-    # queries in a mailbox (each phase reads exactly the messages of the previous one).
-    queries = [_incoming(p, rnd, (MessageType.HE_CONTEXT, MessageType.HE_QUERY)) for p in peers]
-    for p, v, msgs in zip(peers, vectors, queries, strict=True):
-        _respond(p, v, rnd, msgs, agents[p.peer_id], fingerprint)
-    return [collect_answers(p, rnd, agents[p.peer_id]) for p in peers]
-
-
-# ---- one peer's share of each step (a distributed runtime runs these on the peer's own machine)
+# ---- one peer's share of each step (collab/round.py runs them, in either runtime) -------------
 def send_contexts(peer: Peer, agent: PeerHe) -> None:
     """Give this peer's public CKKS context to every peer that does not have it yet.
 
@@ -190,24 +154,7 @@ def respond(
     fingerprint: Callable[[str], str],
 ) -> None:
     """Read the contexts and queries delivered to this peer and answer each valid query."""
-    messages = _incoming(peer, rnd, (MessageType.HE_CONTEXT, MessageType.HE_QUERY))
-    _respond(peer, vector, rnd, messages, agent, fingerprint)
-
-
-def collect_answers(peer: Peer, rnd: int, agent: PeerHe) -> torch.Tensor:
-    """Decrypt the answers delivered to this peer: its row of cosines (NaN where none arrived)."""
-    return _collect_answers(peer, rnd, agent)
-
-
-def _respond(
-    peer: Peer,
-    vector: npt.NDArray[np.float64],
-    rnd: int,
-    messages: list[Message],
-    agent: PeerHe,
-    fingerprint: Callable[[str], str],
-) -> None:
-    for msg in messages:
+    for msg in _incoming(peer, rnd, (MessageType.HE_CONTEXT, MessageType.HE_QUERY)):
         try:
             fp = fingerprint(msg.sender)
             if msg.msg_type is MessageType.HE_CONTEXT:
@@ -220,7 +167,9 @@ def _respond(
         peer.send(peer.peer_ids.index(msg.sender), MessageType.HE_ANSWER, bytes_tensor(answer))
 
 
-def _collect_answers(peer: Peer, rnd: int, agent: PeerHe) -> torch.Tensor:
+def collect_answers(peer: Peer, rnd: int, agent: PeerHe) -> torch.Tensor:
+    """Decrypt the answers delivered to this peer: its row of cosines (NaN where none arrived),
+    each clipped to [-1, 1]; the diagonal is 1."""
     cos = torch.full((len(peer.peer_ids),), float("nan"), dtype=torch.float64)
     for msg in _incoming(peer, rnd, (MessageType.HE_ANSWER,)):
         j = peer.peer_ids.index(msg.sender)

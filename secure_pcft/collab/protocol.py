@@ -1,14 +1,13 @@
-"""One aggregation round, as phases every peer runs (docs/design.md, "One round").
+"""The plain phases of a round, as one peer runs them (docs/design.md, "One round").
 
     discover → score → request adapters → answer requests → aggregate
 
-The loopback simulation calls the phases for all peers in turn; a distributed runtime schedules the
-same phases across machines. Between phases, messages travel only through the peers' channels.
+:mod:`secure_pcft.collab.round` strings them into steps (adding encrypted discovery, selection and
+consent in secure mode) for both runtimes. Between phases, messages travel only through the peer's
+channel.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 
@@ -109,23 +108,3 @@ def aggregate(peer: Peer, row: torch.Tensor) -> torch.Tensor:
     applied = applied / applied.sum()
     peer.set_adapter(weighted_average(states, applied))
     return applied
-
-
-def run_round(
-    peers: Sequence[Peer],
-    strategy: TrustStrategy,
-    reference: torch.Tensor,
-    domain_mixes: tuple[dict[str, float], ...],
-    rnd: int,
-) -> torch.Tensor:
-    """All phases of round ``rnd`` for every peer; returns the applied trust matrix (N, N)."""
-    for p in peers:
-        p.begin_round(rnd)
-    for p in peers:
-        discover(p, strategy, reference)
-    rows = [score(p, strategy, reference, domain_mixes) for p in peers]
-    for p, row in zip(peers, rows, strict=True):
-        request(p, row)
-    for p in peers:
-        answer(p)
-    return torch.stack([aggregate(p, row) for p, row in zip(peers, rows, strict=True)])

@@ -18,9 +18,10 @@ import torch
 
 from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.peer import Peer, PeerBlocks
-from secure_pcft.collab.protocol import run_round
 from secure_pcft.collab.results import RoundRecord, RunResult
-from secure_pcft.collab.secure_round import SecureSession
+from secure_pcft.collab.round import PeerRound, drive_round, reference_batch
+from secure_pcft.collab.secure_session import SecureSession
+from secure_pcft.collab.selection import round_log
 from secure_pcft.collab.strategy import (
     TrustStrategy,
     make_strategy,
@@ -67,9 +68,10 @@ class Simulation:
         self.base = base
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.peer_ids = federation.peer_ids
-        self.transport = LoopbackTransport(self.peer_ids)
+        # Staged: what a round's step sends is delivered after every peer ran it (a relay's barrier).
+        self.transport = LoopbackTransport(self.peer_ids, staged=True)
         self.meter = TrafficMeter()  # every peer's channel counts what it sends here
-        # [security] mode = "full": sealed envelopes, encrypted discovery, consent (secure_round.py)
+        # [security] mode = "full": sealed envelopes, encrypted discovery, consent (secure_session.py)
         self.security = (
             SecureSession(cfg, self.peer_ids, meter=self.meter)
             if cfg.security.mode == "full"
@@ -136,12 +138,7 @@ class Simulation:
         )
 
     def _reference_batch(self, rnd: int) -> torch.Tensor:
-        # Public randomness: every peer derives the same reference batch for a round.
-        n = min(
-            self.reference.shape[0], self.cfg.strategy.reference_batches * self.cfg.train.batch_size
-        )
-        g = torch.Generator().manual_seed(self.cfg.lora.public_seed + 7 * rnd)
-        return self.reference[torch.randperm(self.reference.shape[0], generator=g)[:n]]
+        return reference_batch(self.reference, self.cfg, rnd)
 
     def warmup(self, progress: ProgressFn | None = None) -> RoundRecord:
         """Purely local steps before the first aggregation; records round 0."""
@@ -165,13 +162,16 @@ class Simulation:
             p.train(self.cfg.train.local_steps)
 
     def aggregation_phase(self, strategy: TrustStrategy, rnd: int) -> torch.Tensor:
-        """One aggregation round over the message layer; returns the applied trust matrix."""
-
-        self.meter.begin_round(rnd)
-        round_fn = self.security.run_round if self.security else run_round
-        trust: torch.Tensor = round_fn(
-            self.peers, strategy, self._reference_batch(rnd), self.domain_mixes, rnd
-        )
+        """One aggregation round over the message layer (the steps of :mod:`.round`, every peer
+        in turn, delivered between steps); returns the applied trust matrix."""
+        sec = self.security
+        rounds = [
+            PeerRound(p, strategy, self.domain_mixes, sec.secure_peer(p.peer_id) if sec else None)
+            for p in self.peers
+        ]
+        trust = drive_round(rounds, rnd, self._reference_batch(rnd), self.transport.deliver)
+        if sec is not None:
+            sec.history.append(round_log(rnd, {r.peer.peer_id: r.facts() for r in rounds}))
         return trust
 
     def round(

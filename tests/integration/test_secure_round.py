@@ -21,9 +21,8 @@ import pytest
 import torch
 
 from secure_pcft.cli import main
-from secure_pcft.collab import secure_round
-from secure_pcft.collab.encrypted_discovery import encrypted_cosines
-from secure_pcft.collab.protocol import run_round
+from secure_pcft.collab import round as round_steps_module
+from secure_pcft.collab.encrypted_discovery import collect_answers, send_queries
 from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategies.weights import rowwise_cosine
 from secure_pcft.collab.strategy import make_strategy
@@ -98,24 +97,34 @@ def run(sim: Simulation, name: str) -> torch.Tensor:
 def test_secure_round_agrees_with_the_plain_round(
     name: str, tiny_base: BaseModel, federation: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Spy on the discovery phase: what each peer encrypted and what it decrypted.
-    seen: list[tuple[list[np.ndarray], list[torch.Tensor], list[dict[str, torch.Tensor]]]] = []
+    # Spy on the discovery steps: what each peer encrypted and what it decrypted, per round.
+    vectors: dict[tuple[int, int], np.ndarray] = {}
+    decrypted: dict[tuple[int, int], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
-    def spy(peers: Any, vectors: Any, *args: Any) -> list[torch.Tensor]:
-        cos = encrypted_cosines(peers, vectors, *args)
-        seen.append((list(vectors), cos, [p.adapter() for p in peers]))
+    def spy_queries(peer: Any, vector: Any, agent: Any) -> None:
+        vectors[(peer.round, peer.index)] = vector
+        send_queries(peer, vector, agent)
+
+    def spy_answers(peer: Any, rnd: int, agent: Any) -> torch.Tensor:
+        cos = collect_answers(peer, rnd, agent)
+        decrypted[(rnd, peer.index)] = (cos, peer.adapter())
         return cos
 
-    monkeypatch.setattr(secure_round, "encrypted_cosines", spy)
+    monkeypatch.setattr(round_steps_module, "send_queries", spy_queries)
+    monkeypatch.setattr(round_steps_module, "collect_answers", spy_answers)
     # select everyone and let every asker have it: only the discovery mechanism differs
     secure_cfg = SecurityConfig(mode="full", select_top_k=0, consent="asker")
     plain = Simulation(cfg(name, SecurityConfig()), federation, tiny_base)
     secure = Simulation(cfg(name, secure_cfg), federation, tiny_base)
     w_plain, w_secure = run(plain, name), run(secure, name)
 
-    assert len(seen) == TRAIN.num_rounds
-    for vectors, cos, adapters in seen:
-        exact = torch.tensor(np.stack(vectors) @ np.stack(vectors).T)
+    rounds = sorted({r for r, _ in decrypted})
+    assert rounds == list(range(1, TRAIN.num_rounds + 1)) and len(decrypted) == 3 * len(rounds)
+    for rnd in rounds:
+        v = np.stack([vectors[(rnd, i)] for i in range(3)])
+        cos = [decrypted[(rnd, i)][0] for i in range(3)]
+        adapters = [decrypted[(rnd, i)][1] for i in range(3)]
+        exact = torch.tensor(v @ v.T)
         assert (torch.stack(cos) - exact).abs().max() <= 1e-3  # CKKS + flooding error bound
         if name == "weights":  # the sketch estimates the strategy's own score
             plain_scores = torch.tensor(
@@ -157,11 +166,7 @@ def test_wire_carries_no_keys_no_adapter_bytes_and_adapters_follow_consent(
     for p in sim.peers:  # each from its own dropout stream
         p.train(TRAIN.local_steps)
     shared = [p.adapter() for p in sim.peers]  # what each peer has to share this round
-    sim.meter.begin_round(1)
-    strategy = make_strategy(sim.cfg.strategy)
-    trust = sim.security.run_round(
-        sim.peers, strategy, sim._reference_batch(1), sim.domain_mixes, 1
-    )
+    trust = sim.aggregation_phase(make_strategy(sim.cfg.strategy), 1)
 
     # sealed envelopes only, but for one public CKKS context per peer (the public key, in clear)
     public = [(s, header(w)["msg_type"]) for s, r, w in wires if w[:4] == b"SPCP"]
@@ -209,10 +214,7 @@ def test_plain_traffic_does_carry_adapter_bytes(
     sim.warmup()
     wires = capture(sim)
     shared = [p.adapter() for p in sim.peers]
-    sim.meter.begin_round(1)
-    run_round(
-        sim.peers, make_strategy(sim.cfg.strategy), sim._reference_batch(1), sim.domain_mixes, 1
-    )
+    sim.aggregation_phase(make_strategy(sim.cfg.strategy), 1)
     blob = b"".join(data for *_, data in wires)
     assert all(t.numpy().tobytes() in blob for state in shared for t in state.values())
 

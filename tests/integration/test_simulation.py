@@ -193,6 +193,7 @@ def test_base_reference_logits_are_the_shared_base_models_and_a_bad_signature_is
     peer.begin_round(1)
     sim.peers[1].begin_round(1)
     sim.peers[1].send(0, MessageType.SIGNATURE, {"shift": torch.ones(8, dtype=torch.float64)})
+    sim.transport.deliver()  # the simulation's transport is staged (a relay's step barrier)
     peer.collect()
     assert 1 not in peer.inbox.signatures
     assert peer.channel.rejections[-1].error == "MessageError"

@@ -16,7 +16,7 @@ import torch
 from secure_pcft.collab.channel import PlainChannel
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
-from secure_pcft.collab.secure_round import consented, restrict, select_peers, willing_peers
+from secure_pcft.collab.selection import consented, restrict, select_peers, willing_peers
 from secure_pcft.collab.strategies.weights import row_normalised, rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import (
     Discovery,

@@ -118,7 +118,8 @@ MITIGATING_MODULES = (
     "secure_pcft/collab/secure_channel.py",
     "secure_pcft/collab/encrypted_discovery.py",
     "secure_pcft/collab/strategy.py",
-    "secure_pcft/collab/secure_round.py",
+    "secure_pcft/collab/secure_session.py",
+    "secure_pcft/collab/selection.py",
     "secure_pcft/privacy/randomness.py",
 )
 

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 from flwr.app import Message
 
 from secure_pcft.collab.results import RoundRecord, RunResult
+from secure_pcft.collab.round import round_steps
+from secure_pcft.collab.selection import round_log
 from secure_pcft.config import RunConfig
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import SecurePcftError
@@ -39,7 +41,7 @@ from secure_pcft.transport.base import BROADCAST
 from secure_pcft.transport.flower.errors import HelloError
 from secure_pcft.transport.flower.hello import new_challenge, verify_hello
 from secure_pcft.transport.flower.records import MESSAGE_TYPE, StepReply, StepRequest
-from secure_pcft.transport.flower.steps import WARMUP, round_steps
+from secure_pcft.transport.flower.steps import WARMUP
 from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -365,20 +367,7 @@ class Relay:
         self.log.records.append(record)
         self.log.missing[rnd] = list(missing)
         if rnd > 0 and self.cfg.security.mode == "full":
-            self.log.security_rounds.append(
-                {
-                    "round": rnd,
-                    "selected": {p: list(r.get("selected", [])) for p, r in reports.items()},
-                    "willing": {p: list(r.get("willing", [])) for p, r in reports.items()},
-                    "adapters_sent": [
-                        [p, q] for p, r in reports.items() for q in r.get("adapters_sent", [])
-                    ],
-                    "declined": [[p, q] for p, r in reports.items() for q in r.get("declined", [])],
-                    "refused_budget": [
-                        [p, q] for p, r in reports.items() for q in r.get("refused_budget", [])
-                    ],
-                }
-            )
+            self.log.security_rounds.append(round_log(rnd, reports))
         if self.on_round is not None:
             self.on_round()
 

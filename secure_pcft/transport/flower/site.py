@@ -26,6 +26,7 @@ from typing import Any
 from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.encrypted_discovery import PeerHe
 from secure_pcft.collab.peer import Peer, PeerBlocks
+from secure_pcft.collab.round import SecurePeer
 from secure_pcft.collab.secure_channel import SecureChannel
 from secure_pcft.collab.strategy import run_scoring_queries
 from secure_pcft.config import RunConfig, load_config
@@ -44,7 +45,7 @@ from secure_pcft.transport.flower.hello import sign_hello
 from secure_pcft.transport.flower.mailbox import RelayMailbox
 from secure_pcft.transport.flower.records import StepReply, StepRequest
 from secure_pcft.transport.flower.site_state import SavedState, SiteStore
-from secure_pcft.transport.flower.steps import WARMUP, PeerSession, SecureParts
+from secure_pcft.transport.flower.steps import WARMUP, PeerSession
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class Site:
         )
         self.mailbox = RelayMailbox(spec.peer_id, peer_ids)
         self.identity: Identity | None = None
-        secure: SecureParts | None = None
+        secure: SecurePeer | None = None
         channel: Channel
         if cfg.security.mode == "full":
             secure = self._secure_parts(cfg, peer_ids)
@@ -177,7 +178,7 @@ class Site:
         self.session = PeerSession(peer, reference, mixes, secure)
         self.lock = threading.Lock()
 
-    def _secure_parts(self, cfg: RunConfig, peer_ids: tuple[str, ...]) -> SecureParts:
+    def _secure_parts(self, cfg: RunConfig, peer_ids: tuple[str, ...]) -> SecurePeer:
         key_dir = self.spec.key_dir or (
             Path(cfg.security.key_dir) if cfg.security.key_dir else None
         )
@@ -196,7 +197,7 @@ class Site:
         )
         channel = SecureChannel(self.identity, roster, self.mailbox, policy)
         agent = PeerHe(ResponderPolicy(max_queries_per_round=sec.he_queries_per_round))
-        return SecureParts(channel, agent, lambda name: roster.get(name).fingerprint)
+        return SecurePeer(channel, agent, lambda name: roster.get(name).fingerprint)
 
     # ---- the relay's requests --------------------------------------------------------------
     def handle(self, request: StepRequest, node_id: int) -> StepReply:

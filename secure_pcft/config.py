@@ -352,8 +352,9 @@ class StrategyConfig:
         return cls(name="-".join(parts), **opts)
 
 
-AccountantName = Literal["rdp", "prv", "gdp"]
-ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
+ACCOUNTANT_NAME = re.compile(  # a registered name: privacy/accounting.py
+    r"[a-z][a-z0-9_\-]{0,63}"
+)
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,9 @@ class PrivacyConfig:
         target_epsilon: ε for the whole planned run (all rounds); σ is calibrated up front.
         delta: δ per peer; None = 1 / (10 · n_train) of each peer (always < 1/n_train).
         max_grad_norm: per-sample clipping bound C (L2 norm of the per-example gradient).
-        accountant: ``rdp`` (default), ``prv`` or ``gdp``.
+        accountant: ``rdp`` (default), ``prv``, ``gdp``, or any name registered with
+            :func:`secure_pcft.privacy.accounting.register_accountant` (checked where a run
+            first uses it: building a peer's DP trainer).
         budget_epsilon: hard ε budget per peer for the whole run; a release that would exceed it
             is refused and the peer stops sharing. None = target_epsilon (or no stop when σ given).
         validation_noise_multiplier: σ of the Gaussian mechanism on clipped per-example validation
@@ -383,7 +386,7 @@ class PrivacyConfig:
     target_epsilon: float | None = None
     delta: float | None = None
     max_grad_norm: float = 1.0
-    accountant: AccountantName = "rdp"
+    accountant: str = "rdp"
     budget_epsilon: float | None = None
     validation_noise_multiplier: float = 2.0
     validation_loss_clip: float = 10.0
@@ -393,7 +396,12 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         s = "privacy"
-        require(self.accountant in ACCOUNTANTS, s, "accountant", f"one of {ACCOUNTANTS}")
+        require(
+            isinstance(self.accountant, str) and bool(ACCOUNTANT_NAME.fullmatch(self.accountant)),
+            s,
+            "accountant",
+            "an accountant name such as 'rdp', 'prv' or 'gdp'",
+        )
         require(self.max_grad_norm > 0, s, "max_grad_norm", "L2 norm bound must be > 0")
         if self.noise_multiplier is not None:
             require(self.noise_multiplier >= 0, s, "noise_multiplier", "σ must be >= 0")

@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-from secure_pcft.errors import BudgetInfeasibleError, PrivacyError
+from secure_pcft.errors import BudgetInfeasibleError, ConfigError, PrivacyError
 from secure_pcft.privacy.events import DpEvent
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,24 @@ def register_accountant(name: str, fn: AccountantFn, *, force: bool = False) -> 
     if name in _ACCOUNTANTS and not force:
         raise PrivacyError(f"accountant {name!r} is already registered")
     _ACCOUNTANTS[name] = fn
+
+
+def registered_accountants() -> tuple[str, ...]:
+    """Names usable as ``[privacy] accountant`` (the built-ins and any registered since)."""
+    return tuple(sorted(_ACCOUNTANTS))
+
+
+def check_accountant(name: str) -> None:
+    """Refuse an accountant name that is not registered (checked where a run first uses it).
+
+    Raises:
+        ConfigError: ``name`` is not a registered accountant.
+    """
+    if name not in _ACCOUNTANTS:
+        raise ConfigError(
+            f"[privacy] accountant: {name!r} is not registered (one of "
+            f"{list(registered_accountants())}; add one with register_accountant)"
+        )
 
 
 def history_from_events(events: Iterable[DpEvent]) -> History:

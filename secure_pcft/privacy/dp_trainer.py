@@ -31,7 +31,7 @@ from torch import nn
 
 from secure_pcft.config import PrivacyConfig, TrainConfig
 from secure_pcft.errors import ConfigError, DataError, ModelError, PrivacyError
-from secure_pcft.privacy.accounting import calibrate_noise_multiplier
+from secure_pcft.privacy.accounting import calibrate_noise_multiplier, check_accountant
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.privacy.losses import per_example_lm_loss
 from secure_pcft.privacy.randomness import OsUrandomSource, RandomSource, SeededSource
@@ -148,6 +148,7 @@ class DpTrainer:
         self.sample_rate = self.expected_batch_size / n
         self.delta = resolve_delta(privacy_cfg.delta, n)
         self.max_grad_norm = privacy_cfg.max_grad_norm
+        check_accountant(privacy_cfg.accountant)
         self.accountant = privacy_cfg.accountant
         self.noise_multiplier = self._resolve_sigma(reserved)
         self.params = [p for p in model.parameters() if p.requires_grad]

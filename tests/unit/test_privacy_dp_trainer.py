@@ -7,21 +7,26 @@ these configs so that the per-example reference loop sees exactly the same funct
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from secure_pcft.config import LoraSettings, PrivacyConfig, TrainConfig
+from secure_pcft.config import LoraSettings, PrivacyConfig, TrainConfig, load_config
 from secure_pcft.errors import BudgetInfeasibleError, ConfigError, DataError, PrivacyError
 from secure_pcft.model.lora import adapter_state, attach_lora
 from secure_pcft.privacy import (
+    DpEvent,
     DpTrainer,
     OsUrandomSource,
     calibrate_noise_multiplier,
+    epsilon_spent,
     per_example_lm_loss,
+    register_accountant,
 )
 from secure_pcft.train.local import LocalTrainer
 
@@ -371,3 +376,29 @@ def test_the_seeded_prng_warning_is_logged_once_per_process(
             make(tiny_model("gpt2"), seed=seed)
         make(tiny_model("gpt2"), secure=True)
     assert sum("seeded PRNG" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_registered_accountant_is_usable_from_toml_and_an_unknown_one_is_refused_where_used(
+    tmp_path: Path,
+) -> None:
+    """``[privacy] accountant`` names any registered accountant; the name is checked when a DP
+    trainer is built, with a typed error (not at a fixed list in the config)."""
+    register_accountant("test-rdp-doubled", lambda history, delta: 2 * epsilon_spent(
+        [DpEvent("dp-sgd", s, q, n, 0, "t") for s, q, n in history], delta, "rdp"
+    ), force=True)  # fmt: skip
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        '[privacy]\nenabled = true\ntarget_epsilon = 3.0\naccountant = "test-rdp-doubled"\n'
+    )
+    pcfg = load_config(toml).privacy
+    tcfg = TrainConfig(batch_size=8, total_steps=100, warmup_steps=20, local_steps=20)
+    gen = torch.Generator().manual_seed(0)
+    trainer = DpTrainer(tiny_model("gpt2"), blocks(400), tcfg, pcfg, gen)
+    plain_rdp = calibrate_noise_multiplier(
+        target_epsilon=3.0, delta=1 / 4000, sample_rate=8 / 400, steps=100
+    )
+    assert trainer.noise_multiplier > plain_rdp  # calibrated with the doubled ε
+    for bad in ("nope", "RDP"):
+        with pytest.raises(ConfigError, match="accountant"):
+            cfg = dataclasses.replace(pcfg, accountant=bad)
+            DpTrainer(tiny_model("gpt2"), blocks(400), tcfg, cfg, gen)

@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import machine, write_json
 
 from secure_pcft.collab.messages import Message, MessageType, encode_message
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategies.weights import rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
@@ -67,6 +66,7 @@ from secure_pcft.crypto.roster import Roster
 from secure_pcft.data.settings import load_federation
 from secure_pcft.model.loading import BaseModel, load_base
 from secure_pcft.model.lora import adapter_state, attach_lora
+from secure_pcft.runtime.loopback import Simulation
 from secure_pcft.transport.meter import SESSION_SETUP
 
 Row = dict[str, Any]

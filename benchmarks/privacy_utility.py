@@ -51,7 +51,6 @@ from _common import REPO, RESULTS, cpu_model, machine, mean_std, train_schedule,
 from dp_step_time import timed
 
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
 from secure_pcft.config import (
     DataConfig,
@@ -71,6 +70,7 @@ from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 from secure_pcft.model.lora import attach_lora
 from secure_pcft.privacy import DpTrainer
 from secure_pcft.privacy.accounting import calibrate_noise_multiplier, epsilon_spent
+from secure_pcft.runtime.loopback import Simulation
 from secure_pcft.third_party import quiet_third_party
 from secure_pcft.train.local import LocalTrainer
 

@@ -103,11 +103,11 @@ save_adapters = false
 def worker_loopback(config: Path, out: Path) -> dict[str, Any]:
     import torch
 
-    from secure_pcft.collab.simulation import Simulation
     from secure_pcft.collab.strategy import make_strategy
     from secure_pcft.config import load_config
     from secure_pcft.data.settings import load_federation
     from secure_pcft.model.loading import load_base, resolve_base_path
+    from secure_pcft.runtime.loopback import Simulation
 
     torch.set_num_threads(1)
     cfg = load_config(config)
@@ -146,7 +146,7 @@ def worker_loopback(config: Path, out: Path) -> dict[str, Any]:
 def worker_flower(config: Path, out: Path) -> dict[str, Any]:
     import torch
 
-    from secure_pcft.transport.flower.simulation import simulate
+    from secure_pcft.runtime.flower.simulation import simulate
 
     torch.set_num_threads(1)
     result = simulate(config, out, num_cpus=2, object_store_mb=128)

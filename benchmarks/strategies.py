@@ -31,7 +31,6 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import REPO, SCHEDULES, cpu_model, machine, mean_std, train_schedule, write_json
 
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
     DataConfig,
@@ -42,6 +41,7 @@ from secure_pcft.config import (
 )
 from secure_pcft.data.settings import load_federation
 from secure_pcft.model.loading import load_base, resolve_base_path, resolve_device
+from secure_pcft.runtime.loopback import Simulation
 from secure_pcft.train.evaluate import evaluate_lm
 
 SETTINGS = ("leipzig-specific", "leipzig-mixed", "agnews-specific")

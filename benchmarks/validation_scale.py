@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model, machine, write_json
 
 from secure_pcft.collab import protocol
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import DataConfig, OutputConfig, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.settings import load_federation
 from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.runtime.loopback import Simulation
 
 TRAIN = TrainConfig(
     batch_size=4, lr=3e-3, warmup_steps=4, local_steps=2, total_steps=6, eval_batches=2

@@ -226,7 +226,7 @@ _AUDIT_SHOWN = {
 
 # ---- Flower runtime (extra `flower`): see docs/deploying.md -----------------------------------
 def cmd_flower_certs(args: argparse.Namespace) -> int:
-    from secure_pcft.transport.flower.deployment import write_tls
+    from secure_pcft.runtime.flower.deployment import write_tls
 
     files = write_tls(args.dir, tuple(args.host))
     print(f"CA certificate (give to every site): {files.ca_cert}")
@@ -236,7 +236,7 @@ def cmd_flower_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_flower_node_key(args: argparse.Namespace) -> int:
-    from secure_pcft.transport.flower.deployment import write_node_key
+    from secure_pcft.runtime.flower.deployment import write_node_key
 
     private, public = write_node_key(args.dir, args.name)
     print(f"SuperNode private key (stays on the site, mode 0600): {private}")
@@ -245,15 +245,15 @@ def cmd_flower_node_key(args: argparse.Namespace) -> int:
 
 
 def cmd_flower_app_dir(args: argparse.Namespace) -> int:
-    from secure_pcft.transport.flower.deployment import APP_DIR
+    from secure_pcft.runtime.flower.deployment import APP_DIR
 
     print(APP_DIR)
     return 0
 
 
 def cmd_flower_site(args: argparse.Namespace) -> int:
-    from secure_pcft.transport.flower.deployment import SiteLaunch, run_site
-    from secure_pcft.transport.flower.site import SiteSpec
+    from secure_pcft.runtime.flower.deployment import SiteLaunch, run_site
+    from secure_pcft.runtime.flower.site import SiteSpec
 
     if args.root_certificates is None and not args.insecure:
         print(
@@ -267,7 +267,7 @@ def cmd_flower_site(args: argparse.Namespace) -> int:
 
 
 def cmd_flower_simulate(args: argparse.Namespace) -> int:
-    from secure_pcft.transport.flower.simulation import simulate
+    from secure_pcft.runtime.flower.simulation import simulate
 
     result = simulate(args.config, args.output, num_cpus=args.num_cpus)
     _print_table([result["summary"]])

@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from secure_pcft.collab.results import RunResult
-from secure_pcft.collab.simulation import ProgressFn, Simulation, Snapshot
 from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
 from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.manifest import write_manifests
@@ -17,6 +16,7 @@ from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError
 from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
 from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.runtime.loopback import ProgressFn, Simulation, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The targets of :mod:`.target` train one peer alone. What a curious peer (TM-01) or a colluding
 group (TM-05) actually receives is different: in every round a peer starts from its aggregate of
 the previous round, takes its local steps and sends the result. This module runs the toolkit's
-own :class:`~secure_pcft.collab.simulation.Simulation` over every peer of the campaign's
+own :class:`~secure_pcft.runtime.loopback.Simulation` over every peer of the campaign's
 federation (warm-up, then ``[train]`` rounds with the campaign's strategy, DP-SGD and its
 accountant when ``[target.privacy]`` is on) and keeps, from the last round, the adapters as they
 left the peers — the attacked peer's and those of the peers whose data the attacker holds.
@@ -34,13 +34,13 @@ from secure_pcft.audit.target import (
     encode_docs,
     select_peers,
 )
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import OutputConfig, StrategyConfig
 from secure_pcft.data.corpus import Federation
 from secure_pcft.errors import AuditError, ConfigError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.model.lora import AdapterState, attach_lora, load_adapter_state
+from secure_pcft.runtime.loopback import Simulation
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """One aggregation round as the steps one peer runs (docs/design.md, "One round").
 
-Both runtimes drive these same steps. The loopback simulation (:mod:`secure_pcft.collab.simulation`)
+Both runtimes drive these same steps. The loopback simulation (:mod:`secure_pcft.runtime.loopback`)
 runs each step for every peer and then delivers what they sent, as a relay does between hops
-(:func:`drive_round`); the Flower runtime (:mod:`secure_pcft.transport.flower.steps`) runs one
+(:func:`drive_round`); the Flower runtime (:mod:`secure_pcft.runtime.flower.steps`) runs one
 step per relay hop on the peer's own machine. Between steps, messages travel only through the
 peers' channels, and a step reads only what the previous steps sent.
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from secure_pcft.crypto.consortium import ROSTER_FILE, key_path, new_identity, write_roster
-from secure_pcft.transport.flower.deployment import (
+from secure_pcft.runtime.flower.deployment import (
     APP_DIR,
     Processes,
     TlsFiles,

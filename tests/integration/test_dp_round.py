@@ -9,7 +9,6 @@ import pytest
 
 import secure_pcft.run as run_module
 from secure_pcft.cli import main
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
     DataConfig,
@@ -24,6 +23,7 @@ from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.privacy.ledger import ledger_path, read_ledger
+from secure_pcft.runtime.loopback import Simulation
 
 TRAIN = TrainConfig(
     batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=8, eval_batches=2

@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 
 from secure_pcft.privacy.ledger import read_ledger
-from secure_pcft.transport.flower.deployment import (
+from secure_pcft.runtime.flower.deployment import (
     SiteLaunch,
     child_env,
     supernode_argv,
     wait_for,
     write_node_key,
 )
-from secure_pcft.transport.flower.site import SiteSpec
+from secure_pcft.runtime.flower.site import SiteSpec
 from tests.integration.flower_cluster import (  # noqa: F401  (fixture)
     Cluster,
     flower_selected,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
     DataConfig,
@@ -30,6 +29,7 @@ from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.report import build_report
+from secure_pcft.runtime.loopback import Simulation
 
 TRAIN = TrainConfig(
     batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=8, eval_batches=2

@@ -17,7 +17,6 @@ import jsonschema
 import pytest
 
 from secure_pcft.cli import main
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
     DataConfig,
@@ -36,6 +35,7 @@ from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.ledger import ledger_path, read_ledger
 from secure_pcft.report import REPORT_SCHEMA, build_report, render_html, write_report
 from secure_pcft.report.schema import schema_json
+from secure_pcft.runtime.loopback import Simulation
 from tests.conftest import tiny_federation
 
 ROOT = Path(__file__).resolve().parents[2]

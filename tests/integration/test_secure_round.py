@@ -23,7 +23,6 @@ import torch
 from secure_pcft.cli import main
 from secure_pcft.collab import round as round_steps_module
 from secure_pcft.collab.encrypted_discovery import collect_answers, send_queries
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategies.weights import rowwise_cosine
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
@@ -36,6 +35,7 @@ from secure_pcft.config import (
 from secure_pcft.crypto.consortium import Consortium
 from secure_pcft.data.corpus import Federation
 from secure_pcft.model.loading import BaseModel
+from secure_pcft.runtime.loopback import Simulation
 from secure_pcft.transport.meter import SESSION_SETUP
 from tests.integration.test_cli import _config
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from secure_pcft.collab.messages import MessageType
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.corpus import Federation
 from secure_pcft.model.loading import BaseModel, load_base
+from secure_pcft.runtime.loopback import Simulation
 
 TRAIN = TrainConfig(
     batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=6, eval_batches=2

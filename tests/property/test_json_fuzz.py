@@ -23,8 +23,8 @@ from secure_pcft.crypto.envelope import Inbox
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import MessageError, SecurePcftError
-from secure_pcft.transport.flower.errors import RelayRecordError
-from secure_pcft.transport.flower.records import StepReply
+from secure_pcft.runtime.flower.errors import RelayRecordError
+from secure_pcft.runtime.flower.records import StepReply
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,12 +13,12 @@ import torch
 from secure_pcft.audit import TargetSpec, build_target, campaign_from_dict, make_attack
 from secure_pcft.audit.collab_target import CollaborationSpec, build_collaboration_target
 from secure_pcft.audit.target import AuditTarget
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import LoraSettings, OutputConfig, PrivacyConfig, StrategyConfig
 from secure_pcft.errors import AuditError, ConfigError
 from secure_pcft.model.loading import BaseModel, load_base
 from secure_pcft.model.lora import adapter_state
+from secure_pcft.runtime.loopback import Simulation
 from tests.unit.test_audit_attacks import audit_base_dir, audit_federation, run_config
 
 FEDAVG = CollaborationSpec(strategy="fedavg")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from secure_pcft.collab.simulation import Simulation
 from secure_pcft.config import DataConfig, LoraSettings, ModelConfig, RunConfig, TrainConfig
 from secure_pcft.errors import ConfigError, ModelError
 from secure_pcft.model.loading import load_base, resolve_device
+from secure_pcft.runtime.loopback import Simulation
 from tests.conftest import load_script, tiny_federation
 
 TRAIN = TrainConfig(batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=4)

@@ -16,15 +16,15 @@ from secure_pcft.config import RunConfig, SecurityConfig, StrategyConfig
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import UnknownPeerError
-from secure_pcft.transport.flower import site_state
-from secure_pcft.transport.flower.deployment import Processes, child_env
-from secure_pcft.transport.flower.errors import HelloError, RelayRecordError, StateError
-from secure_pcft.transport.flower.hello import new_challenge, sign_hello, verify_hello
-from secure_pcft.transport.flower.mailbox import RelayMailbox
-from secure_pcft.transport.flower.records import StepReply, StepRequest
-from secure_pcft.transport.flower.site_state import _FILES, SavedState, SiteStore
-from secure_pcft.transport.flower.state_codec import decode_state, encode_state
-from secure_pcft.transport.flower.steps import round_steps
+from secure_pcft.runtime.flower import site_state
+from secure_pcft.runtime.flower.deployment import Processes, child_env
+from secure_pcft.runtime.flower.errors import HelloError, RelayRecordError, StateError
+from secure_pcft.runtime.flower.hello import new_challenge, sign_hello, verify_hello
+from secure_pcft.runtime.flower.mailbox import RelayMailbox
+from secure_pcft.runtime.flower.records import StepReply, StepRequest
+from secure_pcft.runtime.flower.site_state import _FILES, SavedState, SiteStore
+from secure_pcft.runtime.flower.state_codec import decode_state, encode_state
+from secure_pcft.runtime.flower.steps import round_steps
 
 
 # ---- records ------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_site_reads_only_its_own_file_with_the_runs_split(tmp_path: Path) -> Non
     from secure_pcft.config import DataConfig, RunConfig
     from secure_pcft.data.settings import load_federation
     from secure_pcft.errors import ConfigError
-    from secure_pcft.transport.flower.site import _own_data
+    from secure_pcft.runtime.flower.site import _own_data
 
     paths = []
     for name in ("plant-a", "plant-b"):

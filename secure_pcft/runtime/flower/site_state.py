@@ -33,8 +33,8 @@ from safetensors.torch import load_file, save_file
 
 from secure_pcft import bounded_json
 from secure_pcft.fileio import fsync_path, write_json_atomic, write_text_atomic
-from secure_pcft.transport.flower.errors import StateError
-from secure_pcft.transport.flower.state_codec import decode_state, encode_state
+from secure_pcft.runtime.flower.errors import StateError
+from secure_pcft.runtime.flower.state_codec import decode_state, encode_state
 
 # The trainer skeleton (optimizer/scheduler state minus tensors) is the largest of these files.
 _STATE_LIMITS = bounded_json.JsonLimits(max_bytes=64 * 1024 * 1024, max_depth=64)

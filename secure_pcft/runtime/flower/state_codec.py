@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from secure_pcft.transport.flower.errors import StateError
+from secure_pcft.runtime.flower.errors import StateError
 
 _TENSOR = "__tensor__"
 _INT_KEYS = "__int_keys__"

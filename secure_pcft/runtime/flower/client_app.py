@@ -13,8 +13,8 @@ from collections.abc import Callable
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from secure_pcft.transport.flower.records import StepReply, StepRequest
-from secure_pcft.transport.flower.site import SiteSpec, site_for
+from secure_pcft.runtime.flower.records import StepReply, StepRequest
+from secure_pcft.runtime.flower.site import SiteSpec, site_for
 
 log = logging.getLogger(__name__)
 

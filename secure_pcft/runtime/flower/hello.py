@@ -18,7 +18,7 @@ from nacl.signing import VerifyKey
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import UnknownPeerError
-from secure_pcft.transport.flower.errors import HelloError
+from secure_pcft.runtime.flower.errors import HelloError
 
 _DOMAIN = b"secure-pcft/flower-hello/v1"
 

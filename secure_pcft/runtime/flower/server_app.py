@@ -27,8 +27,8 @@ from secure_pcft.config import load_config
 from secure_pcft.crypto.consortium import ROSTER_FILE
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import ConfigError
-from secure_pcft.transport.flower.relay import Relay, RelaySettings, run_result, write_result
-from secure_pcft.transport.flower.site import run_peer_ids
+from secure_pcft.runtime.flower.relay import Relay, RelaySettings, run_result, write_result
+from secure_pcft.runtime.flower.site import run_peer_ids
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from secure_pcft.errors import ConfigError
-from secure_pcft.transport.flower.site import SiteSpec, site_for
+from secure_pcft.runtime.flower.site import SiteSpec, site_for
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _client(address: str, component: str, token: str | None = None) -> RuntimeHt
 
 def _run_task(address: str, token: str) -> None:
     """Pull one ClientApp task, run it in this process, push the reply and the final status."""
-    from secure_pcft.transport.flower.client_app import app
+    from secure_pcft.runtime.flower.client_app import app
 
     client = _client(address, "flwr-clientapp", token)
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
@@ -95,7 +95,7 @@ def serve(address: str = "127.0.0.1:9094", stop: threading.Event | None = None,
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(f"executor: Runtime API address {address!r} must be on loopback")
     stop = stop or threading.Event()
-    from secure_pcft.transport.flower import client_app  # noqa: F401  (import torch etc. now)
+    from secure_pcft.runtime.flower import client_app  # noqa: F401  (import torch etc. now)
 
     if warm is not None:
         site_for(warm)

@@ -19,7 +19,7 @@ import torch
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.round import PeerRound, SecurePeer, reference_batch, round_steps
 from secure_pcft.collab.strategy import TrustStrategy, make_strategy
-from secure_pcft.transport.flower.errors import RelayRecordError
+from secure_pcft.runtime.flower.errors import RelayRecordError
 from secure_pcft.transport.meter import SESSION_SETUP
 
 log = logging.getLogger(__name__)

@@ -37,11 +37,11 @@ from secure_pcft.collab.selection import round_log
 from secure_pcft.config import RunConfig
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import SecurePcftError
+from secure_pcft.runtime.flower.errors import HelloError
+from secure_pcft.runtime.flower.hello import new_challenge, verify_hello
+from secure_pcft.runtime.flower.records import MESSAGE_TYPE, StepReply, StepRequest
+from secure_pcft.runtime.flower.steps import WARMUP
 from secure_pcft.transport.base import BROADCAST
-from secure_pcft.transport.flower.errors import HelloError
-from secure_pcft.transport.flower.hello import new_challenge, verify_hello
-from secure_pcft.transport.flower.records import MESSAGE_TYPE, StepReply, StepRequest
-from secure_pcft.transport.flower.steps import WARMUP
 from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 from flwr.app import ConfigRecord, RecordDict
 
 from secure_pcft import bounded_json
-from secure_pcft.transport.flower.errors import RelayRecordError
+from secure_pcft.runtime.flower.errors import RelayRecordError
 
 MESSAGE_TYPE = "query.step"  # the one Flower message type of this runtime
 _RECORD = "spcft"

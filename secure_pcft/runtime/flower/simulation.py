@@ -21,10 +21,10 @@ from flwr.app import Context
 from flwr.simulation import run_simulation
 
 from secure_pcft.config import load_config
-from secure_pcft.transport.flower.client_app import make_client_app
-from secure_pcft.transport.flower.errors import DeploymentError
-from secure_pcft.transport.flower.server_app import make_server_app
-from secure_pcft.transport.flower.site import SiteSpec, run_peer_ids
+from secure_pcft.runtime.flower.client_app import make_client_app
+from secure_pcft.runtime.flower.errors import DeploymentError
+from secure_pcft.runtime.flower.server_app import make_server_app
+from secure_pcft.runtime.flower.site import SiteSpec, run_peer_ids
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from secure_pcft.transport.flower.errors import DeploymentError
-from secure_pcft.transport.flower.site import SiteSpec
+from secure_pcft.runtime.flower.errors import DeploymentError
+from secure_pcft.runtime.flower.site import SiteSpec
 
 APP_DIR = Path(__file__).with_name("app")  # the Flower app `flwr run` submits
 
@@ -265,7 +265,7 @@ def run_site(launch: SiteLaunch, site: SiteSpec, log_dir: Path, restart_s: float
     """
     import threading
 
-    from secure_pcft.transport.flower.executor import serve
+    from secure_pcft.runtime.flower.executor import serve
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,12 +40,12 @@ from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError, SecurePcftError
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
-from secure_pcft.transport.flower.errors import RelayRecordError
-from secure_pcft.transport.flower.hello import sign_hello
-from secure_pcft.transport.flower.mailbox import RelayMailbox
-from secure_pcft.transport.flower.records import StepReply, StepRequest
-from secure_pcft.transport.flower.site_state import SavedState, SiteStore
-from secure_pcft.transport.flower.steps import WARMUP, PeerSession
+from secure_pcft.runtime.flower.errors import RelayRecordError
+from secure_pcft.runtime.flower.hello import sign_hello
+from secure_pcft.runtime.flower.mailbox import RelayMailbox
+from secure_pcft.runtime.flower.records import StepReply, StepRequest
+from secure_pcft.runtime.flower.site_state import SavedState, SiteStore
+from secure_pcft.runtime.flower.steps import WARMUP, PeerSession
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,11 @@ import torch
 
 from secure_pcft.config import TrainConfig
 from secure_pcft.fileio import write_text_atomic
+from secure_pcft.third_party import quiet_third_party
+
+# Every benchmark (and scale.py's worker processes) prints its tables without the third-party
+# warnings the CLI silences too (secure_pcft/third_party.py lists them).
+quiet_third_party()
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent

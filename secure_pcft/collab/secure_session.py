@@ -20,7 +20,7 @@ from secure_pcft.collab.encrypted_discovery import PeerHe
 from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.round import SecurePeer
 from secure_pcft.collab.secure_channel import SecureChannel
-from secure_pcft.config import RunConfig
+from secure_pcft.config import SecurityConfig
 from secure_pcft.crypto.consortium import Consortium
 from secure_pcft.crypto.envelope import InboxPolicy
 from secure_pcft.crypto.he_similarity import ResponderPolicy
@@ -33,7 +33,7 @@ class SecureSession:
     """Keys, channels and discovery state of a secure simulation.
 
     Args:
-        cfg: the run configuration (``cfg.security.mode`` must be ``full``).
+        cfg: the run's ``[security]`` section (``mode`` must be ``full``).
         peer_ids: the peers of the run.
         consortium: their identities and roster; default: loaded from ``[security] key_dir``, or
             generated in memory when that is empty.
@@ -45,12 +45,12 @@ class SecureSession:
 
     def __init__(
         self,
-        cfg: RunConfig,
+        cfg: SecurityConfig,
         peer_ids: Sequence[str],
         consortium: Consortium | None = None,
         meter: TrafficMeter | None = None,
     ) -> None:
-        sec = cfg.security
+        sec = cfg
         if sec.mode != "full":
             raise ConfigError("[security] mode: a secure session needs mode = 'full'")
         self.cfg = sec

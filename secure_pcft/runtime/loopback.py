@@ -73,7 +73,7 @@ class Simulation:
         self.meter = TrafficMeter()  # every peer's channel counts what it sends here
         # [security] mode = "full": sealed envelopes, encrypted discovery, consent (secure_session.py)
         self.security = (
-            SecureSession(cfg, self.peer_ids, meter=self.meter)
+            SecureSession(cfg.security, self.peer_ids, meter=self.meter)
             if cfg.security.mode == "full"
             else None
         )

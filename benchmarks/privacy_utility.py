@@ -71,6 +71,7 @@ from secure_pcft.model.lora import attach_lora
 from secure_pcft.privacy import DpTrainer
 from secure_pcft.privacy.accounting import calibrate_noise_multiplier, epsilon_spent
 from secure_pcft.runtime.loopback import Simulation
+from secure_pcft.third_party import quiet_third_party
 from secure_pcft.train.local import LocalTrainer
 
 SETTING: Final = "leipzig-specific"
@@ -297,6 +298,7 @@ class Job:
 
 def _job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
     torch.set_num_threads(1)
+    quiet_third_party()
     t0 = time.perf_counter()
     federation = load_federation(job.cfg.data)
     base = load_base(resolve_base_path(job.cfg.model))
@@ -464,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         make_strategy(StrategyConfig.from_label(label))  # unknown names refused before any work
 
     torch.set_num_threads(1)
+    quiet_third_party()
     seeds = args.seeds or (1 if args.quick else 3)
     train = train_schedule("quick" if args.quick else "default")
     if args.lr:

@@ -33,7 +33,7 @@ class SecureSession:
     """Keys, channels and discovery state of a secure simulation.
 
     Args:
-        cfg: the run's ``[security]`` section (``mode`` must be ``full``).
+        security: the run's ``[security]`` section (``mode`` must be ``full``).
         peer_ids: the peers of the run.
         consortium: their identities and roster; default: loaded from ``[security] key_dir``, or
             generated in memory when that is empty.
@@ -45,12 +45,12 @@ class SecureSession:
 
     def __init__(
         self,
-        cfg: SecurityConfig,
+        security: SecurityConfig,
         peer_ids: Sequence[str],
         consortium: Consortium | None = None,
         meter: TrafficMeter | None = None,
     ) -> None:
-        sec = cfg
+        sec = security
         if sec.mode != "full":
             raise ConfigError("[security] mode: a secure session needs mode = 'full'")
         self.cfg = sec

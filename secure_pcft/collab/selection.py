@@ -117,7 +117,9 @@ def answer_with_consent(peer: Peer, consented: set[int]) -> Exchange:
     return Exchange(tuple(sent), tuple(declined), tuple(refused))
 
 
-FACT_KEYS = ("selected", "willing", "adapters_sent", "declined", "refused_budget")
+PEER_SET_KEYS = ("selected", "willing")  # per peer: the peers it chose / would send to
+EDGE_KEYS = ("adapters_sent", "declined", "refused_budget")  # per peer: the requesters, by outcome
+FACT_KEYS = PEER_SET_KEYS + EDGE_KEYS
 
 
 def round_log(rnd: int, facts: Mapping[str, Mapping[str, Sequence[str]]]) -> dict[str, Any]:
@@ -125,8 +127,8 @@ def round_log(rnd: int, facts: Mapping[str, Mapping[str, Sequence[str]]]) -> dic
     ids; no scores): whom each selected and was willing to send to, and the adapter edges sent,
     declined and refused by the budget, as ``[sender, recipient]`` pairs."""
     log: dict[str, Any] = {"round": rnd}
-    for key in ("selected", "willing"):
+    for key in PEER_SET_KEYS:
         log[key] = {p: list(f.get(key, [])) for p, f in facts.items()}
-    for key in ("adapters_sent", "declined", "refused_budget"):
+    for key in EDGE_KEYS:
         log[key] = [[p, q] for p, f in facts.items() for q in f.get(key, [])]
     return log

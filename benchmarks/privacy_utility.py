@@ -161,7 +161,7 @@ def _peer_record(p: Peer) -> dict[str, Any]:
         return {"epsilon_spent": None, "epsilon_model": None, "noise_multiplier": None}
     pv = p.privacy
     events = list(pv.guard.ledger.events)
-    delta, acc = pv.trainer.delta, pv.cfg.privacy.accountant
+    delta, acc = pv.trainer.delta, pv.privacy_cfg.accountant
     pending = pv.trainer.pending_event(round=pv.round, released="final-model")
     return {
         "epsilon_spent": epsilon_spent(events, delta, acc),
@@ -174,7 +174,7 @@ def _peer_record(p: Peer) -> dict[str, Any]:
         # what publishing the final adapter would cost: every recorded release + unreleased steps
         "epsilon_model": epsilon_spent([*events, pending], delta, acc),
         "noise_multiplier": pv.trainer.noise_multiplier,
-        "validation_noise_multiplier": pv.cfg.privacy.validation_noise_multiplier,
+        "validation_noise_multiplier": pv.privacy_cfg.validation_noise_multiplier,
         "scoring_queries_per_round": pv.scoring_queries,
         "sample_rate": pv.trainer.sample_rate,
         "delta": delta,

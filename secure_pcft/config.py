@@ -212,7 +212,7 @@ class StrategyConfig:
         name: a registered strategy (``local``, ``fedavg``, ``oracle``, ``weights``, ``predictions``,
             ``validation``, ...).
         temperature: divides the scores before the softmax (1.0 = the paper's rule).
-        top_k: keep self and the k-1 best-scored other peers, 0 = all.
+        top_k: keep self and the k-1 best-scored other peers, 0 = all (collab/ranking.py).
         threshold: drop peers whose score is below this value (self always kept), None = off.
         calibrated: ``predictions``: set the temperature from the spread of the distances
             instead of the paper's fixed factor 10 (see docs/design.md, known limit of the paper's
@@ -450,7 +450,8 @@ class SecurityConfig:
         he_queries_per_round: encrypted-similarity answers a responder gives one asker per round.
         projection_dim: length of the public JL sketch / signature vector, in [1, 4096] numbers.
         select_top_k: other peers each peer asks for adapters (the best-scored ones); 0 = every
-            peer its trust row weights.
+            peer its trust row weights. Ranked as ``[strategy] top_k`` is (collab/ranking.py); a
+            strategy with discovery whose ``top_k`` exceeds ``select_top_k + 1`` is refused.
         select_threshold: only ask peers whose encrypted-similarity score (a cosine in [-1, 1])
             is at least this; None = no threshold.
         consent: ``mutual`` = a peer sends its adapter only to requesters among its own

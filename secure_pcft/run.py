@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from secure_pcft.collab.results import RunResult
+from secure_pcft.collab.round import round_steps
 from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
 from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.manifest import write_manifests
@@ -45,8 +46,8 @@ def compare_strategies(
         raise ConfigError(
             f"strategies to compare must differ (their results share folders): {labels}"
         )
-    for scfg in strategies:  # an unknown name fails now, not after the warm-up
-        make_strategy(scfg)
+    for scfg in strategies:  # an unknown name or a round it cannot run fails now, not after warm-up
+        round_steps(replace(cfg, strategy=scfg))
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads

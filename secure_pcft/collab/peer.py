@@ -16,9 +16,16 @@ import torch
 from secure_pcft.collab.channel import Channel, Rejection
 from secure_pcft.collab.messages import Message, MessageType
 from secure_pcft.collab.strategies.predictions import check_signature
-from secure_pcft.config import RunConfig
+from secure_pcft.config import (
+    LoraSettings,
+    PrivacyConfig,
+    RunConfig,
+    SecurityConfig,
+    TrainConfig,
+)
+from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.data.corpus import PeerCorpus
-from secure_pcft.errors import AdapterRejectedError, MessageError, StrategyError
+from secure_pcft.errors import AdapterRejectedError, ConfigError, MessageError, StrategyError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.model.lora import (
     AdapterState,
@@ -65,6 +72,25 @@ class Inbox:
     own_signature: dict[str, torch.Tensor] | None = None  # what this peer sent, kept for scoring
 
 
+@dataclass(frozen=True)
+class PeerSettings:
+    """The sections of a run's configuration a peer reads; nothing else of the run reaches it."""
+
+    lora: LoraSettings
+    train: TrainConfig
+    privacy: PrivacyConfig
+    security: SecurityConfig
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> PeerSettings:
+        return cls(cfg.lora, cfg.train, cfg.privacy, cfg.security)
+
+    @property
+    def sketch(self) -> ProjectionSpec:
+        """The consortium's public JL sketch for signatures and encrypted discovery."""
+        return ProjectionSpec(seed=self.lora.public_seed, dim=self.security.projection_dim)
+
+
 def dropout_stream(seed: int, index: int) -> torch.Tensor:
     """The initial torch CPU RNG state of peer ``index``'s dropout masks in a run seeded ``seed``."""
     return torch.Generator().manual_seed(seed * 7907 + index).get_state()
@@ -79,9 +105,9 @@ class Peer:
         corpus: this peer's private splits (and known domain mix, if any).
         blocks: the same splits as token blocks.
         base: the frozen base (its weights are shared, never modified).
-        cfg: the run configuration.
+        settings: the sections of the run's configuration it uses.
         channel: this peer's end of the message layer.
-        ledger_dir: where its privacy ledger lives (DP on); default ``<output dir>/ledgers``.
+        ledger_dir: where its privacy ledger lives (required with DP on).
         scoring_queries: accounted private scores per round its privacy plan reserves (DP on).
     """
 
@@ -92,7 +118,7 @@ class Peer:
         corpus: PeerCorpus,
         blocks: PeerBlocks,
         base: BaseModel,
-        cfg: RunConfig,
+        settings: PeerSettings,
         channel: Channel,
         ledger_dir: Path | None = None,
         scoring_queries: int = 0,
@@ -105,7 +131,7 @@ class Peer:
         self.blocks = PeerBlocks(
             blocks.train.to(self.device), blocks.val.to(self.device), blocks.test.to(self.device)
         )
-        self.cfg = cfg
+        self.settings = cfg = settings
         self.channel = channel
         self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
         self.spec = adapter_spec(self.model)
@@ -113,9 +139,11 @@ class Peer:
         self.privacy: PeerPrivacy | None = None
         self.trainer: LocalTrainer | DpTrainer
         if cfg.privacy.enabled:
+            if ledger_dir is None:
+                raise ConfigError(f"peer {self.peer_id}: DP is on, so it needs a ledger directory")
             self.privacy = PeerPrivacy(
-                self.peer_id, self.model, self.blocks.train, cfg, generator,
-                ledger_dir or Path(cfg.output.dir) / "ledgers", scoring_queries,
+                self.peer_id, self.model, self.blocks.train, cfg.privacy, cfg.train, generator,
+                ledger_dir, scoring_queries,
             )  # fmt: skip
             self.trainer = self.privacy.trainer
         else:
@@ -184,7 +212,7 @@ class Peer:
             self.set_adapter(state)
             if self.privacy is not None:  # private data shapes a release: accounted mechanism
                 return self.privacy.noisy_validation_perplexity(self.model, self.blocks.val)
-            return self.evaluate("val", max_batches=self.cfg.train.eval_batches).perplexity
+            return self.evaluate("val", max_batches=self.settings.train.eval_batches).perplexity
         finally:
             self.set_adapter(own)
 

@@ -41,6 +41,7 @@ from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.protocol import aggregate, answer, discover, request, score
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.selection import (
+    FACT_KEYS,
     Exchange,
     answer_with_consent,
     consented,
@@ -50,11 +51,10 @@ from secure_pcft.collab.selection import (
 )
 from secure_pcft.collab.strategy import (
     TrustStrategy,
-    discovery_spec,
     make_strategy,
     needs_encrypted_discovery,
 )
-from secure_pcft.config import RunConfig
+from secure_pcft.config import RunConfig, SecurityConfig
 from secure_pcft.errors import ConfigError
 from secure_pcft.transport.meter import TrafficMeter
 
@@ -62,18 +62,34 @@ PLAIN_STEPS = ("discover", "select", "answer", "aggregate")
 ENCRYPTED_STEPS = ("discover", "respond", "select", "answer", "aggregate")
 
 
-def steps_for(strategy: TrustStrategy, secure: bool) -> tuple[str, ...]:
-    """The steps of one round of ``strategy``.
+def steps_for(strategy: TrustStrategy, security: SecurityConfig | None) -> tuple[str, ...]:
+    """The steps of one round of ``strategy`` under ``security`` (None = plain mode).
 
     Raises:
-        ConfigError: secure mode with a discovery strategy that has no encrypted rule.
+        ConfigError: secure mode with a discovery strategy that has no encrypted rule, or whose
+            ``top_k`` would aggregate over more peers than encrypted discovery asks for (a peer
+            holds only the adapters of its ``select_top_k`` best-scored peers, see
+            :mod:`~secure_pcft.collab.ranking`).
     """
-    return ENCRYPTED_STEPS if secure and needs_encrypted_discovery(strategy) else PLAIN_STEPS
+    if security is None or security.mode != "full" or not needs_encrypted_discovery(strategy):
+        return PLAIN_STEPS
+    top_k, asked = strategy.cfg.top_k, security.select_top_k
+    if asked and top_k > asked + 1:
+        raise ConfigError(
+            f"[strategy] top_k = {top_k} keeps self and {top_k - 1} other peers, but "
+            f"[security] select_top_k = {asked} asks only {asked} for their adapters: "
+            f"set top_k <= {asked + 1}, or select_top_k >= {top_k - 1} (0 = ask every peer)"
+        )
+    return ENCRYPTED_STEPS
 
 
 def round_steps(cfg: RunConfig) -> tuple[str, ...]:
-    """The steps of one round for ``cfg`` (the schedule a relay and its peers follow)."""
-    return steps_for(make_strategy(cfg.strategy), cfg.security.mode == "full")
+    """The steps of one round for ``cfg`` (the schedule a relay and its peers follow).
+
+    Raises:
+        ConfigError: as :func:`steps_for`; runtimes call this before any peer trains.
+    """
+    return steps_for(make_strategy(cfg.strategy), cfg.security)
 
 
 def reference_batch(reference: torch.Tensor, cfg: RunConfig, rnd: int) -> torch.Tensor:
@@ -126,7 +142,8 @@ class PeerRound:
         self.strategy = strategy
         self.domain_mixes = domain_mixes
         self.secure = secure
-        self.steps = steps_for(strategy, secure is not None)  # refuses before anything is sent
+        security = peer.settings.security if secure is not None else None
+        self.steps = steps_for(strategy, security)  # refuses before anything is sent
         self.encrypted = secure is not None and "respond" in self.steps
         self.round = -1
         self.done: list[str] = []
@@ -150,7 +167,7 @@ class PeerRound:
         self.peer.begin_round(rnd)
         if self.secure is not None:
             self.secure.channel.begin_round(rnd)
-            ratio = self.peer.cfg.security.max_adapter_norm_ratio
+            ratio = self.peer.settings.security.max_adapter_norm_ratio
             self.secure.channel.expect_adapters(norm_bounded_spec(self.peer.adapter(), ratio))
 
     def run(self, step: str) -> None:
@@ -167,13 +184,14 @@ class PeerRound:
     def facts(self) -> dict[str, list[str]]:
         """Public facts of this round, as peer ids (``selection.FACT_KEYS``; secure mode)."""
         ids = self.peer.peer_ids
-        return {
-            "selected": [ids[j] for j in sorted(self.selected)],
-            "willing": [ids[j] for j in sorted(self.willing)],
-            "adapters_sent": [ids[j] for j in self.exchange.sent],
-            "declined": [ids[j] for j in self.exchange.declined],
-            "refused_budget": [ids[j] for j in self.exchange.refused_budget],
+        indices: dict[str, Sequence[int]] = {
+            "selected": sorted(self.selected),
+            "willing": sorted(self.willing),
+            "adapters_sent": self.exchange.sent,
+            "declined": self.exchange.declined,
+            "refused_budget": self.exchange.refused_budget,
         }
+        return {key: [ids[j] for j in indices[key]] for key in FACT_KEYS}
 
     # ---- the steps -----------------------------------------------------------------------------
     def _discover(self) -> None:
@@ -181,8 +199,7 @@ class PeerRound:
         if sec is None:
             discover(peer, self.strategy, self.reference)
         elif self.encrypted:
-            spec = discovery_spec(peer.cfg)
-            self.vector = self.strategy.encrypted_vector(peer, self.reference, spec)
+            self.vector = self.strategy.encrypted_vector(peer, self.reference, peer.settings.sketch)
             with self.meter.session_setup():  # contexts: once per session, counted apart
                 send_contexts(peer, sec.agent)
             send_queries(peer, self.vector, sec.agent)
@@ -192,7 +209,7 @@ class PeerRound:
         respond(self.peer, self.vector, self.round, self.secure.agent, self.secure.fingerprint)
 
     def _select(self) -> None:
-        peer, cfg = self.peer, self.peer.cfg.security
+        peer, cfg = self.peer, self.peer.settings.security
         if self.encrypted:
             assert self.secure is not None
             cos = collect_answers(peer, self.round, self.secure.agent)
@@ -213,7 +230,7 @@ class PeerRound:
             answer(self.peer)
             return
         n = len(self.peer.peer_ids)
-        allowed = consented(self.peer.cfg.security, self.selected, self.willing, n)
+        allowed = consented(self.peer.settings.security, self.selected, self.willing, n)
         self.exchange = answer_with_consent(self.peer, allowed - {self.peer.index})
 
     def _aggregate(self) -> None:

@@ -1,8 +1,9 @@
 """Whom a peer asks and whom it answers: selection and consent, in one place and one unit.
 
 The unit of every rule here is the *encrypted score* (the decrypted CKKS cosine a peer holds for
-each other peer, docs/design.md "Encrypted similarity"); strategies without discovery select on the
-support of their trust row.
+each other peer, docs/design.md "Encrypted similarity"), ranked by the one rule of
+:mod:`~secure_pcft.collab.ranking`; strategies without discovery select on the support of their
+trust row.
 
 * :func:`select_peers` — whom to ask: positive trust, score ≥ ``[security] select_threshold``, the
   ``select_top_k`` best.
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 
 from secure_pcft.collab.peer import Peer, SendOutcome
+from secure_pcft.collab.ranking import rank_others
 from secure_pcft.config import SecurityConfig
 
 
@@ -45,11 +47,7 @@ def select_peers(
     candidates = [j for j in range(row.shape[0]) if j != self_index and float(row[j]) > 0]
     if cosines is None:
         return set(candidates)
-    scored = [j for j in candidates if not torch.isnan(cosines[j])]
-    if cfg.select_threshold is not None:
-        scored = [j for j in scored if float(cosines[j]) >= cfg.select_threshold]
-    scored.sort(key=lambda j: (-float(cosines[j]), j))
-    return set(scored[: cfg.select_top_k] if cfg.select_top_k else scored)
+    return set(_ranked(cosines, self_index, cfg, among=candidates))
 
 
 def willing_peers(
@@ -63,11 +61,16 @@ def willing_peers(
     """
     if cosines is None:
         return {j for j in range(row.shape[0]) if j != self_index and float(row[j]) > 0}
-    ranked = [j for j in range(row.shape[0]) if j != self_index and not torch.isnan(cosines[j])]
-    if cfg.select_threshold is not None:
-        ranked = [j for j in ranked if float(cosines[j]) >= cfg.select_threshold]
-    ranked.sort(key=lambda j: (-float(cosines[j]), j))
-    return set(ranked[: cfg.select_top_k] if cfg.select_top_k else ranked)
+    return set(_ranked(cosines, self_index, cfg))
+
+
+def _ranked(
+    cosines: torch.Tensor, self_index: int, cfg: SecurityConfig, among: list[int] | None = None
+) -> list[int]:
+    limit = cfg.select_top_k or None  # 0 = every peer
+    return rank_others(
+        cosines, self_index, limit=limit, threshold=cfg.select_threshold, among=among
+    )
 
 
 def consented(

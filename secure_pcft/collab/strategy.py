@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from secure_pcft.collab.ranking import rank_others
 from secure_pcft.config import RunConfig, StrategyConfig
 from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import ConfigError, StrategyError
@@ -120,8 +121,9 @@ class TrustStrategy(ABC):
 class ScoreSoftmaxStrategy(TrustStrategy):
     """Strategies of the form W_i = softmax(score_i / temperature) over the selected peers.
 
-    Selection options (all strategies of this family): ``top_k`` keeps the k best scores, self
-    always included; ``threshold`` drops peers scoring below it (self is always kept).
+    Selection options (all strategies of this family, ranked as :mod:`~secure_pcft.collab.ranking`
+    says): ``top_k = k`` keeps self and the k - 1 best-scored other peers; ``threshold`` drops
+    peers scoring below it (self is always kept).
     """
 
     @abstractmethod
@@ -140,18 +142,10 @@ def select_and_softmax(
     s = scores.clone().to(torch.float64)
     if torch.isnan(s).any():
         raise StrategyError("trust scores contain NaN")
-    keep = torch.ones_like(s, dtype=torch.bool)
-    if threshold is not None:
-        keep &= s >= threshold
-    if top_k:
-        # self takes one of the k places; the k-1 best-scored other peers take the rest
-        others = torch.full_like(s, float("-inf"))
-        others[keep] = s[keep]
-        others[self_index] = float("-inf")
-        order = torch.argsort(others, descending=True, stable=True)
-        top = torch.zeros_like(keep)
-        top[order[: top_k - 1]] = True
-        keep &= top
+    # self takes one of the k places; the k - 1 best-scored other peers take the rest
+    limit = top_k - 1 if top_k else None
+    keep = torch.zeros_like(s, dtype=torch.bool)
+    keep[rank_others(s, self_index, limit=limit, threshold=threshold)] = True
     keep[self_index] = True
     s[~keep] = float("-inf")
     return torch.softmax(s, dim=0)
@@ -162,11 +156,6 @@ def answered(cosines: torch.Tensor, self_index: int) -> torch.Tensor:
     known = ~torch.isnan(cosines)
     known[self_index] = True
     return known
-
-
-def discovery_spec(cfg: RunConfig) -> ProjectionSpec:
-    """The consortium's public JL sketch for signatures and encrypted discovery."""
-    return ProjectionSpec(seed=cfg.lora.public_seed, dim=cfg.security.projection_dim)
 
 
 def needs_encrypted_discovery(strategy: TrustStrategy) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from secure_pcft.config import RunConfig
+from secure_pcft.config import PrivacyConfig, TrainConfig
 from secure_pcft.errors import BudgetExhaustedError
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.budget import BudgetGuard, budget_epsilon
@@ -40,7 +40,8 @@ class PeerPrivacy:
         peer_id: the peer's id (names its ledger).
         model: the peer's LoRA model (Opacus hooks are attached to it).
         train_blocks: private training blocks (N, T).
-        cfg: the run configuration (``privacy`` and ``train`` sections).
+        privacy: the run's ``[privacy]`` section.
+        train: the run's ``[train]`` section (its step schedule is what the plan accounts).
         generator: the peer's sampling generator.
         ledger_dir: directory of the per-peer ledgers.
         scoring_queries: accounted private scores planned per round (the ``validation``
@@ -56,22 +57,23 @@ class PeerPrivacy:
         peer_id: str,
         model: nn.Module,
         train_blocks: torch.Tensor,
-        cfg: RunConfig,
+        privacy: PrivacyConfig,
+        train: TrainConfig,
         generator: torch.Generator,
         ledger_dir: Path,
         scoring_queries: int,
     ) -> None:
         self.peer_id = peer_id
-        self.cfg = cfg
-        pc = cfg.privacy
+        self.privacy_cfg = pc = privacy
+        self.train_cfg = train
         self.scoring_queries = scoring_queries
         reserved = [
             DpEvent("gaussian-validation", pc.validation_noise_multiplier, 1.0, scoring_queries, r,
                     "validation-scores")
-            for r in range(1, cfg.train.num_rounds + 1)
+            for r in range(1, train.num_rounds + 1)
             if scoring_queries
         ]  # fmt: skip
-        self.trainer = DpTrainer(model, train_blocks, cfg.train, pc, generator, reserved=reserved)
+        self.trainer = DpTrainer(model, train_blocks, train, pc, generator, reserved=reserved)
         self.budget = budget_epsilon(pc)
         self.round = 0
         self.stopped_round: int | None = None
@@ -81,7 +83,7 @@ class PeerPrivacy:
 
     def open_ledger(self, ledger_dir: Path) -> None:
         """(Re)open this peer's ledger in ``ledger_dir`` (a fresh directory = a fresh run)."""
-        pc = self.cfg.privacy
+        pc = self.privacy_cfg
         if self.ledger is not None:
             self.ledger.close()
         self.ledger = ledger = PrivacyLedger.open(
@@ -92,7 +94,7 @@ class PeerPrivacy:
             accountant=pc.accountant,
         )
         self.guard = BudgetGuard(ledger, self.budget, self.trainer.delta, pc.accountant)
-        first = self.cfg.train.warmup_steps + self.cfg.train.local_steps
+        first = self.train_cfg.warmup_steps + self.train_cfg.local_steps
         self.guard.preflight(
             [
                 DpEvent(
@@ -143,7 +145,7 @@ class PeerPrivacy:
         """
         losses = validation_losses(model, val_blocks, max_blocks=None)
         noisy = noisy_validation_scores(
-            {0: losses}, self.cfg.privacy, round=self.round, generator=self._validation_generator
+            {0: losses}, self.privacy_cfg, round=self.round, generator=self._validation_generator
         )
         self.guard.record_release([noisy.event])
         return float(noisy.perplexities[0])
@@ -161,7 +163,7 @@ class PeerPrivacy:
         noisy = noisy_validation_gaps(
             {0: losses},
             own_losses,
-            self.cfg.privacy,
+            self.privacy_cfg,
             round=self.round,
             generator=self._validation_generator,
         )
@@ -172,12 +174,12 @@ class PeerPrivacy:
         """Ledger summary for results and reports (ε recomputed from the ledger)."""
         events = list(self.guard.ledger.events)
         return {
-            "epsilon_spent": epsilon_spent(events, self.trainer.delta, self.cfg.privacy.accountant),
+            "epsilon_spent": epsilon_spent(events, self.trainer.delta, self.privacy_cfg.accountant),
             "budget_epsilon": self.budget,
             "delta": self.trainer.delta,
             "noise_multiplier": self.trainer.noise_multiplier,
             "sample_rate": self.trainer.sample_rate,
-            "accountant": self.cfg.privacy.accountant,
+            "accountant": self.privacy_cfg.accountant,
             "events": len(events),
             "stopped_sharing_round": self.stopped_round,
             "ledger": str(self.guard.ledger.path),

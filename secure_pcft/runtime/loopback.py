@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from secure_pcft.collab.channel import Channel, PlainChannel
-from secure_pcft.collab.peer import Peer, PeerBlocks
+from secure_pcft.collab.peer import Peer, PeerBlocks, PeerSettings
 from secure_pcft.collab.results import RoundRecord, RunResult
 from secure_pcft.collab.round import PeerRound, drive_round, reference_batch
 from secure_pcft.collab.secure_session import SecureSession
@@ -93,7 +93,7 @@ class Simulation:
                     encode_blocks(corpus.test, tok, bs),
                 ),
                 base,
-                cfg,
+                PeerSettings.of(cfg),
                 self._channel(corpus.peer_id),
                 ledger_dir=Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers"),
                 scoring_queries=self.scoring_queries,

@@ -41,7 +41,6 @@ from secure_pcft.collab.strategy import (
     TrustContext,
     UnitVector,
     answered,
-    discovery_spec,
     register_strategy,
     select_and_softmax,
 )
@@ -127,7 +126,7 @@ def prediction_signature_of(
     logits = peer.reference_logits(reference)
     if cfg.signature == "logprob-shift":
         base = peer.reference_logits(reference, base=True)
-        return shift_signature(logits, base, discovery_spec(peer.cfg))
+        return shift_signature(logits, base, peer.settings.sketch)
     return prediction_signature(logits)
 
 
@@ -207,7 +206,7 @@ class PredictionTrust(ScoreSoftmaxStrategy):
         self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
     ) -> UnitVector:
         if self.cfg.signature == "logprob-shift":
-            # the plain-mode signature itself (built with the run's discovery spec)
+            # the plain-mode signature itself (built with the peer's discovery sketch)
             u = prediction_signature_of(peer, self.cfg, reference)[SHIFT]
             if u.shape != (spec.dim,):
                 raise StrategyError("logprob-shift signature length differs from the sketch")

@@ -25,7 +25,7 @@ from typing import Any
 
 from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.encrypted_discovery import PeerHe
-from secure_pcft.collab.peer import Peer, PeerBlocks
+from secure_pcft.collab.peer import Peer, PeerBlocks, PeerSettings
 from secure_pcft.collab.round import SecurePeer
 from secure_pcft.collab.secure_channel import SecureChannel
 from secure_pcft.collab.strategy import run_scoring_queries
@@ -155,7 +155,7 @@ class Site:
             corpus,
             blocks,
             base,
-            cfg,
+            PeerSettings.of(cfg),
             channel,
             ledger_dir=spec.site_dir / "ledgers",
             scoring_queries=run_scoring_queries(cfg, len(peer_ids)),
@@ -175,7 +175,7 @@ class Site:
             self.completed_round = saved.completed_round
             _reconcile_released_steps(peer, saved.completed_round)
             log.info("%s resumes after round %d", spec.peer_id, saved.completed_round)
-        self.session = PeerSession(peer, reference, mixes, secure)
+        self.session = PeerSession(peer, cfg, reference, mixes, secure)
         self.lock = threading.Lock()
 
     def _secure_parts(self, cfg: RunConfig, peer_ids: tuple[str, ...]) -> SecurePeer:

@@ -19,6 +19,7 @@ import torch
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.round import PeerRound, SecurePeer, reference_batch, round_steps
 from secure_pcft.collab.strategy import TrustStrategy, make_strategy
+from secure_pcft.config import RunConfig
 from secure_pcft.runtime.flower.errors import RelayRecordError
 from secure_pcft.transport.meter import SESSION_SETUP
 
@@ -34,6 +35,7 @@ class PeerSession:
 
     Args:
         peer: the peer (its channel writes to the relay mailbox and counts in its meter).
+        cfg: the run's configuration (the schedule, the strategy and the reference batches).
         reference: public reference blocks (R, T).
         domain_mixes: per peer of the run, its known domain mix (empty dicts when unknown).
         secure: secure-mode parts, or None in plain mode.
@@ -42,12 +44,13 @@ class PeerSession:
     def __init__(
         self,
         peer: Peer,
+        cfg: RunConfig,
         reference: torch.Tensor,
         domain_mixes: tuple[dict[str, float], ...],
         secure: SecurePeer | None,
     ) -> None:
         self.peer = peer
-        self.cfg = peer.cfg
+        self.cfg = cfg
         self.meter = peer.channel.meter
         self.reference = reference
         self.domain_mixes = domain_mixes

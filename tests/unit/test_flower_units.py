@@ -1,5 +1,6 @@
 """Unit tests of the Flower runtime's pieces that need no processes: records, hello, mailbox,
-site state (safetensors + JSON, digests, torn writes), the state codec, and the step order."""
+site state (safetensors + JSON, digests, torn writes), the state codec, the step order, and the
+relay's start against a fake grid."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from secure_pcft.runtime.flower.errors import HelloError, RelayRecordError, Stat
 from secure_pcft.runtime.flower.hello import new_challenge, sign_hello, verify_hello
 from secure_pcft.runtime.flower.mailbox import RelayMailbox
 from secure_pcft.runtime.flower.records import StepReply, StepRequest
+from secure_pcft.runtime.flower.relay import Relay, RelaySettings
 from secure_pcft.runtime.flower.site_state import _FILES, SavedState, SiteStore
 from secure_pcft.runtime.flower.state_codec import decode_state, encode_state
 from secure_pcft.runtime.flower.steps import round_steps
@@ -250,3 +252,84 @@ def test_processes_start_children_with_this_environments_bin_first(tmp_path: Pat
     procs.procs.clear()
     path = procs.log("probe").strip()
     assert path == os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+
+
+# ---- relay start: every peer bound before the first round ---------------------------------------
+class _HelloGrid:
+    """A grid whose nodes all count as online (as a restarted SuperLink lists the nodes of before)
+    but whose node ``late`` ignores its first ``late_hellos`` hellos (its site is reconnecting)."""
+
+    def __init__(self, cfg: RunConfig, late: int, late_hellos: int) -> None:
+        self.nodes = {11: "peer-0", 12: "peer-1", 13: "peer-2"}
+        self.cfg, self.late, self.late_hellos = cfg, late, late_hellos
+        self.pushed: dict[str, tuple[int, RecordDict]] = {}
+        self.hellos_seen = 0
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def push_messages(self, messages: object) -> list[str]:
+        ids = []
+        for msg in messages:  # type: ignore[attr-defined]
+            node = msg.metadata.dst_node_id
+            if node == self.late:
+                self.hellos_seen += 1
+                if self.hellos_seen <= self.late_hellos:
+                    ids.append(f"lost-{self.hellos_seen}")
+                    continue
+            mid = f"m{len(self.pushed)}"
+            self.pushed[mid] = (node, msg.content)
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: object) -> list[object]:
+        from types import SimpleNamespace
+
+        out: list[object] = []
+        for mid in list(message_ids):  # type: ignore[call-overload]
+            if mid not in self.pushed:
+                continue
+            node, content = self.pushed.pop(mid)
+            StepRequest.from_record(content)  # what the relay sent is a valid request
+            info = {"peer_id": self.nodes[node], "config": self.cfg.digest(),
+                    "completed_round": 0, "started_round": 0, "epoch": "e"}  # fmt: skip
+            out.append(SimpleNamespace(
+                metadata=SimpleNamespace(reply_to_message_id=mid, src_node_id=node),
+                has_error=lambda: False,
+                content=StepReply("hello", 0, info=info).to_record(),
+            ))  # fmt: skip
+        return out
+
+
+@pytest.fixture()
+def in_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """flwr builds a Message only inside a run (the ServerApp process knows its run id)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def _relay(grid: _HelloGrid, cfg: RunConfig) -> Relay:
+    settings = RelaySettings(step_timeout_s=0.2, wait_for_peers_s=1.5, poll_s=0.01)
+    return Relay(grid, cfg, ("peer-0", "peer-1", "peer-2"), None, settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("in_a_run")
+def test_relay_start_waits_for_a_reconnecting_peer_to_answer_its_hello() -> None:
+    cfg = RunConfig()
+    grid = _HelloGrid(cfg, late=13, late_hellos=1)
+    relay = _relay(grid, cfg)
+    relay._bind_every_peer(relay.clock() + relay.settings.wait_for_peers_s)
+    assert sorted(relay.peers) == ["peer-0", "peer-1", "peer-2"]  # bound at the second hello
+    assert grid.hellos_seen == 2 and relay.log.hello_refused == []
+
+
+@pytest.mark.usefixtures("in_a_run")
+def test_relay_start_gives_up_on_a_peer_after_wait_for_peers() -> None:
+    cfg = RunConfig()
+    grid = _HelloGrid(cfg, late=13, late_hellos=10**6)
+    relay = _relay(grid, cfg)
+    relay._bind_every_peer(relay.clock() + relay.settings.wait_for_peers_s)
+    assert sorted(relay.peers) == ["peer-0", "peer-1"]  # the run goes on without it
+    assert grid.hellos_seen >= 2  # it was asked again while the wait lasted

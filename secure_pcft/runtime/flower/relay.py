@@ -65,7 +65,7 @@ class RelaySettings:
 
     Attributes:
         step_timeout_s: seconds a peer has to answer one step before it counts as missing.
-        wait_for_peers_s: seconds to wait at start for every peer's node to connect.
+        wait_for_peers_s: seconds to wait at start for every peer to connect and answer its hello.
         min_peers: fewer live peers than this ends the run early (its results say so).
         poll_s: seconds between polls for replies.
     """
@@ -138,8 +138,9 @@ class Relay:
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self) -> RelayLog:
-        self._wait_for_nodes()
-        self._hello()
+        deadline = self.clock() + self.settings.wait_for_peers_s
+        self._wait_for_nodes(deadline)
+        self._bind_every_peer(deadline)
         fresh = [p for p, v in self.peers.items() if v.completed is None]
         if fresh:
             self._warmup(fresh)
@@ -165,10 +166,24 @@ class Relay:
             self._round(rnd, live, t0)
         return self.log
 
-    def _wait_for_nodes(self) -> None:
-        deadline = self.clock() + self.settings.wait_for_peers_s
+    def _wait_for_nodes(self, deadline: float) -> None:
         while len(list(self.grid.get_node_ids())) < len(self.peer_ids) and self.clock() < deadline:
             time.sleep(1.0)
+
+    def _bind_every_peer(self, deadline: float) -> None:
+        """Hello until every peer of the run is bound to a node, or ``deadline`` passed.
+
+        Counting nodes is not enough: after a relay restart on the same database the SuperLink
+        lists the nodes of before as online until their heartbeats expire, while their sites are
+        still reconnecting; a run started then leaves a reconnecting peer out of its first round.
+        """
+        self._hello()
+        while len(self.peers) < len(self.peer_ids) and self.clock() < deadline:
+            time.sleep(1.0)
+            self._hello()
+        absent = [p for p in self.peer_ids if p not in self.peers]
+        if absent:
+            log.warning("relay: starting without %s (no valid hello by the deadline)", absent)
 
     # ---- hello -----------------------------------------------------------------------------------
     def _hello(self) -> None:
@@ -185,12 +200,11 @@ class Relay:
             try:
                 view = self._check_hello(node, reply.info, challenges[node])
             except HelloError as exc:
-                self.log.hello_refused.append({"node": node, "reason": str(exc)})
-                log.warning("relay: %s", exc)
+                self._refuse(node, str(exc))
                 continue
             peer = str(reply.info["peer_id"])
             if peer in bound:
-                self.log.hello_refused.append({"node": node, "reason": f"{peer} answered twice"})
+                self._refuse(node, f"{peer} answered twice")
                 bound.pop(peer)
                 continue
             if self._epochs.get(peer, view.epoch) != view.epoch:
@@ -198,6 +212,13 @@ class Relay:
             self._epochs[peer] = view.epoch
             bound[peer] = view
         self.peers = bound
+
+    def _refuse(self, node: int, reason: str) -> None:
+        """Log a refused hello (once per node and reason: hellos repeat at every round)."""
+        entry = {"node": node, "reason": reason}
+        if entry not in self.log.hello_refused:
+            self.log.hello_refused.append(entry)
+            log.warning("relay: %s", reason)
 
     def _check_hello(self, node: int, info: Mapping[str, Any], challenge: str) -> _PeerView:
         peer = info.get("peer_id")

@@ -7,7 +7,7 @@ Run configuration (``flwr run ... --run-config``, or the app's ``[tool.flwr.app.
 ``results``        where to write the results JSON (default ``runs/flower/results.json``)
 ``roster``         pinned ``roster.json`` (secure mode; default: ``[security] key_dir``/roster.json)
 ``step-timeout``   seconds a peer has per step before it is missing for the round (default 300)
-``wait-for-peers`` seconds to wait for all peers' nodes at start (default 120)
+``wait-for-peers`` seconds to wait at start for every peer to answer its hello (default 120)
 ``min-peers``      stop when fewer peers are live (default 2)
 =================  =============================================================================
 """

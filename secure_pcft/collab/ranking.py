@@ -12,7 +12,8 @@ on its own scores:
   (and consents to) the ``k`` best others.
 
 In secure mode a strategy aggregates only over the adapters its peer asked for, so a strategy
-``top_k`` above ``select_top_k + 1`` is refused when the configuration is loaded.
+``top_k`` above ``select_top_k + 1`` is refused before a run starts
+(:func:`~secure_pcft.collab.selection.check_top_k_fits`).
 """
 
 from __future__ import annotations

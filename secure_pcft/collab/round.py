@@ -44,6 +44,7 @@ from secure_pcft.collab.selection import (
     FACT_KEYS,
     Exchange,
     answer_with_consent,
+    check_top_k_fits,
     consented,
     restrict,
     select_peers,
@@ -73,13 +74,7 @@ def steps_for(strategy: TrustStrategy, security: SecurityConfig | None) -> tuple
     """
     if security is None or security.mode != "full" or not needs_encrypted_discovery(strategy):
         return PLAIN_STEPS
-    top_k, asked = strategy.cfg.top_k, security.select_top_k
-    if asked and top_k > asked + 1:
-        raise ConfigError(
-            f"[strategy] top_k = {top_k} keeps self and {top_k - 1} other peers, but "
-            f"[security] select_top_k = {asked} asks only {asked} for their adapters: "
-            f"set top_k <= {asked + 1}, or select_top_k >= {top_k - 1} (0 = ask every peer)"
-        )
+    check_top_k_fits(strategy.cfg.top_k, security)
     return ENCRYPTED_STEPS
 
 

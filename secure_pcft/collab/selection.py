@@ -34,6 +34,7 @@ import torch
 from secure_pcft.collab.peer import Peer, SendOutcome
 from secure_pcft.collab.ranking import rank_others
 from secure_pcft.config import SecurityConfig
+from secure_pcft.errors import ConfigError
 
 
 def select_peers(
@@ -71,6 +72,22 @@ def _ranked(
     return rank_others(
         cosines, self_index, limit=limit, threshold=cfg.select_threshold, among=among
     )
+
+
+def check_top_k_fits(top_k: int, cfg: SecurityConfig) -> None:
+    """Refuse a strategy ``top_k`` that encrypted discovery cannot feed: a peer aggregates only the
+    adapters it asked for, so ``top_k`` (self + k - 1 others) must not exceed ``select_top_k + 1``.
+
+    Raises:
+        ConfigError: it does; the message says what to set.
+    """
+    asked = cfg.select_top_k
+    if asked and top_k > asked + 1:
+        raise ConfigError(
+            f"[strategy] top_k = {top_k} keeps self and {top_k - 1} other peers, but "
+            f"[security] select_top_k = {asked} asks only {asked} for their adapters: "
+            f"set top_k <= {asked + 1}, or select_top_k >= {top_k - 1} (0 = ask every peer)"
+        )
 
 
 def consented(

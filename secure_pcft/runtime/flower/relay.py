@@ -138,9 +138,7 @@ class Relay:
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self) -> RelayLog:
-        deadline = self.clock() + self.settings.wait_for_peers_s
-        self._wait_for_nodes(deadline)
-        self._bind_every_peer(deadline)
+        self._bind_every_peer(self.clock() + self.settings.wait_for_peers_s)
         fresh = [p for p, v in self.peers.items() if v.completed is None]
         if fresh:
             self._warmup(fresh)
@@ -166,14 +164,10 @@ class Relay:
             self._round(rnd, live, t0)
         return self.log
 
-    def _wait_for_nodes(self, deadline: float) -> None:
-        while len(list(self.grid.get_node_ids())) < len(self.peer_ids) and self.clock() < deadline:
-            time.sleep(1.0)
-
     def _bind_every_peer(self, deadline: float) -> None:
         """Hello until every peer of the run is bound to a node, or ``deadline`` passed.
 
-        Counting nodes is not enough: after a relay restart on the same database the SuperLink
+        Counting connected nodes is not enough: after a relay restart on the same database the SuperLink
         lists the nodes of before as online until their heartbeats expire, while their sites are
         still reconnecting; a run started then leaves a reconnecting peer out of its first round.
         """
@@ -303,6 +297,8 @@ class Relay:
         self, step: str, rnd: int, requests: Mapping[int, StepRequest]
     ) -> dict[int, StepReply]:
         """Send each node its request; return the valid replies that came back in time."""
+        if not requests:  # no node to ask (none connected yet, or every peer dropped out)
+            return {}
         timeout = self.settings.step_timeout_s
         messages = [
             Message(

@@ -20,16 +20,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+import httpx
 from flwr.app import Message
 from flwr.app.error import Error
-from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest
+from flwr.common.constant import MAX_RETRY_DELAY, ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest, SendTaskHeartbeatRequest
 from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.heartbeat import HeartbeatSender
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
 from flwr.supercore.protobuf.client import ProtobufClientInterceptor
-from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.retry import RetryInvoker, exponential
+from flwr.supercore.run import RunNotRunningException
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
@@ -39,7 +43,47 @@ from secure_pcft.runtime.flower.site import SiteSpec, site_for
 log = logging.getLogger(__name__)
 
 
-def _client(address: str, component: str, token: str | None = None) -> RuntimeHttpClient:
+_RETRYABLE_STATUS = frozenset({httpx.codes.BAD_GATEWAY, httpx.codes.SERVICE_UNAVAILABLE,
+                               httpx.codes.GATEWAY_TIMEOUT})  # fmt: skip
+
+
+class TaskAbandoned(Exception):
+    """The SuperNode no longer wants this task's result (its run ended, or the token expired)."""
+
+
+def _retry_invoker(stop: threading.Event) -> RetryInvoker:
+    """Retry a Runtime API call while the SuperNode is unreachable; give up on a refusal.
+
+    flwr's own invoker (``make_simple_http_retry_invoker``) was written for a one-task
+    ``flwr-clientapp`` process: on a 401 it sends SIGINT to its own process. In this long-lived
+    host that signal would stop the whole site (observed: a relay restart invalidated a task's
+    token and the site shut down). Here a refusal raises to the task, which is abandoned; the host
+    keeps serving. Retrying stops when ``stop`` is set.
+    """
+
+    def should_giveup(exc: Exception) -> bool:
+        if stop.is_set():
+            return True
+        if isinstance(exc, httpx.HTTPStatusError):
+            return exc.response.status_code not in _RETRYABLE_STATUS
+        return False
+
+    def wait(seconds: float) -> None:
+        stop.wait(seconds)  # a stopping site does not sit out a back-off
+
+    return RetryInvoker(
+        wait_gen_factory=lambda: exponential(max_delay=MAX_RETRY_DELAY),
+        recoverable_exceptions=(httpx.TransportError, httpx.HTTPStatusError),
+        max_tries=None,
+        max_time=None,
+        should_giveup=should_giveup,
+        wait_function=wait,
+    )
+
+
+def _client(
+    address: str, component: str, stop: threading.Event, token: str | None = None
+) -> RuntimeHttpClient:
     interceptors: list[ProtobufClientInterceptor] = [
         RuntimeVersionHttpInterceptor(component_name=component)
     ]
@@ -50,32 +94,74 @@ def _client(address: str, component: str, token: str | None = None) -> RuntimeHt
         insecure=True,  # the Runtime API listens on the site's own loopback interface only
         root_certificates=None,
         interceptors=interceptors,
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=_retry_invoker(stop),
     )
 
 
-def _run_task(address: str, token: str) -> None:
-    """Pull one ClientApp task, run it in this process, push the reply and the final status."""
+def task_heartbeat(client: Any, abandoned: threading.Event) -> Callable[[], bool]:
+    """A task heartbeat that reports an unwanted task through ``abandoned``, never by a signal.
+
+    Flower's ``make_task_heartbeat_fn_http`` raises SIGINT in its own process when the SuperNode
+    answers that the task is no longer wanted — right for a one-task process, fatal for a host that
+    serves every task of the site. Returns False (heartbeat retried later) while the SuperNode is
+    unreachable.
+    """
+    request = SendTaskHeartbeatRequest()
+
+    def beat() -> bool:
+        try:
+            res = client.SendTaskHeartbeat(request)
+        except httpx.TransportError:
+            return False
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in _RETRYABLE_STATUS:
+                return False
+            abandoned.set()
+            return True
+        if not res.success:
+            abandoned.set()
+        return True
+
+    return beat
+
+
+def _run_task(address: str, token: str, stop: threading.Event) -> None:
+    """Pull one ClientApp task, run it in this process, push the reply and the final status.
+
+    Raises:
+        TaskAbandoned: the SuperNode refused the task's input or output (its run is no longer
+            running, e.g. after a relay restart). The peer's durable state is the site's, saved
+            at round boundaries, so nothing of the peer is lost with the task.
+    """
     from secure_pcft.runtime.flower.client_app import app
 
-    client = _client(address, "flwr-clientapp", token)
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    client = _client(address, "flwr-clientapp", stop, token)
+    abandoned = threading.Event()
+    heartbeat = HeartbeatSender(task_heartbeat(client, abandoned))
     heartbeat.start()
     context = None
     status, details = SubStatus.FAILED, "ClientApp task failed"
     try:
-        message, context, _run, _fab = pull_task_input(client)
         try:
-            reply = app(message=message, context=context)
-            status, details = SubStatus.COMPLETED, ""
-        except Exception as exc:  # the relay sees an error reply; the host keeps serving
-            log.exception("ClientApp raised")
-            reason = f"{type(exc).__name__}: {exc}"
-            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
-                            reply_to=message)  # fmt: skip
-        push_message(client, reply, context)
+            message, context, _run, _fab = pull_task_input(client)
+            try:
+                reply = app(message=message, context=context)
+                status, details = SubStatus.COMPLETED, ""
+            except Exception as exc:  # the relay sees an error reply; the host keeps serving
+                log.exception("ClientApp raised")
+                reason = f"{type(exc).__name__}: {exc}"
+                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+                                reply_to=message)  # fmt: skip
+            if abandoned.is_set():
+                raise TaskAbandoned("the SuperNode stopped the task while it ran")
+            push_message(client, reply, context)
+        except (RunNotRunningException, httpx.HTTPError) as exc:
+            raise TaskAbandoned(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            push_task_output(client, context, status, details)  # logs its own HTTP errors
+    except RunNotRunningException as exc:
+        raise TaskAbandoned("the task's run is no longer running") from exc
     finally:
-        push_task_output(client, context, status, details)
         heartbeat.stop()
         client.close()
 
@@ -85,7 +171,8 @@ def serve(address: str = "127.0.0.1:9094", stop: threading.Event | None = None,
     """Serve ClientApp tasks of the SuperNode whose Runtime API is at ``address`` until ``stop``.
 
     ``warm``: build this site's peer before serving, so the relay's first step is answered fast
-    (it must be the site the SuperNode's ``--node-config`` names).
+    (it must be the site the SuperNode's ``--node-config`` names). A task that fails outside the
+    ClientApp (the SuperNode restarted, its run ended) is logged and dropped; the host goes on.
 
     Raises:
         ConfigError: ``address`` is not a loopback address (the Runtime API is unauthenticated
@@ -99,7 +186,7 @@ def serve(address: str = "127.0.0.1:9094", stop: threading.Event | None = None,
 
     if warm is not None:
         site_for(warm)
-    client = _client(address, "SuperExec")
+    client = _client(address, "SuperExec", stop)
     log.info("secure-pcft ClientApp host serving the SuperNode at %s", address)
     try:
         while not stop.is_set():
@@ -115,7 +202,14 @@ def serve(address: str = "127.0.0.1:9094", stop: threading.Event | None = None,
                 continue
             if res.HasField("task") and res.token:
                 t0 = time.perf_counter()
-                _run_task(address, res.token)
+                try:
+                    _run_task(address, res.token, stop)
+                except TaskAbandoned as exc:
+                    log.warning("task abandoned after %.2f s: %s", time.perf_counter() - t0, exc)
+                    continue
+                except Exception:  # a malformed task must not take the site down with it
+                    log.exception("task failed outside the ClientApp; serving on")
+                    continue
                 log.info("task done in %.2f s", time.perf_counter() - t0)
             else:
                 stop.wait(poll_s)

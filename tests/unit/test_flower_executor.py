@@ -158,25 +158,15 @@ class _SuperExecClient:
         self.closed = True
 
 
-def test_host_keeps_serving_after_an_abandoned_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    stop = threading.Event()
-    client = _SuperExecClient(tasks=2)
-    ran: list[str] = []
-
-    def run_task(_address: str, token: str, _stop: threading.Event) -> None:
-        ran.append(token)
-        if len(ran) == 1:
-            raise executor.TaskAbandoned("run no longer running")
-        stop.set()
-
-    monkeypatch.setattr(executor, "_client", lambda *_a, **_k: client)
-    monkeypatch.setattr(executor, "_run_task", run_task)
-    executor.serve("127.0.0.1:1", stop=stop, poll_s=0.01)
-    assert ran == ["t1", "t0"] and client.closed
-
-
-def test_host_keeps_serving_after_a_task_that_fails_outside_the_clientapp(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "failure",
+    [
+        executor.TaskAbandoned("run no longer running"),
+        RuntimeError("No messages received from Runtime API"),  # flwr's own error, outside the app
+    ],
+)
+def test_host_keeps_serving_after_a_task_that_failed(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> None:
     stop = threading.Event()
     client = _SuperExecClient(tasks=2)
@@ -185,10 +175,10 @@ def test_host_keeps_serving_after_a_task_that_fails_outside_the_clientapp(
     def run_task(_address: str, token: str, _stop: threading.Event) -> None:
         ran.append(token)
         if len(ran) == 1:
-            raise RuntimeError("No messages received from Runtime API")  # flwr's own error
+            raise failure
         stop.set()
 
     monkeypatch.setattr(executor, "_client", lambda *_a, **_k: client)
     monkeypatch.setattr(executor, "_run_task", run_task)
     executor.serve("127.0.0.1:1", stop=stop, poll_s=0.01)
-    assert ran == ["t1", "t0"]
+    assert ran == ["t1", "t0"] and client.closed

@@ -17,7 +17,7 @@ from secure_pcft.data import agnews, embedded, leipzig
 from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.readers import read_documents
 from secure_pcft.data.splits import split_documents, take, unique_documents
-from secure_pcft.errors import DataError
+from secure_pcft.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,29 @@ def data_sources() -> tuple[str, ...]:
     return tuple(sorted(_SOURCES))
 
 
+def check_data_source(name: str) -> DataSourceLoader:
+    """The loader registered as ``name`` (checked where a run first loads its data).
+
+    Raises:
+        ConfigError: ``name`` is not registered (the message lists the registered sources).
+    """
+    loader = _SOURCES.get(name)
+    if loader is None:
+        raise ConfigError(
+            f"[data] source: unknown data source {name!r}; registered: {', '.join(data_sources())}"
+        )
+    return loader
+
+
 def load_federation(cfg: DataConfig) -> Federation:
     """Build the run's federation (every peer's splits and the public reference set) from ``cfg``.
 
     Raises:
-        DataError: unknown source, missing data (the message names the path looked for), or too
-            little data for the requested sizes.
+        ConfigError: ``cfg.source`` is not a registered source.
+        DataError: missing data (the message names the path looked for), or too little data for
+            the requested sizes.
     """
-    loader = _SOURCES.get(cfg.source)
-    if loader is None:
-        raise DataError(f"unknown data source {cfg.source!r}; registered: {data_sources()}")
-    return loader(cfg)
+    return check_data_source(cfg.source)(cfg)
 
 
 def _shared_dir(cfg: DataConfig) -> Path:

@@ -36,9 +36,15 @@ def test_builtin_sources_are_registered_and_valid_config_choices() -> None:
         assert DataConfig(source=name, paths=paths).source == name
 
 
-def test_config_refuses_an_unregistered_source_listing_the_known_ones() -> None:
+def test_config_refuses_a_malformed_source_name() -> None:
+    with pytest.raises(ConfigError, match=r"\[data\] source: a data source name"):
+        DataConfig(source="Plant Logs/../x")
+
+
+def test_loading_refuses_an_unregistered_source_listing_the_known_ones() -> None:
+    cfg = DataConfig(source="leipzig")  # well-formed; membership is checked where it is used
     with pytest.raises(ConfigError) as info:
-        DataConfig(source="leipzig")
+        load_federation(cfg)
 
     assert str(info.value) == (
         "[data] source: unknown data source 'leipzig'; registered: " + ", ".join(data_sources())
@@ -59,15 +65,16 @@ def test_a_registered_source_can_be_chosen_from_a_toml_config(
 
     toml = tmp_path / "run.toml"
     toml.write_text('[data]\nsource = "plant-logs"\nseed = 3\n', encoding="utf-8")
+    early = load_config(toml)  # read before the source is registered ...
     with pytest.raises(ConfigError, match="unknown data source 'plant-logs'"):
-        load_config(toml)
+        load_federation(early.data)
     register_data_source("plant-logs", load_plant_logs)
 
-    cfg = load_config(toml)
+    federation = load_federation(early.data)  # ... and usable once it is
 
-    assert cfg.data.source == "plant-logs"
-    assert load_federation(cfg.data) is fed
-    assert seen == [cfg.data] and seen[0].seed == 3
+    assert early.data.source == "plant-logs"
+    assert federation is fed
+    assert seen == [early.data] and seen[0].seed == 3
 
 
 def test_registry_refuses_silent_overwrite(monkeypatch: pytest.MonkeyPatch) -> None:

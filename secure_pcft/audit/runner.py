@@ -31,6 +31,7 @@ from secure_pcft.data.corpus import Federation
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import CorruptFileError
 from secure_pcft.fileio import json_safe, write_json_atomic
+from secure_pcft.model.cache import base_identity
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 from secure_pcft.versions import library_versions
 
@@ -308,12 +309,13 @@ def write_summary(results: Iterable[CampaignResult], directory: str | Path) -> P
     for key, source in old_sources.items():
         if source not in ran and key in previous:
             summary[key], sources[key] = previous[key], source
-    bases = set(previous.get("_base_models", [])) if summary else set()
+    kept = previous.get("_base_models", []) if summary else []
+    bases = {base_identity(str(b)) for b in kept}  # names, portable (older files held paths)
     for r in results:
         for key, value in r.summary.items():
             summary[key] = value
             sources[key] = r.campaign.name
-        bases.add(r.base_model)
+        bases.add(base_identity(r.base_model))
     out = {**summary, "_sources": sources, "_base_models": sorted(bases)}
     return write_json_atomic(Path(directory) / SUMMARY_FILE, json_safe(out))
 

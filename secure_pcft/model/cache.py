@@ -39,6 +39,13 @@ _STALE_TMP_SECONDS = 6 * 3600.0
 _BUILD_INFO_LIMITS = bounded_json.JsonLimits(max_bytes=1024 * 1024, max_depth=4)
 
 
+def base_identity(path: str) -> str:
+    """A base model's identity across machines: its folder's (or file's) name. The toolkit's cached
+    bases are named by a hash of their spec and training text (``small-81bcca2cc90fdaa1``), so the
+    name, unlike the cache path, is the same on every machine that built the same base."""
+    return Path(path.rstrip("/")).name if path else ""
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``final``; rename it to ``final`` on success.

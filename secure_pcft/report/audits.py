@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_pcft.errors import ReportError, SecurePcftError
+from secure_pcft.model.cache import base_identity
 from secure_pcft.report.checks import Check
 from secure_pcft.report.sources import read_json, real, require
 
@@ -202,12 +203,6 @@ def audit_checks(
                          "judged, and no check here rests on them"))  # fmt: skip
     out.append(_coverage(audit, run_max_epsilon))
     return out
-
-
-def base_identity(path: str) -> str:
-    """A base model's identity across machines: its folder's name (the cached toolkit bases are
-    named by a hash of their spec and training text; a local model directory by its name)."""
-    return Path(path.rstrip("/")).name if path else ""
 
 
 def _same_base(audit: dict[str, Any], run_base_model: str) -> Check:

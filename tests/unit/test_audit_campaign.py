@@ -145,7 +145,7 @@ def test_a_campaign_runs_real_training_and_writes_results_and_summary(tmp_path: 
                                   attacks='[[attacks]]\nname = "canary"'))  # fmt: skip
     (tmp_path / "out").mkdir()
     earlier = {"other_auc": 0.5, "stale_key": 0.9, "_sources": {"other_auc": "other-campaign",
-               "stale_key": "tiny-mia"}, "_base_models": ["/elsewhere"]}  # fmt: skip
+               "stale_key": "tiny-mia"}, "_base_models": ["/cache/bases/small-0123"]}  # fmt: skip
     (tmp_path / "out" / "summary.json").write_text(json.dumps(earlier))
 
     results = run_campaign_files([path], tmp_path / "out")
@@ -162,7 +162,8 @@ def test_a_campaign_runs_real_training_and_writes_results_and_summary(tmp_path: 
     # figures of campaigns that did not run are kept; the re-run campaign's old figures are not
     assert summary["other_auc"] == 0.5 and summary["_sources"]["other_auc"] == "other-campaign"
     assert "stale_key" not in summary and "stale_key" not in summary["_sources"]
-    assert "/elsewhere" in summary["_base_models"]
+    # bases by name, not by this machine's path: the kept campaign's and the one that ran
+    assert summary["_base_models"] == sorted({"small-0123", Path(data["base_model"]).name})
     text = (tmp_path / "out" / "tiny-mia.json").read_text()
     assert "plant" not in text and "pump" not in text  # no private text in results
     scores = json.loads((tmp_path / "out" / "tiny-mia.scores.json").read_text())

@@ -56,9 +56,11 @@ def _retry_invoker(stop: threading.Event) -> RetryInvoker:
 
     flwr's own invoker (``make_simple_http_retry_invoker``) was written for a one-task
     ``flwr-clientapp`` process: on a 401 it sends SIGINT to its own process. In this long-lived
-    host that signal would stop the whole site (observed: a relay restart invalidated a task's
-    token and the site shut down). Here a refusal raises to the task, which is abandoned; the host
-    keeps serving. Retrying stops when ``stop`` is set.
+    host that signal is the site's stop signal, and a stopping site no longer restarts its
+    SuperNode (seen once in the faults test after a relay restart: a site stopped itself and its
+    peer missed the rest of the run). Here a refusal raises to the task, which is abandoned; the
+    host keeps serving. Retrying stops when ``stop`` is set. While the SuperNode is down a call
+    waits for the site's supervisor to restart it; the new SuperNode refuses the old task's token.
     """
 
     def should_giveup(exc: Exception) -> bool:

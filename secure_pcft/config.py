@@ -348,9 +348,6 @@ class StrategyConfig:
         return cls(name="-".join(parts), **opts)
 
 
-ACCOUNTANT_NAME = REGISTRY_NAME  # a registered name: privacy/accounting.py
-
-
 @dataclass(frozen=True)
 class PrivacyConfig:
     """Differential privacy on everything a peer releases (docs/design.md, "Privacy closure").
@@ -391,7 +388,7 @@ class PrivacyConfig:
     def __post_init__(self) -> None:
         s = "privacy"
         require(
-            isinstance(self.accountant, str) and bool(ACCOUNTANT_NAME.fullmatch(self.accountant)),
+            isinstance(self.accountant, str) and bool(REGISTRY_NAME.fullmatch(self.accountant)),
             s,
             "accountant",
             "an accountant name such as 'rdp', 'prv' or 'gdp'",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 from secure_pcft import bounded_json
-from secure_pcft.config import ACCOUNTANT_NAME
+from secure_pcft.config import REGISTRY_NAME
 from secure_pcft.errors import LedgerError, PrivacyError
 from secure_pcft.validation import is_int
 
@@ -189,9 +189,9 @@ def seal_genesis(g: Genesis) -> Genesis:
         raise PrivacyError("ledger delta: δ must be in (0, 1)")
     if g.budget_epsilon is not None and (not _is_real(g.budget_epsilon) or g.budget_epsilon <= 0):
         raise PrivacyError("ledger budget_epsilon: ε per peer per run must be a finite number > 0")
-    if not isinstance(g.accountant, str) or not ACCOUNTANT_NAME.fullmatch(g.accountant):
+    if not isinstance(g.accountant, str) or not REGISTRY_NAME.fullmatch(g.accountant):
         # A well-formed name; ε is computed only by a registered accountant of that name.
-        raise PrivacyError(f"ledger accountant: a name matching {ACCOUNTANT_NAME.pattern}")
+        raise PrivacyError(f"ledger accountant: a name matching {REGISTRY_NAME.pattern}")
     if not isinstance(g.timestamp, str):
         raise PrivacyError("ledger timestamp: an ISO 8601 string")
     budget = None if g.budget_epsilon is None else float(g.budget_epsilon)

@@ -144,26 +144,22 @@ def _run_task(address: str, token: str, stop: threading.Event) -> None:
     context = None
     status, details = SubStatus.FAILED, "ClientApp task failed"
     try:
+        message, context, _run, _fab = pull_task_input(client)
         try:
-            message, context, _run, _fab = pull_task_input(client)
-            try:
-                reply = app(message=message, context=context)
-                status, details = SubStatus.COMPLETED, ""
-            except Exception as exc:  # the relay sees an error reply; the host keeps serving
-                log.exception("ClientApp raised")
-                reason = f"{type(exc).__name__}: {exc}"
-                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
-                                reply_to=message)  # fmt: skip
-            if abandoned.is_set():
-                raise TaskAbandoned("the SuperNode stopped the task while it ran")
-            push_message(client, reply, context)
-        except (RunNotRunningException, httpx.HTTPError) as exc:
-            raise TaskAbandoned(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            push_task_output(client, context, status, details)  # logs its own HTTP errors
-    except RunNotRunningException as exc:
-        raise TaskAbandoned("the task's run is no longer running") from exc
+            reply = app(message=message, context=context)
+            status, details = SubStatus.COMPLETED, ""
+        except Exception as exc:  # the relay sees an error reply; the host keeps serving
+            log.exception("ClientApp raised")
+            reason = f"{type(exc).__name__}: {exc}"
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+                            reply_to=message)  # fmt: skip
+        if abandoned.is_set():
+            raise TaskAbandoned("the SuperNode stopped the task while it ran")
+        push_message(client, reply, context)
+    except (RunNotRunningException, httpx.HTTPError) as exc:  # flwr's "run ended": a BaseException
+        raise TaskAbandoned(f"{type(exc).__name__}: {exc}") from None
     finally:
+        push_task_output(client, context, status, details)  # logs its own HTTP errors
         heartbeat.stop()
         client.close()
 

@@ -207,8 +207,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from secure_pcft.report import build_report, write_report
+    from secure_pcft.report.policy import DEFAULT_POLICY, load_policy
 
-    report = build_report(args.run_dir, args.audit)
+    policy = load_policy(args.policy) if args.policy else DEFAULT_POLICY
+    report = build_report(args.run_dir, args.audit, policy)
     json_path, html_path = write_report(report, args.out or Path(args.run_dir) / "report")
     for check in report.checks:
         if check.status != "pass":
@@ -437,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FILE",
         help="an audit result JSON of 'secure-pcft audit' (repeatable)",
+    )
+    report.add_argument(
+        "--policy",
+        type=Path,
+        metavar="TOML",
+        help="the review policy the run is judged by (default: the documented default policy, "
+        "examples/review_policy.toml); PASS means inside it",
     )
     report.add_argument("--out", type=Path, help="output directory (default RUN_DIR/report)")
     report.set_defaults(func=cmd_report)

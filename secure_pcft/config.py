@@ -7,18 +7,35 @@ section, the field and its unit. Unknown keys are refused so a typo never silent
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 from secure_pcft.errors import ConfigError
-from secure_pcft.validation import is_int, require
+from secure_pcft.validation import is_int, require, require_range
+
+# Bounds on settings (docs/design.md, "Configuration bounds"). Each is far beyond any meaningful
+# value and exists so that no number can switch a protection off or exhaust the machine while
+# looking like a setting: ∞, 1e300, 10^18 steps.
+MAX_STEPS = 10_000_000  # local steps of one peer in one run
+MAX_COUNT = 1_000_000  # batches, documents, peers, rounds ...
+MAX_SEED = 2**63 - 1
+EPSILON_CEILING = 100.0  # ε per peer per run: above it a guarantee bounds no attack (e^100)
+MAX_NOISE_MULTIPLIER = 1e3  # σ: the accountant's sane maximum (privacy/accounting.py)
+MAX_NATS = 100.0  # loss clips (nats)
+MAX_CLOCK_SKEW_S = 3600.0  # an hour: beyond it a replay window is no window
+MAX_ROUND_WINDOW = 8  # rounds either side of the current one
+MAX_HE_QUERIES = 64  # encrypted-similarity answers to one asker per round
+MAX_MESSAGE_BYTES = 2**31  # 2 GiB: the largest body a peer must buffer
+MAX_NORM_RATIO = 100.0  # a received adapter's norm over the receiver's own
 
 AggregationMode = Literal["paper", "shared-init", "frozen-a"]
 SignatureKind = Literal["top-logits", "logprob-shift"]
@@ -80,9 +97,10 @@ class LoraSettings:
     public_seed: int = 20240401
 
     def __post_init__(self) -> None:
-        require(self.r >= 1, "lora", "r", "rank must be >= 1")
-        require(self.alpha > 0, "lora", "alpha", "must be > 0")
-        require(0.0 <= self.dropout < 1.0, "lora", "dropout", "probability in [0, 1)")
+        require_range(self.r, "lora", "r", 1, 4096, "rank, an integer")
+        require_range(self.alpha, "lora", "alpha", 0, 1e6, "scale", low_open=True)
+        require_range(self.dropout, "lora", "dropout", 0, 1, "probability", high_open=True)
+        require_range(self.public_seed, "lora", "public_seed", 0, MAX_SEED, "seed")
         require(self.mode in AGGREGATION_MODES, "lora", "mode", f"one of {AGGREGATION_MODES}")
 
 
@@ -140,18 +158,25 @@ class DataConfig:
             )
         else:
             require(not self.reference_path, "data", "reference_path", "only for source='files'")
-        require(self.num_peers >= 0, "data", "num_peers", "count >= 0")
-        require(self.docs_per_peer >= 0, "data", "docs_per_peer", "documents >= 0")
-        require(0.0 < self.val_fraction < 0.5, "data", "val_fraction", "fraction in (0, 0.5)")
-        require(0.0 < self.test_fraction < 0.5, "data", "test_fraction", "fraction in (0, 0.5)")
+        require_range(self.num_peers, "data", "num_peers", 0, 4096, "peers (0 = the setting's)")
+        require_range(self.docs_per_peer, "data", "docs_per_peer", 0, MAX_COUNT * 100, "documents")
+        require_range(
+            self.val_fraction, "data", "val_fraction", 0, 0.5, "fraction", low_open=True,
+            high_open=True,
+        )  # fmt: skip
+        require_range(
+            self.test_fraction, "data", "test_fraction", 0, 0.5, "fraction", low_open=True,
+            high_open=True,
+        )  # fmt: skip
+        require_range(self.seed, "data", "seed", 0, MAX_SEED, "seed")
         require(
             self.val_fraction + self.test_fraction < 0.9,
             "data",
             "val_fraction+test_fraction",
             "< 0.9",
         )
-        require(self.reference_docs >= 1, "data", "reference_docs", "documents >= 1")
-        require(8 <= self.block_size <= 4096, "data", "block_size", "tokens in [8, 4096]")
+        require_range(self.reference_docs, "data", "reference_docs", 1, MAX_COUNT, "documents")
+        require_range(self.block_size, "data", "block_size", 8, 4096, "tokens")
 
 
 @dataclass(frozen=True)
@@ -183,16 +208,18 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(self.batch_size >= 1, "train", "batch_size", "sequences >= 1")
-        require(self.lr > 0, "train", "lr", "must be > 0")
-        require(self.weight_decay >= 0, "train", "weight_decay", "must be >= 0")
-        require(self.warmup_steps >= 0, "train", "warmup_steps", "steps >= 0")
-        require(self.local_steps >= 1, "train", "local_steps", "steps >= 1")
+        require_range(self.batch_size, "train", "batch_size", 1, 65536, "sequences")
+        require_range(self.lr, "train", "lr", 0, 1, "AdamW learning rate", low_open=True)
+        require_range(self.weight_decay, "train", "weight_decay", 0, 10, "AdamW weight decay")
+        require_range(self.warmup_steps, "train", "warmup_steps", 0, MAX_STEPS, "steps")
+        require_range(self.local_steps, "train", "local_steps", 1, MAX_STEPS, "steps")
+        require_range(self.total_steps, "train", "total_steps", 0, MAX_STEPS, "steps")
         require(
             self.total_steps >= self.warmup_steps, "train", "total_steps", "steps >= warmup_steps"
         )
-        require(self.eval_batches >= 1, "train", "eval_batches", "batches >= 1")
-        require(self.eval_every >= 1, "train", "eval_every", "rounds >= 1")
+        require_range(self.eval_batches, "train", "eval_batches", 1, MAX_COUNT, "batches")
+        require_range(self.eval_every, "train", "eval_every", 1, MAX_COUNT, "rounds")
+        require_range(self.seed, "train", "seed", 0, MAX_SEED, "seed")
 
     @property
     def num_rounds(self) -> int:
@@ -249,10 +276,12 @@ class StrategyConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.name), "strategy", "name", "must name a registered strategy")
-        require(self.temperature > 0, "strategy", "temperature", "must be > 0")
-        require(self.top_k >= 0, "strategy", "top_k", "peers >= 0")
-        require(self.reference_batches >= 1, "strategy", "reference_batches", "batches >= 1")
-        require(self.candidates >= 0, "strategy", "candidates", "adapters >= 0 (0 = all)")
+        require_range(self.temperature, "strategy", "temperature", 0, 1e6, "divisor", low_open=True)
+        require_range(self.top_k, "strategy", "top_k", 0, 4096, "peers (0 = all)")
+        if self.threshold is not None:
+            require_range(self.threshold, "strategy", "threshold", -1e9, 1e9, "score")
+        require_range(self.reference_batches, "strategy", "reference_batches", 1, 10_000, "batches")
+        require_range(self.candidates, "strategy", "candidates", 0, 4096, "adapters (0 = all)")
         require(
             self.candidates != 1,
             "strategy",
@@ -370,6 +399,9 @@ class PrivacyConfig:
             peer's own adapter are clipped to [-c, c] nats (sensitivity 2c/n per candidate).
         ledger_dir: where the per-peer ledgers live; empty = ``<output dir>/ledgers``.
         secure_rng: draw DP noise from a CSPRNG (os.urandom-seeded) instead of torch's PRNG.
+        unsafe_zero_noise: allow ``noise_multiplier = 0`` (clipping without noise, ε = ∞) for
+            known-answer tests of the clipping. Never for a release: the budget refuses every
+            release it would cost, and a compliance report of such a run fails.
     """
 
     enabled: bool = False
@@ -384,6 +416,7 @@ class PrivacyConfig:
     validation_gap_clip: float = 0.5
     ledger_dir: str = ""
     secure_rng: bool = False
+    unsafe_zero_noise: bool = False
 
     def __post_init__(self) -> None:
         s = "privacy"
@@ -393,11 +426,22 @@ class PrivacyConfig:
             "accountant",
             "an accountant name such as 'rdp', 'prv' or 'gdp'",
         )
-        require(self.max_grad_norm > 0, s, "max_grad_norm", "L2 norm bound must be > 0")
+        require_range(
+            self.max_grad_norm, s, "max_grad_norm", 0, 1e4, "L2 norm bound", low_open=True
+        )
         if self.noise_multiplier is not None:
-            require(self.noise_multiplier >= 0, s, "noise_multiplier", "σ must be >= 0")
+            # σ = 0 is DP-SGD without noise: ε = ∞, a protection switched off while looking
+            # enabled. Refused; a run without DP says so with enabled = false.
+            require_range(
+                self.noise_multiplier, s, "noise_multiplier", 0, MAX_NOISE_MULTIPLIER,
+                "σ (noise std / clipping norm; for no DP set enabled = false)",
+                low_open=not self.unsafe_zero_noise,
+            )  # fmt: skip
         if self.target_epsilon is not None:
-            require(self.target_epsilon > 0, s, "target_epsilon", "ε per peer per run must be > 0")
+            require_range(
+                self.target_epsilon, s, "target_epsilon", 0, EPSILON_CEILING,
+                "ε per peer per run", low_open=True,
+            )  # fmt: skip
         if self.enabled:
             require(
                 (self.noise_multiplier is None) != (self.target_epsilon is None),
@@ -406,17 +450,31 @@ class PrivacyConfig:
                 "give exactly one of them when DP is enabled",
             )
         if self.delta is not None:
-            require(0 < self.delta < 1, s, "delta", "δ must be in (0, 1)")
+            require_range(
+                self.delta, s, "delta", 0, 0.1, "δ per peer (also < 1/n_train)", low_open=True
+            )
         if self.budget_epsilon is not None:
-            require(self.budget_epsilon > 0, s, "budget_epsilon", "ε per peer per run must be > 0")
-        require(self.validation_noise_multiplier > 0, s, "validation_noise_multiplier", "σ > 0")
-        require(self.validation_loss_clip > 0, s, "validation_loss_clip", "nats > 0")
-        require(self.validation_gap_clip > 0, s, "validation_gap_clip", "nats > 0")
+            require_range(
+                self.budget_epsilon, s, "budget_epsilon", 0, EPSILON_CEILING,
+                "ε per peer per run", low_open=True,
+            )  # fmt: skip
+        require_range(
+            self.validation_noise_multiplier, s, "validation_noise_multiplier", 0,
+            MAX_NOISE_MULTIPLIER, "σ", low_open=True,
+        )  # fmt: skip
+        require_range(
+            self.validation_loss_clip, s, "validation_loss_clip", 0, MAX_NATS, "nats",
+            low_open=True,
+        )  # fmt: skip
+        require_range(
+            self.validation_gap_clip, s, "validation_gap_clip", 0, MAX_NATS, "nats",
+            low_open=True,
+        )  # fmt: skip
 
 
 SecurityMode = Literal["off", "full"]
 SECURITY_MODES: tuple[str, ...] = get_args(SecurityMode)
-ConsentRule = Literal["mutual", "asker"]
+ConsentRule = Literal["mutual", "reciprocal", "asker"]
 CONSENT_RULES: tuple[str, ...] = get_args(ConsentRule)
 MAX_PROJECTION_DIM = 4096  # CKKS slots at N = 8192 (crypto/_params.py): one ciphertext per vector
 MIN_SECURE_MESSAGE_BYTES = (
@@ -446,8 +504,10 @@ class SecurityConfig:
         select_threshold: only ask peers whose encrypted-similarity score (a cosine in [-1, 1])
             is at least this; None = no threshold.
         consent: ``mutual`` = a peer sends its adapter only to requesters among its own
-            ``select_top_k`` best-scored peers or that it asked itself; ``asker`` = to every
-            roster peer of the run that asks.
+            ``select_top_k`` best-scored peers or that it asked itself; ``reciprocal`` = those,
+            and any requester it scores at least the median of its scores of the others (no peer
+            is stranded because popular peers saturate; collab/selection.py); ``asker`` = to
+            every roster peer of the run that asks.
         max_adapter_norm_ratio: a received adapter is rejected if its global (or any tensor's)
             L2 norm exceeds this multiple of the receiver's own (ratio, > 1).
     """
@@ -468,12 +528,8 @@ class SecurityConfig:
         s = "security"
         require(self.mode in SECURITY_MODES, s, "mode", f"one of {SECURITY_MODES}")
         require(self.consent in CONSENT_RULES, s, "consent", f"one of {CONSENT_RULES}")
-        require(
-            is_int(self.max_message_bytes) and self.max_message_bytes >= 1,
-            s,
-            "max_message_bytes",
-            "bytes, an integer >= 1",
-        )
+        require(is_int(self.max_message_bytes), s, "max_message_bytes", "bytes, an integer")
+        require_range(self.max_message_bytes, s, "max_message_bytes", 1, MAX_MESSAGE_BYTES, "bytes")
         if self.mode == "full":
             require(
                 self.max_message_bytes >= MIN_SECURE_MESSAGE_BYTES,
@@ -481,25 +537,30 @@ class SecurityConfig:
                 "max_message_bytes",
                 f"bytes >= {MIN_SECURE_MESSAGE_BYTES} in full mode (room for CKKS contexts and adapters)",
             )
-        require(self.max_clock_skew_s > 0, s, "max_clock_skew_s", "seconds > 0")
+        require_range(
+            self.max_clock_skew_s, s, "max_clock_skew_s", 0, MAX_CLOCK_SKEW_S, "seconds",
+            low_open=True,
+        )  # fmt: skip
+        require(is_int(self.round_window), s, "round_window", "rounds, an integer")
+        require_range(self.round_window, s, "round_window", 0, MAX_ROUND_WINDOW, "rounds")
         require(
-            is_int(self.round_window) and self.round_window >= 0, s, "round_window", "rounds >= 0"
-        )
-        require(
-            is_int(self.he_queries_per_round) and self.he_queries_per_round >= 1,
+            is_int(self.he_queries_per_round),
             s,
             "he_queries_per_round",
-            "queries per asker per round, an integer >= 1",
+            "queries per asker per round, an integer",
         )
+        require_range(
+            self.he_queries_per_round, s, "he_queries_per_round", 1, MAX_HE_QUERIES,
+            "queries per asker per round",
+        )  # fmt: skip
         require(
             is_int(self.projection_dim) and 1 <= self.projection_dim <= MAX_PROJECTION_DIM,
             s,
             "projection_dim",
             f"numbers, an integer in [1, {MAX_PROJECTION_DIM}]",
         )
-        require(
-            is_int(self.select_top_k) and self.select_top_k >= 0, s, "select_top_k", "peers >= 0"
-        )
+        require(is_int(self.select_top_k), s, "select_top_k", "peers, an integer")
+        require_range(self.select_top_k, s, "select_top_k", 0, 4096, "peers (0 = all)")
         if self.select_threshold is not None:
             require(
                 -1.0 <= self.select_threshold <= 1.0,
@@ -507,12 +568,10 @@ class SecurityConfig:
                 "select_threshold",
                 "a cosine in [-1, 1] (or leave it out)",
             )
-        require(
-            self.max_adapter_norm_ratio > 1.0,
-            s,
-            "max_adapter_norm_ratio",
-            "a ratio > 1 (multiple of the receiver's own adapter norm)",
-        )
+        require_range(
+            self.max_adapter_norm_ratio, s, "max_adapter_norm_ratio", 1, MAX_NORM_RATIO,
+            "ratio to the receiver's own adapter norm", low_open=True,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -602,13 +661,18 @@ def _typed(section: str, key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"[{section}] {key}: expected {expected}, got {_describe(value)}")
 
 
-def _build_section(cls: type[T], section: str, raw: Any) -> T:
+def build_section(cls: type[T], section: str, raw: Any) -> T:
+    """A frozen config dataclass ``cls`` from the TOML table ``raw`` of ``[section]``.
+
+    Raises:
+        ConfigError: not a table, an unknown key, a value of the wrong type or out of range.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"[{section}] must be a table")
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"[{section}] unknown key(s): {', '.join(unknown)}")
+        raise ConfigError(f"[{section}] unknown key(s): {_with_suggestions(unknown, known)}")
     hints = typing.get_type_hints(cls)
     kwargs = {key: _typed(section, key, value, hints[key]) for key, value in raw.items()}
     try:
@@ -629,6 +693,16 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def _with_suggestions(unknown: list[str], known: Iterable[str]) -> str:
+    """``local_step (did you mean local_steps?), foo`` — the closest known name, when close."""
+    names = list(known)
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        parts.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return ", ".join(parts)
+
+
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """Build a validated :class:`RunConfig` from a parsed TOML/JSON mapping.
 
@@ -637,24 +711,81 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
-        raise ConfigError(f"unknown section(s): {', '.join(unknown)}")
+        raise ConfigError(f"unknown section(s): {_with_suggestions(unknown, _SECTIONS)}")
     sections = {
-        name: _build_section(cls, name, raw.get(name, {})) for name, cls in _SECTIONS.items()
+        name: build_section(cls, name, raw.get(name, {})) for name, cls in _SECTIONS.items()
     }
     return RunConfig(**sections)
+
+
+MAX_TOML_BYTES = 1024 * 1024  # a run configuration is a few hundred bytes
+MAX_TOML_NESTING = 16  # brackets/braces open at once; a run configuration needs 2
+
+
+def toml_nesting(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` outside strings and comments (a cheap scan before parsing,
+    so that a deeply nested document is refused without the recursive parser seeing it)."""
+    depth = deepest = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif c in "\"'":
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
+            j = i + len(quote)
+            while j < n and text[j : j + len(quote)] != quote:
+                j += 2 if (c == '"' and text[j] == "\\") else 1
+            i = j + len(quote)
+            continue
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return deepest
+
+
+def load_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file from outside within size and nesting limits.
+
+    Raises:
+        ConfigError: missing, over :data:`MAX_TOML_BYTES`, nested deeper than
+            :data:`MAX_TOML_NESTING`, not UTF-8, not valid TOML, or holding a number Python
+            refuses to convert (a 5,000-digit integer).
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} not found: {p}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} {p}: not readable ({exc.strerror})") from exc
+    if size > MAX_TOML_BYTES:
+        raise ConfigError(f"{what} {p}: {size} bytes, more than {MAX_TOML_BYTES} allowed")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not valid UTF-8: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} {p}: not readable ({exc.strerror})") from exc
+    if toml_nesting(text) > MAX_TOML_NESTING:
+        raise ConfigError(f"{what} {p}: nested deeper than {MAX_TOML_NESTING} levels")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not valid TOML: {exc}") from exc
+    except (ValueError, RecursionError, MemoryError) as exc:  # e.g. int digits over Python's limit
+        raise ConfigError(f"{what} {p}: value out of range ({type(exc).__name__}: {exc})") from exc
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Load and validate a TOML run configuration.
 
     Raises:
-        ConfigError: the file is missing, is not valid TOML, or holds an invalid value.
+        ConfigError: the file is missing, too large or too deep, is not valid TOML, or holds an
+            invalid value.
     """
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {p}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
-    return config_from_dict(raw)
+    return config_from_dict(load_toml(path))

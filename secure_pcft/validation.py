@@ -9,6 +9,7 @@ also used by checks that raise other error types (the privacy ledger's events).
 
 from __future__ import annotations
 
+import math
 from typing import TypeGuard
 
 from secure_pcft.errors import ConfigError
@@ -52,3 +53,47 @@ def require_int(value: object, section: str, name: str, low: int, unit: str = ""
         return value
     what = f"{unit}, an integer >= {low}" if unit else f"an integer >= {low}"
     raise ConfigError(f"[{section}] {name}: {what}")
+
+
+def in_range(
+    value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> bool:
+    """True for a finite real number (not a ``bool``) in [low, high] (ends open as asked).
+
+    Every numeric setting that guards a protection is bounded on both sides: an infinite or absurd
+    value (a clock skew of 10⁹ s, a norm ratio of 1e300, a learning rate of ∞) would switch the
+    protection off while looking like a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        x = float(value)
+    except OverflowError:  # an int too large for a float
+        return False
+    if not math.isfinite(x):
+        return False
+    above = x > low if low_open else x >= low
+    below = x < high if high_open else x <= high
+    return above and below
+
+
+def require_range(
+    value: object,
+    section: str,
+    name: str,
+    low: float,
+    high: float,
+    unit: str,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise unless ``value`` is a finite number in the range, naming the range and its unit.
+
+    Raises:
+        ConfigError: ``[section] name: <unit> in [low, high], got <value>``.
+    """
+    if not in_range(value, low, high, low_open=low_open, high_open=high_open):
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        raise ConfigError(f"[{section}] {name}: {unit} in {lo}{low:g}, {high:g}{hi}, got {shown}")

@@ -21,7 +21,6 @@ each attack once.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,7 +32,7 @@ from secure_pcft.audit.canaries import CanarySpec
 from secure_pcft.audit.collab_target import CollaborationSpec
 from secure_pcft.audit.target import TargetSpec
 from secure_pcft.audit.updates import UPDATE_OPTIMIZERS
-from secure_pcft.config import config_from_dict
+from secure_pcft.config import config_from_dict, load_toml
 from secure_pcft.errors import ConfigError
 from secure_pcft.validation import is_int, require
 
@@ -262,11 +261,5 @@ def load_campaign(path: str | Path) -> Campaign:
     Raises:
         ConfigError: missing file, invalid TOML, or an invalid campaign.
     """
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"campaign file not found: {p}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"campaign file {p} is not valid TOML: {exc}") from exc
-    return campaign_from_dict(raw, source=str(p))
+    raw = load_toml(path, "campaign file")
+    return campaign_from_dict(raw, source=str(path))

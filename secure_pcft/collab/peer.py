@@ -67,6 +67,7 @@ class Inbox:
     adapters: dict[int, AdapterState] = field(default_factory=dict)
     signatures: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     requests: set[int] = field(default_factory=set)
+    first_choice_of: set[int] = field(default_factory=set)  # requesters that ranked us first
     declines: set[int] = field(default_factory=set)
     own_val_losses: torch.Tensor | None = None  # own adapter's per-block validation losses (n,)
     own_signature: dict[str, torch.Tensor] | None = None  # what this peer sent, kept for scoring
@@ -361,6 +362,8 @@ class Peer:
             self.inbox.signatures[j] = msg.tensors
         elif msg.msg_type is MessageType.ADAPTER_REQUEST:
             self.inbox.requests.add(j)
+            if msg.meta.get("rank") == 1:  # the asker says we are its closest peer (consent)
+                self.inbox.first_choice_of.add(j)
         elif msg.msg_type is MessageType.DECLINE:
             self.inbox.declines.add(j)
         else:

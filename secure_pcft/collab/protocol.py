@@ -78,11 +78,13 @@ def score(
     return row
 
 
-def request(peer: Peer, row: torch.Tensor) -> None:
-    """Phase 3: ask every trusted peer whose adapter this peer does not hold yet."""
+def request(peer: Peer, row: torch.Tensor, first: int | None = None) -> None:
+    """Phase 3: ask every trusted peer whose adapter this peer does not hold yet; the request to
+    ``first`` (the peer it ranks closest, secure mode) says so (``rank = 1``, for consent)."""
     for j in range(len(peer.peer_ids)):
         if j != peer.index and float(row[j]) > 0 and j not in peer.inbox.adapters:
-            peer.send(j, MessageType.ADAPTER_REQUEST)
+            meta: dict[str, object] | None = {"rank": 1} if j == first else None
+            peer.send(j, MessageType.ADAPTER_REQUEST, meta=meta)
 
 
 def answer(peer: Peer) -> None:

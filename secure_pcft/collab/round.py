@@ -46,6 +46,7 @@ from secure_pcft.collab.selection import (
     answer_with_consent,
     check_top_k_fits,
     consented,
+    first_choice,
     restrict,
     select_peers,
     willing_peers,
@@ -145,6 +146,7 @@ class PeerRound:
         self.reference = torch.empty(0, dtype=torch.long)
         self.vector: npt.NDArray[np.float64] | None = None
         self.row: torch.Tensor | None = None
+        self.cosines: torch.Tensor | None = None  # decrypted encrypted-discovery scores (N,)
         self.selected: set[int] = set()
         self.willing: set[int] = set()
         self.exchange = Exchange()
@@ -207,25 +209,31 @@ class PeerRound:
         peer, cfg = self.peer, self.peer.settings.security
         if self.encrypted:
             assert self.secure is not None
-            cos = collect_answers(peer, self.round, self.secure.agent)
+            cos = self.cosines = collect_answers(peer, self.round, self.secure.agent)
             row = self.strategy.encrypted_row(cos, peer.index)
             self.selected = select_peers(row, cos, peer.index, cfg)
             self.willing = willing_peers(row, cos, peer.index, cfg)
             row = restrict(row, self.selected, peer.index)
+            first = first_choice(cos, self.selected, peer.index, cfg)
         else:
             row = score(peer, self.strategy, self.reference, self.domain_mixes)
+            first = None
             if self.secure is not None:
                 self.selected = select_peers(row, None, peer.index, cfg)
                 self.willing = self.selected
         self.row = row
-        request(peer, row)
+        request(peer, row, first)
 
     def _answer(self) -> None:
         if self.secure is None:
             answer(self.peer)
             return
         n = len(self.peer.peer_ids)
-        allowed = consented(self.peer.settings.security, self.selected, self.willing, n)
+        allowed = consented(
+            self.peer.settings.security, self.selected, self.willing, n,
+            cosines=self.cosines, self_index=self.peer.index,
+            first_choice_of=self.peer.inbox.first_choice_of,
+        )  # fmt: skip
         self.exchange = answer_with_consent(self.peer, allowed - {self.peer.index})
 
     def _aggregate(self) -> None:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from secure_pcft.config import PrivacyConfig
+from secure_pcft.config import EPSILON_CEILING, PrivacyConfig
 from secure_pcft.errors import BudgetExhaustedError, BudgetInfeasibleError, LedgerError
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.events import DpEvent
@@ -24,10 +24,26 @@ from secure_pcft.privacy.ledger import PrivacyLedger
 log = logging.getLogger(__name__)
 
 
-def budget_epsilon(cfg: PrivacyConfig) -> float | None:
-    """The hard ε budget per peer per run: ``budget_epsilon``, else ``target_epsilon``, else None
-    (σ given and no budget: record every release, never stop)."""
-    return cfg.budget_epsilon if cfg.budget_epsilon is not None else cfg.target_epsilon
+def budget_epsilon(cfg: PrivacyConfig, planned_epsilon: float) -> float:
+    """The hard ε budget per peer per run: ``budget_epsilon``, else ``target_epsilon``, else (σ
+    given) the ε of the run's whole plan, ``planned_epsilon``: a run never spends more than it
+    planned, and a budget always exists.
+
+    Raises:
+        BudgetInfeasibleError: no budget is configured and the plan's ε is not finite or is above
+            :data:`~secure_pcft.config.EPSILON_CEILING` (σ too small to protect anything).
+    """
+    if cfg.budget_epsilon is not None:
+        return cfg.budget_epsilon
+    if cfg.target_epsilon is not None:
+        return cfg.target_epsilon
+    if not math.isfinite(planned_epsilon) or planned_epsilon > EPSILON_CEILING:
+        raise BudgetInfeasibleError(
+            f"[privacy] noise_multiplier: σ = {cfg.noise_multiplier:g} plans ε = "
+            f"{planned_epsilon:.4g} per peer per run, above the ceiling {EPSILON_CEILING:g} "
+            "(no guarantee at all): raise σ, train fewer steps, or set target_epsilon"
+        )
+    return planned_epsilon
 
 
 class AccountedTrainer(Protocol):
@@ -45,7 +61,8 @@ class BudgetGuard:
 
     Args:
         ledger: the peer's open ledger (the guard appends to it).
-        budget_epsilon: hard ε budget per peer per run; None = record only, never refuse.
+        budget_epsilon: hard ε budget per peer per run; None = record only, never refuse (only
+            for ledgers written before every run had a budget; runs always set one).
         delta: δ of the peer; must equal the ledger's.
         accountant: ``rdp``, ``prv`` or ``gdp``; must equal the ledger's.
 

@@ -269,6 +269,13 @@ class DpTrainer:
             released, tuple(recipients),
         )  # fmt: skip
 
+    def planned_event(self) -> DpEvent:
+        """Every DP-SGD step of the planned run (``[train] total_steps``) as one event: what the
+        run's plan costs (calibration and the default budget use it; never recorded)."""
+        return DpEvent(
+            "dp-sgd", self.noise_multiplier, self.sample_rate, self.cfg.total_steps, 0, "planned"
+        )
+
     def mark_released(self, event: DpEvent) -> None:
         """Note that ``event`` (from :meth:`pending_event`) is now recorded in the ledger.
 

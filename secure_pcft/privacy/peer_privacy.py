@@ -74,7 +74,10 @@ class PeerPrivacy:
             if scoring_queries
         ]  # fmt: skip
         self.trainer = DpTrainer(model, train_blocks, train, pc, generator, reserved=reserved)
-        self.budget = budget_epsilon(pc)
+        self.planned_epsilon = epsilon_spent(
+            [self.trainer.planned_event(), *reserved], self.trainer.delta, pc.accountant
+        )
+        self.budget = budget_epsilon(pc, self.planned_epsilon)
         self.round = 0
         self.stopped_round: int | None = None
         self._validation_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
@@ -179,6 +182,7 @@ class PeerPrivacy:
             "delta": self.trainer.delta,
             "noise_multiplier": self.trainer.noise_multiplier,
             "sample_rate": self.trainer.sample_rate,
+            "train_blocks": int(self.trainer.blocks.shape[0]),
             "accountant": self.privacy_cfg.accountant,
             "events": len(events),
             "stopped_sharing_round": self.stopped_round,

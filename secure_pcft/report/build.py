@@ -27,7 +27,13 @@ from secure_pcft.model.cache import sha256_file
 from secure_pcft.privacy.events import check_peer_id
 from secure_pcft.report.audits import audit_checks, load_audit
 from secure_pcft.report.checks import Check, Status, verdict
-from secure_pcft.report.ledgers import max_epsilon, review_peer
+from secure_pcft.report.ledgers import max_epsilon, review_peer, unaccounted_ledgers
+from secure_pcft.report.policy import (
+    DEFAULT_POLICY,
+    ReviewPolicy,
+    peer_policy_checks,
+    policy_checks,
+)
 from secure_pcft.report.scope import scope_section
 from secure_pcft.report.sources import RunFiles, load_run
 from secure_pcft.versions import library_versions
@@ -94,7 +100,9 @@ def _traffic(run: RunFiles, index: int, peer_id: str) -> dict[str, Any]:
     }
 
 
-def _security(run: RunFiles) -> tuple[dict[str, Any], dict[str, str], list[Check]]:
+def _security(
+    run: RunFiles, policy: ReviewPolicy
+) -> tuple[dict[str, Any], dict[str, str], list[Check]]:
     sec_cfg, info = run.config.security, run.extra("security")
     raw_fp = info.get("fingerprints", {})
     fingerprints = {str(k): str(v) for k, v in raw_fp.items()} if isinstance(raw_fp, dict) else {}
@@ -107,8 +115,9 @@ def _security(run: RunFiles) -> tuple[dict[str, Any], dict[str, str], list[Check
     if sec_cfg.mode != "full":
         why = ("[security] mode = off: plain messages, no signatures or encryption; every adapter "
                "is readable by the relay and the network (TM-03, TM-04)")  # fmt: skip
+        status: Status = "fail" if policy.security_mode == "full" else "warn"
         return section, fingerprints, [Check("security.mode", "channels are signed and encrypted",
-                                             "warn", why)]  # fmt: skip
+                                             status, why)]  # fmt: skip
     checks = [Check("security.mode", "channels are signed and encrypted", "pass",
                     "[security] mode = full: Ed25519-signed, Box-encrypted envelopes, CKKS "
                     f"discovery, consent = {sec_cfg.consent}")]  # fmt: skip
@@ -140,6 +149,11 @@ def _security(run: RunFiles) -> tuple[dict[str, Any], dict[str, str], list[Check
         if want is not None:
             fingerprints[peer_id] = want
     section["fingerprint_source"] = "roster"
+    absent = sorted(set(pinned) - set(run.peer_ids))
+    checks.append(Check("roster.accounted", "every pinned peer is accounted for in the results",
+                        "fail" if absent else "pass",
+                        f"pinned but missing from results.json: {', '.join(absent)}" if absent
+                        else f"{len(pinned)} pinned peers, all in results.json"))  # fmt: skip
     return section, fingerprints, checks
 
 
@@ -150,10 +164,6 @@ def _run_section(run: RunFiles) -> tuple[dict[str, Any], list[Check]]:
                     "pass" if recorded == recomputed else "fail",
                     f"recorded {recorded[:16]}…, recomputed {recomputed[:16]}… "
                     "(SHA-256 of the canonical JSON of the validated config)")]  # fmt: skip
-    if cfg.privacy.enabled and not cfg.privacy.secure_rng:
-        checks.append(Check("dp.noise", "DP noise comes from a CSPRNG", "warn",
-                            "[privacy] secure_rng = false: noise from a seeded PRNG is "
-                            "reproducible by anyone who knows the seed (TM-06)"))  # fmt: skip
     section = {
         "run_dir": str(run.run_dir),
         "results_sha256": run.results_sha256,
@@ -191,8 +201,13 @@ def _versions_check(run_versions: dict[str, str]) -> Check:
     return Check(cid, title, "pass", f"{len(run_versions)} versions equal")
 
 
-def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Report:
-    """Gather, verify and summarise a run directory and audit files into a :class:`Report`.
+def build_report(
+    run_dir: str | Path,
+    audits: Sequence[str | Path] = (),
+    policy: ReviewPolicy = DEFAULT_POLICY,
+) -> Report:
+    """Gather, verify and summarise a run directory and audit files into a :class:`Report`,
+    judged against ``policy`` (:mod:`~secure_pcft.report.policy`): PASS means inside it.
 
     A ledger that fails verification does not raise: its peer shows no ε and a ``fail`` check
     (the report is the place a reviewer must see it). The verdict is ``fail`` then.
@@ -204,12 +219,18 @@ def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Repo
     run = load_run(run_dir)
     audit_docs = [load_audit(a) for a in audits]
     run_section, checks = _run_section(run)
-    security, fingerprints, sec_checks = _security(run)
+    checks += policy_checks(policy, run.config)
+    security, fingerprints, sec_checks = _security(run, policy)
     peers: list[dict[str, Any]] = []
     final = run.rounds[-1]
     for i, peer_id in enumerate(run.peer_ids):
         privacy, peer_checks = review_peer(run, peer_id)
         checks += peer_checks
+        eps = privacy["epsilon_spent"]
+        checks += peer_policy_checks(
+            policy, peer_id, None if eps is None else float(eps), privacy["delta"],
+            _train_blocks(run, peer_id),
+        )  # fmt: skip
         peers.append({
             "peer_id": peer_id,
             "fingerprint": fingerprints.get(peer_id),
@@ -218,6 +239,8 @@ def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Repo
             "final": {"test_ppl": final.test_ppl[i], "test_acc": final.test_acc[i]},
             "adapter": _adapter(run, peer_id),
         })  # fmt: skip
+    if run.config.privacy.enabled:
+        checks += unaccounted_ledgers(run)
     checks += sec_checks
     rejected = {p["peer_id"]: p["traffic"]["messages_rejected"] for p in peers}
     if any(rejected.values()):
@@ -227,10 +250,18 @@ def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Repo
     run_eps = max_epsilon(peers)
     for a in audit_docs:
         checks += audit_checks(a, run_eps, str(run.results.get("base_model", "")))
+    given = {str(a["campaign"]): all(at["passed"] for at in a["attacks"]) for a in audit_docs}
+    for name in policy.required_audits:
+        ok = given.get(name, False)
+        checks.append(Check(f"policy.audit.{name}", f"required audit {name} was given and passed",
+                            "pass" if ok else "fail",
+                            "given and passed" if ok else ("given, did not pass" if name in given
+                            else "not given to the report (--audit)")))  # fmt: skip
     doc = {
         "format": REPORT_FORMAT,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "verdict": verdict(checks),
+        "policy": policy.describe(),
         "run": run_section,
         "versions": library_versions(),
         "security": security,
@@ -242,6 +273,12 @@ def build_report(run_dir: str | Path, audits: Sequence[str | Path] = ()) -> Repo
         "scope": scope_section(run_section["config"], peers),
     }  # fmt: skip
     return Report(json_safe(doc), tuple(checks))
+
+
+def _train_blocks(run: RunFiles, peer_id: str) -> int | None:
+    info = run.extra("privacy").get(peer_id)
+    n = info.get("train_blocks") if isinstance(info, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:

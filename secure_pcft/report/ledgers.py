@@ -98,15 +98,12 @@ def review_peer(run: RunFiles, peer_id: str) -> tuple[dict[str, Any], list[Check
     """The ``privacy`` section of one peer and its checks (ledger integrity, budget, agreement).
 
     Returns:
-        (section, checks). Without DP the section says so and one ``fail`` check is returned:
-        such a run gives its peers no (ε, δ) guarantee.
+        (section, checks). Without DP the section says so and no check is returned: whether a run
+        without DP is acceptable is the review policy's call (``policy.dp``), made once per run.
     """
     cid, title = f"ledger.{peer_id}", f"privacy ledger of {peer_id} verifies"
     if not run.config.privacy.enabled:
-        section = _empty(False, "not-applicable", None, None)
-        why = "[privacy] enabled = false: adapters were released without differential privacy"
-        return section, [Check(f"dp.{peer_id}", "releases are differentially private", "fail", why,
-                               peer_id)]  # fmt: skip
+        return _empty(False, "not-applicable", None, None), []
     try:
         check_peer_id(peer_id)
     except PrivacyError as exc:
@@ -161,11 +158,11 @@ def _summarise(
                             f"{shown} of budget {g.budget_epsilon:g}", peer_id))  # fmt: skip
     recorded = _recorded_epsilon(run, peer_id)
     if recorded is None:
-        checks.append(Check(f"agree.{peer_id}", "results.json agrees with the ledger", "warn",
+        checks.append(Check(f"agree.{peer_id}", f"{peer_id}: results.json agrees with the ledger", "warn",
                             "results.json records no ε for this peer", peer_id))  # fmt: skip
     else:
         same = math.isclose(recorded, eps, rel_tol=_REL_TOL, abs_tol=1e-12) or recorded == eps
-        checks.append(Check(f"agree.{peer_id}", "results.json agrees with the ledger",
+        checks.append(Check(f"agree.{peer_id}", f"{peer_id}: results.json agrees with the ledger",
                             "pass" if same else "fail",
                             f"results.json ε = {recorded:.6g}, ledger ε = {eps:.6g}", peer_id))  # fmt: skip
     return section, checks
@@ -176,3 +173,23 @@ def max_epsilon(peers: list[dict[str, Any]]) -> float | None:
     values = [p["privacy"]["epsilon_spent"] for p in peers]
     nums = [math.inf if v == "inf" else float(v) for v in values if v is not None]
     return max(nums) if nums else None
+
+
+def unaccounted_ledgers(run: RunFiles) -> list[Check]:
+    """Every ledger file in the run's ledger folders must belong to a peer of ``results.json``:
+    a peer erased from the results but whose ledger is still there (perhaps over budget) fails
+    the report instead of vanishing from it (TM-06)."""
+    peers = set(run.peer_ids)
+    found: dict[str, Path] = {}
+    for folder in {c.parent for c in run.ledger_candidates("x.ledger.jsonl")}:
+        if folder.is_dir():
+            for f in sorted(folder.glob("*.ledger.jsonl")):
+                found.setdefault(f.name.removesuffix(".ledger.jsonl"), f)
+    extra = {k: v for k, v in found.items() if k not in peers}
+    title = "every ledger in the run's ledger folders belongs to a peer of the results"
+    if not extra:
+        return [Check("ledgers.accounted", title, "pass",
+                      f"{len(found)} ledger files, all of peers in results.json")]  # fmt: skip
+    return [Check("ledgers.accounted", title, "fail",
+                  "ledgers of peers missing from results.json: "
+                  + ", ".join(f"{k} ({v})" for k, v in sorted(extra.items())))]  # fmt: skip

@@ -79,7 +79,7 @@ def _td(text: Any, num: bool = False) -> str:
 
 
 def _header(doc: dict[str, Any]) -> str:
-    run, verdict = doc["run"], doc["verdict"]
+    run, verdict, policy = doc["run"], doc["verdict"], doc["policy"]
     fails = [c for c in doc["checks"] if c["status"] == "fail"]
     alerts = "".join(
         f'<div class="alert">LEDGER FAILED — {esc(p["peer_id"])}: '
@@ -94,7 +94,18 @@ def _header(doc: dict[str, Any]) -> str:
         f'<div id="verdict" class="verdict v-{esc(verdict)}">Verdict: {esc(verdict.upper())} '
         f"({len(fails)} failed, "
         f"{sum(c['status'] == 'warn' for c in doc['checks'])} warnings, "
-        f"{sum(c['status'] == 'pass' for c in doc['checks'])} passed)</div>{alerts}"
+        f"{sum(c['status'] == 'pass' for c in doc['checks'])} passed)</div>"
+        f'<p id="policy">Judged against the review policy <b>{esc(policy["name"])}</b> '
+        f"(SHA-256 <code>{esc(policy['sha256'][:16])}…</code>): PASS means inside this policy. "
+        f"{_policy_rules(policy['rules'])}</p>{alerts}"
+    )
+
+
+def _policy_rules(rules: dict[str, Any]) -> str:
+    shown = ["max_epsilon", "max_delta", "max_delta_times_n", "require_dp", "require_secure_rng",
+             "security_mode", "required_audits"]  # fmt: skip
+    return "Rules: " + "; ".join(
+        f"{esc(k)} = {esc(json.dumps(rules[k]))}" for k in shown if k in rules
     )
 
 

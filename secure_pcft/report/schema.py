@@ -154,7 +154,7 @@ _SCOPE = _obj({
 
 _SECURITY = _obj({
     "mode": {"enum": ["off", "full"]},
-    "consent": {"enum": ["mutual", "asker"]},
+    "consent": {"enum": ["mutual", "reciprocal", "asker"]},
     "key_dir": _STR_OR_NULL,
     "roster": _STR_OR_NULL,
     "fingerprint_source": {"enum": ["roster", "results.json", None]},
@@ -172,6 +172,8 @@ REPORT_SCHEMA: dict[str, Any] = {
         "format": {"const": "secure-pcft-report/1"},
         "generated_at": {"type": "string", "format": "date-time"},
         "verdict": {"enum": ["pass", "fail"]},
+        "policy": _obj({"name": {"type": "string"}, "sha256": _SHA256,
+                        "rules": {"type": "object"}}),
         "run": _RUN,
         "versions": {"type": "object", "required": ["python", "secure-pcft"],
                      "additionalProperties": {"type": "string"}},

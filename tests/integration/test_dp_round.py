@@ -51,7 +51,7 @@ def run(cfg: RunConfig, federation: Federation, base: BaseModel) -> Simulation:
 def test_every_release_is_in_the_ledger_before_it_leaves(
     tmp_path: Path, tiny_base: BaseModel, federation: Federation, strategy: str
 ) -> None:
-    cfg = dp_cfg(tmp_path, strategy, noise_multiplier=1.0, budget_epsilon=1e6)
+    cfg = dp_cfg(tmp_path, strategy, noise_multiplier=1.0)  # budget: the plan
     sim = run(cfg, federation, tiny_base)
     res = sim.result(make_strategy(cfg.strategy), 0.0)
     sim.close()

@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,12 @@ from secure_pcft.config import (
     config_from_dict,
 )
 from secure_pcft.crypto.consortium import Consortium
-from secure_pcft.errors import ReportError
+from secure_pcft.errors import ConfigError, ReportError
 from secure_pcft.model.loading import load_base
 from secure_pcft.privacy.accounting import epsilon_spent
-from secure_pcft.privacy.ledger import ledger_path, read_ledger
+from secure_pcft.privacy.ledger import PrivacyLedger, ledger_path, read_ledger
 from secure_pcft.report import REPORT_SCHEMA, build_report, render_html, write_report
+from secure_pcft.report.policy import DEFAULT_POLICY, ReviewPolicy, load_policy
 from secure_pcft.report.schema import schema_json
 from secure_pcft.runtime.loopback import Simulation
 from tests.conftest import tiny_federation
@@ -75,7 +77,10 @@ def dp_run(tmp_path_factory: pytest.TempPathFactory, tiny_base_dir: Path) -> Pat
     return _run(
         root,
         tiny_base_dir,
-        PrivacyConfig(enabled=True, noise_multiplier=1.0, budget_epsilon=50.0),
+        # inside the default review policy: ε ≤ 10, δ·n ≤ 0.1, OS noise, full security
+        PrivacyConfig(
+            enabled=True, noise_multiplier=1.0, budget_epsilon=50.0, delta=1e-4, secure_rng=True
+        ),
         SecurityConfig(mode="full", key_dir=str(root / "keys"), select_top_k=1),
     )
 
@@ -95,7 +100,7 @@ def test_report_recomputes_every_peers_epsilon_from_its_verified_ledger(dp_run: 
     report = build_report(dp_run)
     doc = report.document
 
-    assert report.verdict == "pass"
+    assert report.verdict == "pass", [c for c in report.checks if c.status == "fail"]
     assert doc["run"]["config_hash"]["match"] is True
     results = json.loads((dp_run / "results.json").read_text())
     for peer in doc["peers"]:
@@ -315,10 +320,139 @@ def test_a_run_without_dp_fails_and_plain_channels_are_flagged(
     checks = _checks(report)
 
     assert report.verdict == "fail"
-    assert {checks[f"dp.peer-{i}"] for i in range(3)} == {"fail"}
-    assert checks["security.mode"] == "warn"
+    assert checks["policy.dp"] == "fail"  # once for the run, not a "ledger FAIL" per peer
+    assert not any(k.startswith(("ledger.", "dp.peer")) for k in checks)
+    assert checks["security.mode"] == "fail"  # the default policy requires full mode
     assert all(p["privacy"]["epsilon_spent"] is None for p in report.document["peers"])
     assert 'id="plot-trust-final"' in render_html(report.document)
+    lenient = ReviewPolicy(name="simulation review", require_dp=False, security_mode="off")
+    relaxed = _checks(build_report(run, policy=lenient))
+    assert "policy.dp" not in relaxed and relaxed["security.mode"] == "warn"
+
+
+# ----------------------------------------------------------------------------- the policy
+
+
+def test_the_report_names_its_policy_and_its_hash(dp_run: Path, tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text('[policy]\nname = "plant review 2026"\nmax_epsilon = 4.0\n')
+
+    doc = build_report(dp_run).document
+    strict = build_report(dp_run, policy=load_policy(policy_file))
+
+    assert doc["policy"]["sha256"] == DEFAULT_POLICY.digest()
+    assert strict.document["policy"]["name"] == "plant review 2026"
+    assert strict.document["policy"]["sha256"] != DEFAULT_POLICY.digest()
+    eps = max(float(p["privacy"]["epsilon_spent"]) for p in doc["peers"])
+    want = "fail" if eps > 4.0 else "pass"
+    assert _checks(strict)["policy.epsilon.peer-0"] in {want, "pass"}
+    assert "plant review 2026" in render_html(strict.document)
+    code = main(["report", str(dp_run), "--policy", str(policy_file), "--out", str(tmp_path / "r")])
+    assert code == (1 if strict.verdict == "fail" else 0)
+
+
+def test_an_epsilon_above_the_policy_fails(dp_run: Path) -> None:
+    eps = max(float(p["privacy"]["epsilon_spent"]) for p in build_report(dp_run).document["peers"])
+    strict = ReviewPolicy(name="strict", max_epsilon=eps / 2)
+
+    report = build_report(dp_run, policy=strict)
+
+    assert report.verdict == "fail"
+    assert "fail" in {_checks(report)[f"policy.epsilon.peer-{i}"] for i in range(3)}
+
+
+def test_no_noise_fails_the_report(dp_run: Path, tmp_path: Path) -> None:
+    """σ = 0 everywhere (config refused, so forged into the ledgers with a rewritten chain): ε = ∞
+    must fail the report whatever else agrees."""
+    run = _copy(dp_run, tmp_path)
+    for i in range(3):
+        path = ledger_path(run / "ledgers", f"peer-{i}")
+        contents = read_ledger(path)
+        path.unlink()
+        path.with_name(path.name + ".head").unlink()  # a consistent rewrite of chain and head
+        forged = PrivacyLedger.open(
+            path, peer_id=f"peer-{i}", delta=contents.genesis.delta, budget_epsilon=None,
+            accountant=contents.genesis.accountant,
+        )  # fmt: skip
+        forged.append([replace(e, noise_multiplier=0.0) for e in contents.events])
+        forged.close()
+    results = json.loads((run / "results.json").read_text())
+    for info in results["extra"]["privacy"].values():
+        info["epsilon_spent"] = "inf"
+    (run / "results.json").write_text(json.dumps(results))
+
+    report = build_report(run)
+    checks = _checks(report)
+
+    assert report.verdict == "fail"
+    assert {checks[f"policy.epsilon.peer-{i}"] for i in range(3)} == {"fail"}
+
+
+def test_an_erased_peer_fails_the_report(dp_run: Path, tmp_path: Path) -> None:
+    run = _copy(dp_run, tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    gone = results["peer_ids"].index("peer-2")
+    results["peer_ids"].pop(gone)
+    for r in results["rounds"]:
+        for key in ("test_ppl", "test_acc", "bytes_sent", "messages_sent"):
+            r[key].pop(gone)
+        r["trust"] = [row[:gone] + row[gone + 1 :] for i, row in enumerate(r["trust"]) if i != gone]
+    results["extra"]["privacy"].pop("peer-2")
+    (run / "results.json").write_text(json.dumps(results))
+
+    report = build_report(run)
+    checks = _checks(report)
+
+    assert report.verdict == "fail"
+    assert checks["ledgers.accounted"] == "fail"  # its ledger is still in ledgers/
+    assert checks["roster.accounted"] == "fail"  # its key is still pinned
+    assert "peer-2" in next(c.detail for c in report.checks if c.id == "ledgers.accounted")
+
+
+def test_a_weakened_security_setting_fails_even_with_a_consistent_hash(
+    dp_run: Path, tmp_path: Path
+) -> None:
+    run = _copy(dp_run, tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["security"]["max_clock_skew_s"] = 3600.0
+    results["config"]["security"]["max_adapter_norm_ratio"] = 100.0
+    results["config_hash"] = config_from_dict(results["config"]).digest()  # re-hashed
+    (run / "results.json").write_text(json.dumps(results))
+
+    report = build_report(run)
+    failed = {c.id: c.detail for c in report.checks if c.status == "fail"}
+
+    assert set(failed) == {"policy.security"}
+    assert "max_clock_skew_s" in failed["policy.security"]
+    assert "max_adapter_norm_ratio" in failed["policy.security"]
+
+
+def test_seeded_noise_fails_under_the_default_policy(dp_run: Path, tmp_path: Path) -> None:
+    run = _copy(dp_run, tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["privacy"]["secure_rng"] = False
+    results["config_hash"] = config_from_dict(results["config"]).digest()
+    (run / "results.json").write_text(json.dumps(results))
+
+    checks = _checks(build_report(run))
+    relaxed = _checks(build_report(run, policy=ReviewPolicy(require_secure_rng=False)))
+
+    assert checks["dp.noise"] == "fail"
+    assert relaxed["dp.noise"] == "warn"
+
+
+def test_a_policy_file_is_checked_like_a_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    for text, match in [
+        ("max_epsilon = inf\n", "max_epsilon"),
+        ("max_epsilom = 4.0\n", "did you mean max_epsilon"),
+        ('security_mode = "none"\n', "security_mode"),
+        ("required_audits = 3\n", "required_audits"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_policy(bad)
+    assert load_policy(ROOT / "examples" / "review_policy.toml") == DEFAULT_POLICY
 
 
 # ----------------------------------------------------------------------------- bad input

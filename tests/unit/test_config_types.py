@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from secure_pcft.cli import main
-from secure_pcft.config import config_from_dict
+from secure_pcft.config import config_from_dict, load_config, toml_nesting
 from secure_pcft.errors import ConfigError
 
 
@@ -56,3 +56,67 @@ def test_the_cli_refuses_a_mistyped_config_before_loading_anything(
     err = capsys.readouterr().err
     assert "[train] batch_size: expected an integer, got 4.5" in err
     assert "nonexistent" not in err  # the base was never looked for
+
+
+# ---- values that would switch a protection off (issue: compliance record) -----------------------
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("security", "max_clock_skew_s", float("inf")),
+        ("security", "max_adapter_norm_ratio", 1e300),
+        ("security", "round_window", 10**9),
+        ("security", "he_queries_per_round", 10**6),
+        ("security", "max_message_bytes", 2**62),
+        ("train", "lr", float("inf")),
+        ("train", "total_steps", 10**18),
+        ("privacy", "target_epsilon", float("inf")),
+        ("privacy", "budget_epsilon", float("inf")),
+        ("privacy", "max_grad_norm", float("inf")),
+        ("privacy", "validation_noise_multiplier", float("inf")),
+        ("privacy", "noise_multiplier", 0.0),
+        ("privacy", "noise_multiplier", float("nan")),
+    ],
+)
+def test_values_that_switch_a_protection_off_are_refused_with_their_range(
+    section: str, key: str, value: object
+) -> None:
+    raw: dict[str, dict[str, object]] = {section: {key: value}}
+    if section == "privacy":
+        raw["privacy"]["enabled"] = True
+        if key != "noise_multiplier":
+            raw["privacy"].setdefault("noise_multiplier", 1.0)
+        if key == "target_epsilon":
+            raw["privacy"].pop("noise_multiplier")
+
+    with pytest.raises(ConfigError, match=rf"\[{section}\] {key}: .* in [\[(]"):
+        config_from_dict(raw)
+
+
+def test_a_key_typo_is_refused_with_the_closest_key() -> None:
+    with pytest.raises(
+        ConfigError, match=r"\[train\] unknown key\(s\): local_step \(did you mean local_steps\?\)"
+    ):
+        config_from_dict({"train": {"local_step": 3}})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[train]\nseed = " + "9" * 5000 + "\n",  # beyond Python's int-conversion limit
+        "x = " + "[" * 5000 + "]" * 5000 + "\n",  # nested far beyond any config
+        "# " + "x" * (2 * 1024 * 1024) + "\n",  # larger than any config
+    ],
+    ids=["5000-digit-int", "deep-nesting", "2-MiB"],
+)
+def test_hostile_toml_is_a_config_error_and_exit_3(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+
+    with pytest.raises(ConfigError):
+        load_config(path)
+    assert main(["run", str(path)]) == 3
+
+
+def test_nesting_is_counted_outside_strings_and_comments() -> None:
+    assert toml_nesting('a = "[[[[["\n# {{{{{\n[t]\nb = [[1], [2]]\n') == 2
+    assert toml_nesting("s = '''[[[\n]]]'''\n") == 0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from secure_pcft.config import LoraSettings, PrivacyConfig, TrainConfig
+from secure_pcft.config import EPSILON_CEILING, LoraSettings, PrivacyConfig, TrainConfig
 from secure_pcft.errors import (
     BudgetExhaustedError,
     BudgetInfeasibleError,
@@ -140,11 +141,36 @@ def test_preflight_refuses_a_budget_the_first_release_cannot_fit(tmp_path: Path)
 
 
 def test_budget_resolution_from_config() -> None:
-    assert budget_epsilon(PrivacyConfig(enabled=True, target_epsilon=4.0)) == 4.0
+    assert budget_epsilon(PrivacyConfig(enabled=True, target_epsilon=4.0), 3.0) == 4.0
     assert (
-        budget_epsilon(PrivacyConfig(enabled=True, target_epsilon=4.0, budget_epsilon=6.0)) == 6.0
+        budget_epsilon(PrivacyConfig(enabled=True, target_epsilon=4.0, budget_epsilon=6.0), 3.0)
+        == 6.0
     )
-    assert budget_epsilon(PrivacyConfig(enabled=True, noise_multiplier=1.0)) is None
+    # σ given and no budget: the plan's ε is the budget (a run never spends more than it planned)
+    assert budget_epsilon(PrivacyConfig(enabled=True, noise_multiplier=1.0), 7.5) == 7.5
+
+
+@pytest.mark.parametrize("planned", [math.inf, 4.0e6, EPSILON_CEILING * 1.01])
+def test_a_plan_beyond_the_ceiling_is_refused(planned: float) -> None:
+    cfg = PrivacyConfig(enabled=True, noise_multiplier=1e-3)  # ε ≈ 4·10⁶ for a short run
+
+    with pytest.raises(BudgetInfeasibleError, match="ceiling"):
+        budget_epsilon(cfg, planned)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"noise_multiplier": 0.0},
+        {"noise_multiplier": math.inf},
+        {"noise_multiplier": math.nan},
+        {"target_epsilon": math.inf},
+        {"target_epsilon": EPSILON_CEILING * 2},
+    ],
+)
+def test_values_that_switch_dp_off_are_refused(fields: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match=r"\[privacy\]"):
+        PrivacyConfig(enabled=True, **fields)  # type: ignore[arg-type]
 
 
 def test_training_release_records_the_steps_since_the_last_release(tmp_path: Path) -> None:

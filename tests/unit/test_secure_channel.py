@@ -16,7 +16,13 @@ import torch
 from secure_pcft.collab.channel import PlainChannel
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
-from secure_pcft.collab.selection import consented, restrict, select_peers, willing_peers
+from secure_pcft.collab.selection import (
+    consented,
+    first_choice,
+    restrict,
+    select_peers,
+    willing_peers,
+)
 from secure_pcft.collab.strategies.weights import row_normalised, rowwise_cosine, weights_vector
 from secure_pcft.collab.strategy import (
     Discovery,
@@ -312,6 +318,58 @@ def test_willing_peers_follow_the_encrypted_ranking_not_the_strategys_own_top_k(
     assert consented(cfg, {3}, {2, 3}, 5) == {2, 3}
     assert consented(cfg, {1}, {2, 3}, 5) == {1, 2, 3}  # always to the peers it asked itself
     assert consented(SecurityConfig(consent="asker"), {3}, {3}, 5) == {0, 1, 2, 3, 4}
+    reciprocal = SecurityConfig(select_top_k=1, consent="reciprocal")
+    # median of the known others (0.5, 0.8, 0.9) is 0.8: peer 2 also qualifies, peer 1 does not
+    assert consented(reciprocal, {3}, {3}, 5, cosines=cos, self_index=0) == {2, 3}
+    assert consented(reciprocal, {3}, {3}, 5) == {3}  # no scores: as mutual
+    strict = SecurityConfig(select_top_k=1, consent="reciprocal", select_threshold=0.85)
+    assert consented(strict, {3}, {3}, 5, cosines=cos, self_index=0) == {3}
+
+
+def _stranded(cos: torch.Tensor, consent: str, k: int) -> list[int]:
+    """Peers that ask their k best and get no adapter back: the edges are (asker, owner) pairs
+    where the owner consents to the asker."""
+    n = cos.shape[0]
+    cfg = SecurityConfig(select_top_k=k, consent=consent)  # type: ignore[arg-type]
+    row = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    asks = {i: select_peers(row, cos[i], i, cfg) for i in range(n)}
+    willing = {i: willing_peers(row, cos[i], i, cfg) for i in range(n)}
+    first = {i: first_choice(cos[i], asks[i], i, cfg) for i in range(n)}
+    allowed = {
+        i: consented(
+            cfg, asks[i], willing[i], n, cosines=cos[i], self_index=i,
+            first_choice_of={j for j in range(n) if first[j] == i},
+        )
+        for i in range(n)
+    }  # fmt: skip
+    return [i for i in range(n) if not any(i in allowed[j] for j in asks[i])]
+
+
+def test_reciprocal_consent_strands_nobody_where_mutual_top_k_does() -> None:
+    # Hubness: peers 0-2 are close to everyone (hubs), 3-8 are spread out. Every peer's three
+    # closest are the hubs, and each hub's own three closest are the other hubs and one more, so
+    # under mutual top-3 most of the spread-out peers ask three hubs and are declined by all.
+    g = torch.Generator().manual_seed(3)
+    hub = torch.randn(16, generator=g, dtype=torch.float64)
+    vectors = [hub + 0.3 * torch.randn(16, generator=g, dtype=torch.float64) for _ in range(3)]
+    vectors += [hub + 1.5 * torch.randn(16, generator=g, dtype=torch.float64) for _ in range(6)]
+    u = torch.nn.functional.normalize(torch.stack(vectors), dim=1)
+    cos = u @ u.T  # (9, 9), symmetric, as both sides of a pair compute it
+
+    assert len(_stranded(cos, "mutual", 3)) >= 3
+    assert _stranded(cos, "reciprocal", 3) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_reciprocal_consent_answers_every_asker_on_random_scores(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    spread = 0.3 + 1.5 * torch.rand(9, 1, generator=g, dtype=torch.float64)  # hubs and anti-hubs
+    v = torch.randn(16, generator=g, dtype=torch.float64) + spread * torch.randn(
+        9, 16, generator=g, dtype=torch.float64
+    )
+    u = torch.nn.functional.normalize(v, dim=1)
+
+    assert _stranded(u @ u.T, "reciprocal", 3) == []
 
 
 def test_weights_vector_estimates_the_rowwise_cosine() -> None:

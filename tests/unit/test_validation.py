@@ -50,14 +50,14 @@ def test_require_int_returns_the_int_or_names_field_unit_and_bound(
     assert str(info.value) == message
 
 
-# Exact messages as they were before the configs shared the helper.
+# Exact messages: each names the table, the field and the expected value with its unit.
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: DataConfig(block_size=4), "[data] block_size: tokens in [8, 4096]"),
+        (lambda: DataConfig(block_size=4), "[data] block_size: tokens in [8, 4096], got 4"),
         (
             lambda: SecurityConfig(round_window=True),  # type: ignore[arg-type]
-            "[security] round_window: rounds >= 0",
+            "[security] round_window: rounds, an integer",
         ),
         (
             lambda: SmallBaseSpec(**{**TINY_SMALL_BASE.to_dict(), "n_embd": 33}),

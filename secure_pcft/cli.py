@@ -44,14 +44,22 @@ def _progress_bar() -> object:
 
 
 def _print_table(rows: list[dict[str, object]]) -> None:
-    print(
-        f"{'strategy':<24}{'test ppl':>12}{'test acc':>10}{'ppl after warm-up':>20}{'bytes sent':>14}"
-    )
+    """The result table, aligned whatever the strategy labels' length. ``last`` is each peer's
+    last-round model, ``kept`` the model it keeps (best seen on its validation split);
+    ``kept/start`` the worst peer's kept test perplexity over its starting point's."""
+    cols = [("test ppl (last)", "mean_test_ppl", ".2f"), ("kept", "mean_kept_test_ppl", ".2f"),
+            ("worst kept/start", "worst_kept_vs_start", ".3f"), ("test acc", "mean_test_acc", ".3f"),
+            ("after warm-up", "mean_test_ppl_after_warmup", ".2f"),
+            ("bytes sent", "total_bytes_sent", ",")]  # fmt: skip
+    width = max([len("strategy"), *(len(str(r["strategy"])) for r in rows)]) + 2
+    print(f"{'strategy':<{width}}" + "".join(f"{h:>{len(h) + 3}}" for h, _, _ in cols))
     for r in rows:
-        print(
-            f"{r['strategy']!s:<24}{r['mean_test_ppl']:>12.2f}{r['mean_test_acc']:>10.3f}"
-            f"{r['mean_test_ppl_after_warmup']:>20.2f}{r['total_bytes_sent']:>14,}"
-        )
+        cells = []
+        for h, key, fmt in cols:
+            value = r.get(key)
+            text = format(value, fmt) if isinstance(value, int | float) else "—"
+            cells.append(f"{text:>{len(h) + 3}}")
+        print(f"{r['strategy']!s:<{width}}" + "".join(cells))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,8 +123,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = demo_config(args.output)
     print("secure-pcft demo: 6 peers (parliament speeches in de/es/nl, 2 peers per language),")
-    print("LoRA on the toolkit's small English base; the paper's six strategies and calibrated")
-    print("predictions branch off one shared warm-up.")
+    print("LoRA on the toolkit's small English base; the paper's six strategies, calibrated")
+    print("predictions and the toolkit's default collaboration branch off one shared warm-up.")
     results = compare_strategies(cfg, DEMO_STRATEGIES, progress=_progress_bar())  # type: ignore[arg-type]
     _print_table([r.summary() for r in results])
     print(f"results and adapters: {cfg.output.dir}/<strategy>/")

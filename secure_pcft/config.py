@@ -78,7 +78,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA hyper-parameters (paper defaults: r=4, alpha=32, dropout 0.1).
+    """LoRA hyper-parameters (paper defaults: r=4, alpha=32, dropout 0.1; the toolkit's default
+    aggregation mode is ``shared-init``, measured better than the paper's for every collaborative
+    strategy, README "Strategies").
 
     Attributes:
         targets: module-name suffixes to adapt; empty means the architecture's default mapping
@@ -93,7 +95,7 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.1
     targets: tuple[str, ...] = ()
-    mode: AggregationMode = "paper"
+    mode: AggregationMode = "shared-init"
     public_seed: int = 20240401
 
     def __post_init__(self) -> None:
@@ -262,6 +264,11 @@ class StrategyConfig:
             mode, no forward pass); the rest get weight 0. 0 = score every adapter held. Cuts
             the O(N²) validation forward passes of a round to O(N·candidates), and under DP the
             accounted scores the privacy plan reserves.
+        accept: every round, score three candidates on the peer's own validation split — its
+            own adapter (``self``), the strategy's aggregate (``trust``) and the equal average of
+            every adapter it holds (``uniform``) — and adopt the best (collab/acceptance.py).
+            With DP the choice is an accounted report-noisy-min, or skipped when the plan finds
+            its noise uninformative (privacy/selection.py). Any strategy.
     """
 
     name: str = "predictions"
@@ -273,6 +280,7 @@ class StrategyConfig:
     relative: bool = False
     signature: SignatureKind = "top-logits"
     candidates: int = 0
+    accept: bool = False
 
     def __post_init__(self) -> None:
         require(bool(self.name), "strategy", "name", "must name a registered strategy")
@@ -338,6 +346,8 @@ class StrategyConfig:
             parts.append(f"thr{self.threshold:g}".replace("-", "m"))  # '-' separates parts
         if self.candidates:
             parts.append(f"cand{self.candidates}")
+        if self.accept:
+            parts.append("accept")
         return "-".join(parts)
 
     @classmethod
@@ -357,6 +367,8 @@ class StrategyConfig:
             try:
                 if tail == "calibrated":
                     opts["calibrated"] = True
+                elif tail == "accept":
+                    opts["accept"] = True
                 elif tail == "shift":
                     opts["signature"] = "logprob-shift"
                 elif tail == "relative":
@@ -375,6 +387,21 @@ class StrategyConfig:
                 break
             parts.pop()
         return cls(name="-".join(parts), **opts)
+
+
+RECOMMENDED_STRATEGY = StrategyConfig(
+    name="predictions",
+    signature="logprob-shift",
+    calibrated=True,
+    temperature=10.0,
+    top_k=3,
+    accept=True,
+)
+"""The toolkit's default collaboration (a run without a ``[strategy]`` table): each peer compares
+what the adapters *changed* against the shared base (one rule in plain and secure mode), trusts
+itself and its two closest peers almost equally, and every round adopts what its own validation
+split supports among its own adapter, that aggregate and the equal average of what it holds; it
+keeps the best model it has seen (docs/design.md, "Acceptance")."""
 
 
 @dataclass(frozen=True)
@@ -399,6 +426,10 @@ class PrivacyConfig:
             peer's own adapter are clipped to [-c, c] nats (sensitivity 2c/n per candidate).
         ledger_dir: where the per-peer ledgers live; empty = ``<output dir>/ledgers``.
         secure_rng: draw DP noise from a CSPRNG (os.urandom-seeded) instead of torch's PRNG.
+        selection_epsilon_share: with ``[strategy] accept``, the share of ``target_epsilon`` the
+            per-round choice among candidate aggregates may spend over the run (its σ follows;
+            DP-SGD is calibrated for the rest). The choice is skipped, spending nothing, when that
+            σ leaves it uninformative (privacy/selection.py). 0 = never spend on it.
         unsafe_zero_noise: allow ``noise_multiplier = 0`` (clipping without noise, ε = ∞) for
             known-answer tests of the clipping. Never for a release: the budget refuses every
             release it would cost, and a compliance report of such a run fails.
@@ -416,6 +447,7 @@ class PrivacyConfig:
     validation_gap_clip: float = 0.5
     ledger_dir: str = ""
     secure_rng: bool = False
+    selection_epsilon_share: float = 0.1
     unsafe_zero_noise: bool = False
 
     def __post_init__(self) -> None:
@@ -470,6 +502,10 @@ class PrivacyConfig:
             self.validation_gap_clip, s, "validation_gap_clip", 0, MAX_NATS, "nats",
             low_open=True,
         )  # fmt: skip
+        require_range(
+            self.selection_epsilon_share, s, "selection_epsilon_share", 0, 0.5,
+            "fraction of target_epsilon",
+        )  # fmt: skip
 
 
 SecurityMode = Literal["off", "full"]
@@ -521,7 +557,7 @@ class SecurityConfig:
     projection_dim: int = MAX_PROJECTION_DIM
     select_top_k: int = 3
     select_threshold: float | None = None
-    consent: ConsentRule = "mutual"
+    consent: ConsentRule = "reciprocal"
     max_adapter_norm_ratio: float = 10.0
 
     def __post_init__(self) -> None:
@@ -590,7 +626,7 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    strategy: StrategyConfig = field(default_factory=lambda: RECOMMENDED_STRATEGY)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -713,7 +749,7 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown section(s): {_with_suggestions(unknown, _SECTIONS)}")
     sections = {
-        name: build_section(cls, name, raw.get(name, {})) for name, cls in _SECTIONS.items()
+        name: build_section(cls, name, raw[name]) for name, cls in _SECTIONS.items() if name in raw
     }
     return RunConfig(**sections)
 

@@ -8,10 +8,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from secure_pcft.collab.acceptance import selection_candidates
 from secure_pcft.collab.results import RunResult
 from secure_pcft.collab.round import round_steps
 from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
-from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConfig, TrainConfig
+from secure_pcft.config import (
+    RECOMMENDED_STRATEGY,
+    DataConfig,
+    LoraSettings,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
 from secure_pcft.data.manifest import write_manifests
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError
@@ -116,11 +124,13 @@ def privacy_plan_groups(
     """``strategies`` grouped by the privacy plan their peers need (one group without DP)."""
     if not cfg.privacy.enabled:
         return [list(strategies)]
-    groups: dict[int, list[StrategyConfig]] = {}
+    groups: dict[tuple[int, int], list[StrategyConfig]] = {}
     for scfg in strategies:
-        groups.setdefault(run_scoring_queries(replace(cfg, strategy=scfg), num_peers), []).append(
-            scfg
+        key = (
+            run_scoring_queries(replace(cfg, strategy=scfg), num_peers),
+            selection_candidates(scfg),
         )
+        groups.setdefault(key, []).append(scfg)
     return list(groups.values())
 
 
@@ -151,19 +161,33 @@ def _run_branch(
     res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
     res.write_json(out / "results.json")
     if cfg.output.save_adapters:
-        base_record = base_fingerprint(sim.base.path)
-        for i, p in enumerate(sim.peers):
-            card = {
-                "peer": p.peer_id,
-                "strategy": scfg.label,
-                "lora": {"mode": cfg.lora.mode, **lora_facts(p.model)},
-                "rounds": len(res.rounds) - 1,
-                "security": cfg.security.mode,
-                "privacy": p.privacy.summary() if p.privacy is not None else None,
-                "test_ppl": res.rounds[-1].test_ppl[i] if res.rounds else None,
-            }
-            export_adapter(p.model, out / "adapters" / p.peer_id, base_record, card)
+        export_adapters(sim, res, out / "adapters")
     return res
+
+
+def export_adapters(sim: Simulation, res: RunResult, folder: Path) -> None:
+    """One portable folder per peer: the model it keeps (``<peer>/``) and, beside it, its last
+    round's adapter (``<peer>/last/``), with both figures on the card (model/export.py)."""
+    cfg = sim.cfg
+    base_record = base_fingerprint(sim.base.path)
+    for i, p in enumerate(sim.peers):
+        card = {
+            "peer": p.peer_id,
+            "strategy": res.strategy,
+            "lora": {"mode": cfg.lora.mode, **lora_facts(p.model)},
+            "rounds": len(res.rounds) - 1,
+            "security": cfg.security.mode,
+            "privacy": p.privacy.summary() if p.privacy is not None else None,
+            "test_ppl": res.rounds[-1].test_ppl[i] if res.rounds[-1].test_ppl else None,
+            "kept": res.kept[i] if res.kept else None,
+        }
+        last = p.adapter()
+        export_adapter(p.model, folder / p.peer_id / "last", base_record, {**card, "role": "last"})
+        try:
+            p.set_adapter(p.kept.kept.state)
+            export_adapter(p.model, folder / p.peer_id, base_record, {**card, "role": "kept"})
+        finally:
+            p.set_adapter(last)
 
 
 def demo_config(output_dir: str = "runs/demo") -> RunConfig:
@@ -188,4 +212,5 @@ DEMO_STRATEGIES = (
     StrategyConfig(name="predictions"),
     StrategyConfig(name="validation"),
     StrategyConfig(name="predictions", calibrated=True),
+    RECOMMENDED_STRATEGY,  # the toolkit's default collaboration (acceptance, kept model)
 )

@@ -7,6 +7,7 @@ through its channel, is validated, and is then used by the protocol's phases.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from secure_pcft.collab.channel import Channel, Rejection
+from secure_pcft.collab.keep_best import KeptModel, Seen, base_adapter
 from secure_pcft.collab.messages import Message, MessageType
 from secure_pcft.collab.strategies.predictions import check_signature
 from secure_pcft.config import (
@@ -34,8 +36,9 @@ from secure_pcft.model.lora import (
     attach_lora,
     load_adapter_state,
 )
-from secure_pcft.privacy.dp_trainer import DpTrainer
+from secure_pcft.privacy.dp_trainer import DpTrainer, resolve_delta
 from secure_pcft.privacy.peer_privacy import PeerPrivacy
+from secure_pcft.privacy.selection import SelectionPlan, plan_selection
 from secure_pcft.privacy.validation_scores import validation_losses
 from secure_pcft.train.evaluate import LmScore, evaluate_lm
 from secure_pcft.train.local import LocalTrainer
@@ -110,6 +113,12 @@ class Peer:
         channel: this peer's end of the message layer.
         ledger_dir: where its privacy ledger lives (required with DP on).
         scoring_queries: accounted private scores per round its privacy plan reserves (DP on).
+        selection_candidates: candidates its per-round choice scores (``[strategy] accept``:
+            3; 1 = no choice); with DP the plan reserves the choice's queries when informative.
+
+    Attributes:
+        selection: the plan of its per-round choice (privacy/selection.py).
+        kept: the best model it has seen on its validation split (collab/keep_best.py).
     """
 
     def __init__(
@@ -123,6 +132,7 @@ class Peer:
         channel: Channel,
         ledger_dir: Path | None = None,
         scoring_queries: int = 0,
+        selection_candidates: int = 1,
     ) -> None:
         self.index = index
         self.peer_ids = peer_ids
@@ -137,6 +147,16 @@ class Peer:
         self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
         self.spec = adapter_spec(self.model)
         generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + index)
+        n_train, n_val = int(self.blocks.train.shape[0]), int(self.blocks.val.shape[0])
+        delta = (
+            resolve_delta(cfg.privacy.delta, n_train) if cfg.privacy.enabled and n_train else 1.0
+        )
+        self.selection: SelectionPlan = plan_selection(
+            cfg.privacy, candidates=selection_candidates, rounds=cfg.train.num_rounds,
+            val_blocks=n_val, delta=delta,
+        )  # fmt: skip
+        self.kept = KeptModel()
+        self.release_transform: Callable[[AdapterState], AdapterState] | None = None
         self.privacy: PeerPrivacy | None = None
         self.trainer: LocalTrainer | DpTrainer
         if cfg.privacy.enabled:
@@ -144,7 +164,7 @@ class Peer:
                 raise ConfigError(f"peer {self.peer_id}: DP is on, so it needs a ledger directory")
             self.privacy = PeerPrivacy(
                 self.peer_id, self.model, self.blocks.train, cfg.privacy, cfg.train, generator,
-                ledger_dir, scoring_queries,
+                ledger_dir, scoring_queries, self.selection.reserved(),
             )  # fmt: skip
             self.trainer = self.privacy.trainer
         else:
@@ -193,12 +213,47 @@ class Peer:
     def adapter(self) -> AdapterState:
         return adapter_state(self.model)
 
+    def released_adapter(self) -> AdapterState:
+        """The adapter as this peer sends it: its own, unless an evaluation harness made it a
+        poisoning partner (``release_transform``, audit/poisoning.py; TM-02 robustness runs)."""
+        state = self.adapter()
+        return state if self.release_transform is None else self.release_transform(state)
+
     def set_adapter(self, state: AdapterState) -> None:
         load_adapter_state(self.model, state)
 
     def evaluate(self, split: str = "test", max_batches: int | None = None) -> LmScore:
         blocks = getattr(self.blocks, split)
         return evaluate_lm(self.model, blocks, batch_size=16, max_batches=max_batches)
+
+    def evaluate_state(self, state: AdapterState, split: str = "test") -> LmScore:
+        """:meth:`evaluate` of another adapter state (the own adapter is restored after)."""
+        own = self.adapter()
+        try:
+            self.set_adapter(state)
+            return self.evaluate(split)
+        finally:
+            self.set_adapter(own)
+
+    def val_losses(self, state: AdapterState) -> torch.Tensor:
+        """Exact per-block losses (n,) of ``state`` on the private validation split (own adapter
+        restored after). Never released: for the peer's own choices (acceptance, kept model)."""
+        own = self.adapter()
+        try:
+            self.set_adapter(state)
+            return validation_losses(self.model, self.blocks.val)
+        finally:
+            self.set_adapter(own)
+
+    def begin_keeping(self) -> Seen:
+        """Fix the kept model's starting point after the warm-up: the base (B = 0), or the
+        warm-up adapter where the validation split supports it (collab/keep_best.py)."""
+        warm = self.adapter()
+        base = base_adapter(warm)
+        return self.kept.begin(
+            Seen(base, self.val_losses(base), "base", 0),
+            Seen(warm, self.val_losses(warm), "warm-up", 0),
+        )
 
     def validation_perplexity(self, state: AdapterState) -> float:
         """Perplexity of ``state`` on this peer's private validation split (own adapter restored).
@@ -330,7 +385,7 @@ class Peer:
         if not consent:
             self.send(recipient, MessageType.DECLINE, meta={"reason": "no consent"})
             return None
-        outcome = self.send(recipient, MessageType.ADAPTER, self.adapter())
+        outcome = self.send(recipient, MessageType.ADAPTER, self.released_adapter())
         if outcome is SendOutcome.REFUSED_BUDGET:
             self.send(recipient, MessageType.DECLINE, meta={"reason": "budget"})
         return outcome

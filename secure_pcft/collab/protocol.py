@@ -1,6 +1,6 @@
 """The plain phases of a round, as one peer runs them (docs/design.md, "One round").
 
-    discover → score → request adapters → answer requests → aggregate
+    discover → score → request adapters → answer requests → (aggregate: collab/acceptance.py)
 
 :mod:`secure_pcft.collab.round` strings them into steps (adding encrypted discovery, selection and
 consent in secure mode) for both runtimes. Between phases, messages travel only through the peer's
@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import torch
 
-from secure_pcft.collab.aggregation import check_row, weighted_average
+from secure_pcft.collab.aggregation import check_row
 from secure_pcft.collab.messages import MessageType, encode_tensors
 from secure_pcft.collab.peer import Peer
+from secure_pcft.collab.ranking import rank_others
 from secure_pcft.collab.strategies.predictions import prediction_signature_of
-from secure_pcft.collab.strategy import Discovery, TrustContext, TrustStrategy
+from secure_pcft.collab.strategy import (
+    Discovery,
+    ScoreSoftmaxStrategy,
+    TrustContext,
+    TrustStrategy,
+)
 from secure_pcft.errors import BudgetExhaustedError
 
 
@@ -26,7 +32,7 @@ def discover(peer: Peer, strategy: TrustStrategy, reference: torch.Tensor) -> No
     if strategy.discovery is Discovery.SIGNATURES:
         payload, kind = _own_signature(peer, strategy, reference), MessageType.SIGNATURE
     else:
-        payload, kind = peer.adapter(), MessageType.ADAPTER
+        payload, kind = peer.released_adapter(), MessageType.ADAPTER
     encoded = encode_tensors(payload)  # once, not once per recipient
     for j in range(len(peer.peer_ids)):
         if j != peer.index:
@@ -47,8 +53,9 @@ def score(
     strategy: TrustStrategy,
     reference: torch.Tensor,
     domain_mixes: tuple[dict[str, float], ...],
-) -> torch.Tensor:
-    """Phase 2: compute this peer's trust row from its own state and what it received."""
+) -> tuple[torch.Tensor, TrustContext]:
+    """Phase 2: compute this peer's trust row (N,) from its own state and what it received;
+    returns it with the context it was computed from."""
     peer.collect()
     adapters = {peer.index: peer.adapter(), **peer.inbox.adapters}
     signatures = dict(peer.inbox.signatures)
@@ -75,14 +82,23 @@ def score(
         row = torch.zeros(len(peer.peer_ids), dtype=torch.float64)
         row[peer.index] = 1.0
     check_row(row, len(peer.peer_ids))
-    return row
+    return row, ctx
 
 
-def request(peer: Peer, row: torch.Tensor, first: int | None = None) -> None:
-    """Phase 3: ask every trusted peer whose adapter this peer does not hold yet; the request to
+def strategy_ranking(strategy: TrustStrategy, ctx: TrustContext) -> list[int]:
+    """The other peers, best first, by the strategy's own scores (score-softmax strategies) or
+    by its row; peers it cannot score are left out."""
+    if isinstance(strategy, ScoreSoftmaxStrategy):
+        return rank_others(strategy.scores(ctx).to(torch.float64), ctx.self_index)
+    row = strategy.row(ctx)
+    return rank_others(torch.where(row > 0, row, float("-inf")), ctx.self_index)
+
+
+def request(peer: Peer, ask: set[int], first: int | None = None) -> None:
+    """Phase 3: ask the peers ``ask`` whose adapter this peer does not hold yet; the request to
     ``first`` (the peer it ranks closest, secure mode) says so (``rank = 1``, for consent)."""
-    for j in range(len(peer.peer_ids)):
-        if j != peer.index and float(row[j]) > 0 and j not in peer.inbox.adapters:
+    for j in sorted(ask):
+        if j != peer.index and j not in peer.inbox.adapters:
             meta: dict[str, object] | None = {"rank": 1} if j == first else None
             peer.send(j, MessageType.ADAPTER_REQUEST, meta=meta)
 
@@ -93,20 +109,3 @@ def answer(peer: Peer) -> None:
     peer.collect()
     for j in sorted(peer.inbox.requests):
         peer.answer_request(j, consent=True)
-
-
-def aggregate(peer: Peer, row: torch.Tensor) -> torch.Tensor:
-    """Phase 5: θ_i ← Σ_j W_ij θ_j over the adapters actually received.
-
-    Peers that were trusted but never delivered (dropped out, rejected, declined) lose their weight;
-    the row is renormalised over the rest. Returns the row actually applied.
-    """
-    peer.collect()
-    states = {peer.index: peer.adapter(), **peer.inbox.adapters}
-    applied = row.clone()
-    for j in range(len(row)):
-        if j not in states:
-            applied[j] = 0.0
-    applied = applied / applied.sum()
-    peer.set_adapter(weighted_average(states, applied))
-    return applied

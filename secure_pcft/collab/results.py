@@ -50,6 +50,8 @@ class RunResult:
     started_at: str = ""  # ISO 8601 UTC: the run (its warm-up) started
     finished_at: str = ""  # ISO 8601 UTC: this strategy's last round ended
     versions: dict[str, str] = field(default_factory=dict)  # libraries of the machine that ran it
+    # per peer, the model it keeps (best seen on its validation split) against its starting point
+    kept: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def final(self) -> RoundRecord:
@@ -65,6 +67,8 @@ class RunResult:
             "total_bytes_sent": sum(sum(r.bytes_sent) for r in self.rounds),
             "rounds": len(self.rounds) - 1,
             "seconds": self.seconds,
+            **kept_summary(self.kept),
+            **outcome_summary(self.rounds),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,3 +79,38 @@ class RunResult:
     def write_json(self, path: Path) -> Path:
         """Write atomically (temp file + rename) so a killed run never leaves half a result."""
         return write_json_atomic(path, self.to_dict())
+
+
+def kept_summary(kept: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over peers of the kept models' and starting points' test perplexity, and the worst
+    ratio of a peer's kept test perplexity to its starting point's (empty without kept figures)."""
+    usable = [k for k in kept if isinstance(k, dict) and "test_ppl" in k]
+    if not usable:
+        return {}
+    return {
+        "mean_kept_test_ppl": statistics.fmean(k["test_ppl"] for k in usable),
+        "mean_start_test_ppl": statistics.fmean(k["start"]["test_ppl"] for k in usable),
+        "mean_base_test_ppl": statistics.fmean(k["base_test_ppl"] for k in usable),
+        "worst_kept_vs_start": max(k["test_ppl"] / k["start"]["test_ppl"] for k in usable),
+    }
+
+
+def outcome_lists(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A round record's ``extra`` from each peer's :meth:`PeerRound.outcome` (peer order)."""
+    return {
+        "adopted": [str(o.get("adopted", "")) for o in outcomes],
+        "alone": [bool(o.get("alone", False)) for o in outcomes],
+    }
+
+
+def outcome_summary(rounds: list[RoundRecord]) -> dict[str, Any]:
+    """Peer-rounds spent alone (asked, received nothing) and what was adopted, over the run."""
+    alone = sum(sum(1 for a in r.extra.get("alone", []) if a) for r in rounds)
+    adopted: dict[str, int] = {}
+    for r in rounds:
+        for a in r.extra.get("adopted", []):
+            if a:
+                adopted[a] = adopted.get(a, 0) + 1
+    if not adopted and not alone:
+        return {}
+    return {"peer_rounds_alone": alone, "adopted": dict(sorted(adopted.items()))}

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from secure_pcft.collab.acceptance import Scored, adopt
 from secure_pcft.collab.encrypted_discovery import (
     PeerHe,
     collect_answers,
@@ -38,7 +39,7 @@ from secure_pcft.collab.encrypted_discovery import (
     send_queries,
 )
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.protocol import aggregate, answer, discover, request, score
+from secure_pcft.collab.protocol import answer, discover, request, score, strategy_ranking
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.selection import (
     FACT_KEYS,
@@ -150,7 +151,9 @@ class PeerRound:
         self.selected: set[int] = set()
         self.willing: set[int] = set()
         self.exchange = Exchange()
+        self.asked: set[int] = set()  # peers it asked for their adapters this round
         self.applied: torch.Tensor | None = None
+        self.scored: Scored | None = None
 
     @property
     def meter(self) -> TrafficMeter:
@@ -216,13 +219,20 @@ class PeerRound:
             row = restrict(row, self.selected, peer.index)
             first = first_choice(cos, self.selected, peer.index, cfg)
         else:
-            row = score(peer, self.strategy, self.reference, self.domain_mixes)
+            row, ctx = score(peer, self.strategy, self.reference, self.domain_mixes)
             first = None
             if self.secure is not None:
                 self.selected = select_peers(row, None, peer.index, cfg)
                 self.willing = self.selected
+            elif self.strategy.cfg.accept and cfg.select_top_k:
+                # acceptance's `uniform` spans the select_top_k closest, as in secure mode
+                self.selected = set(strategy_ranking(self.strategy, ctx)[: cfg.select_top_k])
         self.row = row
-        request(peer, row, first)
+        ask = {j for j in range(row.shape[0]) if j != peer.index and float(row[j]) > 0}
+        if self.strategy.cfg.accept:
+            ask |= self.selected  # acceptance's `uniform` candidate averages all it holds
+        self.asked = ask
+        request(peer, ask, first)
 
     def _answer(self) -> None:
         if self.secure is None:
@@ -240,8 +250,23 @@ class PeerRound:
         assert self.row is not None
         row = self.row
         if self.encrypted and self.strategy.rescore_after_exchange:
-            row = score(self.peer, self.strategy, self.reference, self.domain_mixes)
-        self.applied = aggregate(self.peer, row)
+            row, _ = score(self.peer, self.strategy, self.reference, self.domain_mixes)
+        self.applied, self.scored = adopt(
+            self.peer, row, self.round, accept=self.strategy.cfg.accept
+        )
+
+    def outcome(self) -> dict[str, object]:
+        """What the peer adopted this round (public facts for the results: no scores).
+
+        ``adopted``: the candidate (``self`` / ``trust`` / ``uniform``; ``trust`` without
+        acceptance); ``alone``: it asked for adapters and none arrived, so it averaged with
+        nobody (stranded: declined, dropped, rejected)."""
+        assert self.scored is not None
+        received = len(self.peer.inbox.adapters)
+        return {
+            "adopted": self.scored.chosen if self.strategy.cfg.accept else "trust",
+            "alone": bool(self.asked) and received == 0,
+        }
 
 
 def drive_round(

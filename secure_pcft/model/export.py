@@ -1,6 +1,8 @@
 """Portable adapter folders: a peft adapter that names its base by identity, not by path, with a card.
 
-A run writes one folder per peer (``<output>/adapters/<peer>``)::
+A run writes one folder per peer (``<output>/adapters/<peer>``) holding the model the peer keeps
+(the best it saw on its validation split, collab/keep_best.py), and inside it ``last/``, the same
+layout for its last round's adapter::
 
     adapter_model.safetensors   the LoRA tensors (peft)
     adapter_config.json         peft's config; ``base_model_name_or_path`` = the base's *name*
@@ -69,7 +71,8 @@ def export_adapter(
         base: :func:`base_fingerprint` of the base the adapter was trained on.
         card: facts for the model card — ``peer``, ``strategy``, ``lora`` (mode, r, alpha,
             targets), ``rounds``, ``privacy`` (the peer's ledger summary, or None without DP),
-            ``security`` (channel mode), ``test_ppl`` (optional).
+            ``security`` (channel mode), ``test_ppl`` (last round, optional), ``kept`` (the
+            kept model's figures, optional), ``role`` (``kept`` or ``last``, optional).
     """
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory), safe_serialization=True)
@@ -125,6 +128,31 @@ def resolve_adapter_base(adapter_dir: Path, base: Path | None = None) -> Path:
     return Path(base)
 
 
+def _which_model(card: Mapping[str, Any]) -> list[str]:
+    """Card lines: which of the peer's models this folder holds, and both models' figures."""
+    kept, last_ppl = card.get("kept"), card.get("test_ppl")
+    out = []
+    if card.get("role") == "kept" and isinstance(kept, Mapping):
+        out.append(
+            f"- this is the model the peer **keeps**: the best it saw on its own validation split "
+            f"(`{kept['origin']}`; its starting point was `{kept['start']['origin']}`); the last "
+            "round's adapter is in `last/`"
+        )
+    elif card.get("role") == "last":
+        out.append(
+            "- this is the peer's **last round's** adapter (what it last trained and released)"
+        )
+    if isinstance(kept, Mapping):
+        out.append(
+            f"- test perplexity on the peer's own held-out split: kept {kept['test_ppl']:.2f}, "
+            f"starting point {kept['start']['test_ppl']:.2f}, base {kept['base_test_ppl']:.2f}"
+            + (f", last round {last_ppl:.2f}" if last_ppl is not None else "")
+        )
+    elif last_ppl is not None:
+        out.append(f"- test perplexity on the peer's own held-out split: {last_ppl:.2f}")
+    return out
+
+
 def model_card(base: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     """The adapter's README.md: what it is, what trained it, what privacy it carries, how to load."""
     lora = card.get("lora", {})
@@ -147,8 +175,7 @@ def model_card(base: Mapping[str, Any], card: Mapping[str, Any]) -> str:
         f"alpha {lora.get('alpha', '?')}, targets {', '.join(lora.get('targets', [])) or '?'}",
         f"- collaboration rounds: {card.get('rounds', '?')}; channel: {card.get('security', '?')}",
     ]
-    if card.get("test_ppl") is not None:
-        lines.append(f"- test perplexity on the peer's own held-out split: {card['test_ppl']:.2f}")
+    lines += _which_model(card)
     lines += ["", "## Privacy", ""]
     if privacy:
         lines += [
@@ -160,6 +187,12 @@ def model_card(base: Mapping[str, Any], card: Mapping[str, Any]) -> str:
         ]
         if privacy.get("stopped_sharing_round") is not None:
             lines.append(f"- stopped sharing at round {privacy['stopped_sharing_round']} (budget)")
+        if card.get("role") == "kept":
+            lines.append(
+                "- this kept model was chosen with exact scores on the peer's private validation "
+                "split: it is DP with respect to the training blocks, not the validation blocks. "
+                "It is for the site's own use; the DP release is the last round's adapter (`last/`)"
+            )
     else:
         lines.append("- **no differential privacy**: the adapter may reveal its training text.")
     lines += [

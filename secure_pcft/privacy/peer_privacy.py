@@ -9,6 +9,7 @@ refused, and from then on the peer shares nothing derived from its model (TM-01,
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from secure_pcft.privacy.dp_trainer import DpTrainer
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.privacy.ledger import PrivacyLedger, ledger_path
 from secure_pcft.privacy.validation_scores import (
+    noise_source,
     noisy_validation_gaps,
     noisy_validation_scores,
     validation_losses,
@@ -47,6 +49,8 @@ class PeerPrivacy:
         scoring_queries: accounted private scores planned per round (the ``validation``
             strategy's; :func:`~secure_pcft.collab.strategy.planned_scoring_queries`). They are
             reserved before σ is calibrated, so DP-SGD and the scores together meet the target.
+        selection: the per-round choice's planned events (:mod:`secure_pcft.privacy.selection`),
+            reserved the same way.
 
     Attributes:
         scoring_queries: the plan's scores per round (a run may only use a strategy with this plan).
@@ -62,6 +66,7 @@ class PeerPrivacy:
         generator: torch.Generator,
         ledger_dir: Path,
         scoring_queries: int,
+        selection: Sequence[DpEvent] = (),
     ) -> None:
         self.peer_id = peer_id
         self.privacy_cfg = pc = privacy
@@ -72,7 +77,7 @@ class PeerPrivacy:
                     "validation-scores")
             for r in range(1, train.num_rounds + 1)
             if scoring_queries
-        ]  # fmt: skip
+        ] + list(selection)  # fmt: skip
         self.trainer = DpTrainer(model, train_blocks, train, pc, generator, reserved=reserved)
         self.planned_epsilon = epsilon_spent(
             [self.trainer.planned_event(), *reserved], self.trainer.delta, pc.accountant
@@ -81,6 +86,10 @@ class PeerPrivacy:
         self.round = 0
         self.stopped_round: int | None = None
         self._validation_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
+        # the per-round choice's noise (privacy/selection.py): the OS CSPRNG with secure_rng
+        self.selection_source = noise_source(
+            pc, torch.Generator().manual_seed(generator.initial_seed() + 2)
+        )
         self.ledger: PrivacyLedger | None = None
         self.open_ledger(ledger_dir)
 
@@ -172,6 +181,16 @@ class PeerPrivacy:
         )
         self.guard.record_release([noisy.event])
         return float(noisy.losses[0])
+
+    def record_selection(self, event: DpEvent) -> bool:
+        """Record the per-round choice's event before the choice is used; False (and the peer
+        stops sharing) when the budget refuses it — the choice must then not be used."""
+        try:
+            self.guard.record_release([event])
+        except BudgetExhaustedError as exc:
+            self.stop_sharing(f"selection scores over budget: {exc}")
+            return False
+        return True
 
     def summary(self) -> dict[str, object]:
         """Ledger summary for results and reports (ε recomputed from the ledger)."""

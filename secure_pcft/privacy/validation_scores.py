@@ -129,7 +129,9 @@ def noisy_validation_scores(
         )
     clip = cfg.validation_loss_clip
     values = {k: v.detach().double().cpu().flatten() for k, v in candidate_losses.items()}
-    return _noisy_clipped_means(values, 0.0, clip, cfg, round=round, generator=generator)
+    return noisy_clipped_means(
+        values, 0.0, clip, cfg.validation_noise_multiplier, _source(cfg, generator), round=round
+    )
 
 
 def noisy_validation_gaps(
@@ -168,32 +170,44 @@ def noisy_validation_gaps(
         )
     clip = cfg.validation_gap_clip
     gaps = {k: v.detach().double().cpu().flatten() - own for k, v in candidate_losses.items()}
-    return _noisy_clipped_means(gaps, -clip, clip, cfg, round=round, generator=generator)
+    return noisy_clipped_means(
+        gaps, -clip, clip, cfg.validation_noise_multiplier, _source(cfg, generator), round=round
+    )
 
 
-def _noisy_clipped_means(
+def noisy_clipped_means(
     values: Mapping[K, torch.Tensor],
     low: float,
     high: float,
-    cfg: PrivacyConfig,
+    sigma: float,
+    source: RandomSource,
     *,
     round: int,
-    generator: torch.Generator | None,
+    released: str = "validation-scores",
 ) -> NoisyValidation[K]:
-    """The Gaussian mechanism both scores share: per candidate, each of its n per-block values
-    (n,) clipped to [low, high] (NaN/+∞ count as ``high``, −∞ as ``low``), averaged, plus noise of
-    std σ·(high − low)/n, then clamped to [low, high] (post-processing); one event, k steps."""
-    sigma = cfg.validation_noise_multiplier
+    """The Gaussian mechanism every accounted validation score shares: per candidate, each of its
+    n per-block values (n,) clipped to [low, high] (NaN/+∞ count as ``high``, −∞ as ``low``),
+    averaged, plus noise of std σ·(high − low)/n from ``source``, then clamped to [low, high]
+    (post-processing); one ``gaussian-validation`` event of k steps (k candidates)."""
     n = int(next(iter(values.values())).numel())
-    noise = _source(cfg, generator).gaussian(
+    noise = source.gaussian(
         (len(values),), sigma * (high - low) / n, torch.float64, torch.device("cpu")
     )
     means: dict[K, float] = {}
     for (key, x), z in zip(values.items(), noise, strict=True):
         x = torch.nan_to_num(x, nan=high, posinf=high, neginf=low).clamp(low, high)
         means[key] = min(max(float(x.mean() + z), low), high)
-    event = DpEvent("gaussian-validation", sigma, 1.0, len(values), round, "validation-scores")
+    event = DpEvent("gaussian-validation", sigma, 1.0, len(values), round, released)
     return NoisyValidation(means, event)
+
+
+def noise_source(cfg: PrivacyConfig, generator: torch.Generator | None) -> RandomSource:
+    """The OS CSPRNG with ``secure_rng``, else a source seeded from ``generator``.
+
+    Raises:
+        ConfigError: ``secure_rng`` is off and no generator was given.
+    """
+    return _source(cfg, generator)
 
 
 def _source(cfg: PrivacyConfig, generator: torch.Generator | None) -> RandomSource:

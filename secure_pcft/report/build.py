@@ -237,6 +237,7 @@ def build_report(
             "privacy": privacy,
             "traffic": _traffic(run, i, peer_id),
             "final": {"test_ppl": final.test_ppl[i], "test_acc": final.test_acc[i]},
+            "kept": _kept(run, i),
             "adapter": _adapter(run, peer_id),
         })  # fmt: skip
     if run.config.privacy.enabled:
@@ -273,6 +274,24 @@ def build_report(
         "scope": scope_section(run_section["config"], peers),
     }  # fmt: skip
     return Report(json_safe(doc), tuple(checks))
+
+
+def _kept(run: RunFiles, index: int) -> dict[str, Any] | None:
+    """The model peer ``index`` keeps against its starting point (results.json ``kept``)."""
+    kept = run.results.get("kept")
+    k = kept[index] if isinstance(kept, list) and index < len(kept) else None
+    if not isinstance(k, dict) or not isinstance(k.get("start"), dict):
+        return None
+    try:
+        return {
+            "origin": str(k["origin"]),
+            "test_ppl": float(k["test_ppl"]),
+            "start_origin": str(k["start"]["origin"]),
+            "start_test_ppl": float(k["start"]["test_ppl"]),
+            "base_test_ppl": float(k["base_test_ppl"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _train_blocks(run: RunFiles, peer_id: str) -> int | None:

@@ -209,6 +209,26 @@ def _privacy(doc: dict[str, Any]) -> str:
             f"<h3>Mechanisms and parameters (from the ledgers)</h3>{mech}")  # fmt: skip
 
 
+def _models(doc: dict[str, Any]) -> str:
+    """Per peer: its last round's figures next to the model it keeps and its starting point."""
+    rows = []
+    for p in doc["peers"]:
+        k, f = p.get("kept"), p["final"]
+        rows.append([
+            _td(esc(p["peer_id"])), _td(_num(f["test_ppl"], ".2f"), True),
+            _td(_num(k["test_ppl"], ".2f") if k else "—", True),
+            _td(esc(k["origin"]) if k else "—"),
+            _td(f"{_num(k['start_test_ppl'], '.2f')} ({esc(k['start_origin'])})" if k else "—"),
+            _td(_num(k["base_test_ppl"], ".2f") if k else "—", True),
+        ])  # fmt: skip
+    head = ["peer", "last round: test ppl", "kept model: test ppl", "kept model: from",
+            "starting point: test ppl", "base: test ppl"]  # fmt: skip
+    note = ('<p class="muted">The kept model is the best each peer saw on its own validation split; '
+            "it never leaves the site (its choice costs no ε). The last round's adapter is what "
+            "the peer last trained and released.</p>")  # fmt: skip
+    return f"<h2>Models per peer</h2>{_table(head, rows)}{note}"
+
+
 def _pairs(d: dict[str, int]) -> str:
     return esc(", ".join(f"{k} × {v}" for k, v in d.items())) or "—"
 
@@ -377,7 +397,7 @@ def _provenance(doc: dict[str, Any]) -> str:
 def render_html(doc: dict[str, Any]) -> str:
     """The whole page for a report document (see :mod:`secure_pcft.report.schema`)."""
     title = f"secure-pcft compliance report — {doc['run']['strategy']} — {doc['verdict'].upper()}"
-    body = "".join([_header(doc), _checks(doc), _scope(doc), _privacy(doc), _traffic(doc),
+    body = "".join([_header(doc), _checks(doc), _scope(doc), _privacy(doc), _models(doc), _traffic(doc),
                     _trust(doc), _audits(doc), _run(doc), _provenance(doc)])  # fmt: skip
     return (
         "<!DOCTYPE html>\n"

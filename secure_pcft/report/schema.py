@@ -84,6 +84,9 @@ _PEER = _obj({
         "messages_rejected": _COUNT,
     }),
     "final": _obj({"test_ppl": _REAL, "test_acc": _REAL}),
+    "kept": {"anyOf": [{"type": "null"}, _obj({
+        "origin": {"type": "string"}, "test_ppl": _REAL, "start_origin": {"type": "string"},
+        "start_test_ppl": _REAL, "base_test_ppl": _REAL})]},
     "adapter": {"anyOf": [{"type": "null"}, _obj({
         "file": {"type": "string"}, "bytes": _COUNT, "sha256": _SHA256})]},
 })  # fmt: skip

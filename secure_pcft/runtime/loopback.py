@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 import torch
 
+from secure_pcft.collab.acceptance import kept_figures, selection_candidates
 from secure_pcft.collab.channel import Channel, PlainChannel
+from secure_pcft.collab.keep_best import KeptModel
 from secure_pcft.collab.peer import Peer, PeerBlocks, PeerSettings
-from secure_pcft.collab.results import RoundRecord, RunResult
+from secure_pcft.collab.results import RoundRecord, RunResult, outcome_lists
 from secure_pcft.collab.round import PeerRound, drive_round, reference_batch
 from secure_pcft.collab.secure_session import SecureSession
 from secure_pcft.collab.selection import round_log
@@ -51,6 +53,7 @@ class Snapshot:
     """Local state of every peer at one point (for branching strategies off one warm-up)."""
 
     adapters: list[dict[str, torch.Tensor]]
+    kept: list[KeptModel]  # each peer's starting point and best model seen
     trainers: list[dict[str, Any]]
     rng: list[tuple[torch.Tensor, torch.Tensor | None]]  # each peer's dropout streams
     record: RoundRecord
@@ -81,6 +84,7 @@ class Simulation:
         # The peers' privacy plan is that of cfg.strategy: only strategies with the same plan may
         # run on these peers (check_privacy_plan); σ was calibrated with its scores reserved.
         self.scoring_queries = run_scoring_queries(cfg, len(self.peer_ids))
+        self.selection_candidates = selection_candidates(cfg.strategy)
         self.reference = encode_blocks(federation.reference, tok, bs)  # (R, T), public
         self.peers = [
             Peer(
@@ -97,11 +101,13 @@ class Simulation:
                 self._channel(corpus.peer_id),
                 ledger_dir=Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers"),
                 scoring_queries=self.scoring_queries,
+                selection_candidates=self.selection_candidates,
             )
             for i, corpus in enumerate(federation.peers)
-        ]
+        ]  # fmt: skip
         self.domain_mixes = tuple(dict(c.domain_mix) for c in federation.peers)
         self.records: list[RoundRecord] = []
+        self._outcomes: list[dict[str, object]] = []
 
     def _channel(self, peer_id: str) -> Channel:
         if self.security is not None:
@@ -148,6 +154,7 @@ class Simulation:
             progress("warm-up", 0, len(self.peers))
         for i, p in enumerate(self.peers):
             p.train(steps)  # from the peer's own dropout stream
+            p.begin_keeping()  # the starting point of the model it keeps (base or warm-up)
             if progress:
                 progress("warm-up", i + 1, len(self.peers))
         self.meter.begin_round(0)
@@ -172,6 +179,7 @@ class Simulation:
         trust = drive_round(rounds, rnd, self._reference_batch(rnd), self.transport.deliver)
         if sec is not None:
             sec.history.append(round_log(rnd, {r.peer.peer_id: r.facts() for r in rounds}))
+        self._outcomes = [r.outcome() for r in rounds]
         return trust
 
     def round(
@@ -192,6 +200,7 @@ class Simulation:
             self.local_phase()
         trust = self.aggregation_phase(strategy, rnd)
         record = self._evaluate(rnd, trust, scored=evaluate, progress=progress)
+        record.extra.update(outcome_lists(self._outcomes))
         self.records.append(record)
         return record
 
@@ -213,15 +222,17 @@ class Simulation:
     def snapshot(self) -> Snapshot:
         return Snapshot(
             adapters=[p.adapter() for p in self.peers],
+            kept=[copy.deepcopy(p.kept) for p in self.peers],
             trainers=[copy.deepcopy(p.trainer.state_dict()) for p in self.peers],
             rng=[p.rng_snapshot() for p in self.peers],
             record=copy.deepcopy(self.records[-1]),
         )
 
     def restore(self, snap: Snapshot) -> None:
-        for p, a, t in zip(self.peers, snap.adapters, snap.trainers, strict=True):
+        for p, a, t, k in zip(self.peers, snap.adapters, snap.trainers, snap.kept, strict=True):
             p.set_adapter(a)
             p.trainer.load_state_dict(copy.deepcopy(t))
+            p.kept = copy.deepcopy(k)
         for p, rng in zip(self.peers, snap.rng, strict=True):
             p.restore_rng(rng)
         self.records = [copy.deepcopy(snap.record)]
@@ -290,11 +301,21 @@ class Simulation:
                 f"data, but these peers' privacy plan reserved {self.scoring_queries}: build the "
                 "simulation with this strategy in cfg.strategy (compare_strategies groups by plan)"
             )
+        if selection_candidates(strategy.cfg) != self.selection_candidates:
+            raise ConfigError(
+                f"[strategy] accept = {strategy.cfg.accept}: the peers' privacy plan was built "
+                f"for {self.selection_candidates} candidates a round; build the simulation with "
+                "this strategy in cfg.strategy (compare_strategies groups by plan)"
+            )
 
     def _label(self, strategy: TrustStrategy) -> str:
         """The configured strategy's label (options included) when it is the one running."""
         scfg = self.cfg.strategy
         return scfg.label if scfg.name == strategy.name else strategy.name
+
+    def kept_report(self) -> list[dict[str, Any]]:
+        """Per peer: the kept model's and the starting point's figures (test scored here, once)."""
+        return [kept_figures(p) for p in self.peers]
 
     def result(self, strategy: TrustStrategy, seconds: float) -> RunResult:
         return RunResult(
@@ -311,6 +332,7 @@ class Simulation:
             started_at=self.started_at,
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             versions=library_versions(),
+            kept=self.kept_report(),
         )
 
     def _extra(self) -> dict[str, Any]:

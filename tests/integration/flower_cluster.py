@@ -107,9 +107,8 @@ warmup_steps = 2
 local_steps = 2
 total_steps = {total_steps}
 eval_batches = 2
-[strategy]
-name = "weights"
-reference_batches = 1
+# no [strategy] table: the toolkit's default collaboration (acceptance, kept model, reciprocal
+# consent), which the deployment test holds equal to the loopback runtime
 [security]
 mode = "full"
 key_dir = "{keys}"

@@ -66,6 +66,12 @@ def test_three_sites_two_secure_rounds_match_loopback(tmp_path: Path) -> None:
         for a, b in zip(fr["bytes_sent"], lr["bytes_sent"], strict=True):
             assert abs(a - b) / b < 0.01  # ciphertext sizes vary a little
         assert fr["messages_sent"] == lr["messages_sent"]
+        assert fr["extra"]["adopted"] == lr["extra"]["adopted"]  # the same candidates adopted
+        assert fr["extra"]["alone"] == lr["extra"]["alone"]
+    assert flower["strategy"] == loop["strategy"]  # one label for one run, in both runtimes
+    for fk, lk in zip(flower["kept"], loop["kept"], strict=True):  # what each site keeps
+        assert (fk["origin"], fk["start"]["origin"]) == (lk["origin"], lk["start"]["origin"])
+        assert math.isclose(fk["test_ppl"], lk["test_ppl"], rel_tol=1e-3)
     fs, ls = flower["extra"]["security"], loop["extra"]["security"]
     assert fs["rounds"] == ls["rounds"]  # same selections, same adapters sent, same declines
     assert fs["fingerprints"] == ls["fingerprints"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
+from secure_pcft.collab.keep_best import Seen
 from secure_pcft.config import RunConfig, SecurityConfig, StrategyConfig
 from secure_pcft.crypto.identity import Identity
 from secure_pcft.crypto.roster import Roster
@@ -150,6 +151,26 @@ def test_site_store_round_trip_and_atomic_generations(tmp_path: Path) -> None:
     assert torch.equal(got.adapter["w"], torch.full((2, 2), 2.0))
     assert store.started_round() == 2
     assert len(list((tmp_path / "state").glob("gen-*"))) == 1  # old generation removed
+
+
+def test_site_store_keeps_the_kept_model_across_a_restart(tmp_path: Path) -> None:
+    saved = _saved(3)
+    base = Seen({"w": torch.zeros(2, 2)}, torch.tensor([2.0, 2.1]), "base", 0)
+    warm = Seen({"w": torch.ones(2, 2)}, torch.tensor([1.0, 1.1]), "warm-up", 0)
+    saved.kept.begin(base, warm)  # start and best are one object: saved as two copies
+    saved.kept.offer(
+        Seen({"w": torch.full((2, 2), 3.0)}, torch.tensor([0.5, 0.6]), "round 2: uniform", 2)
+    )
+    store = SiteStore(tmp_path, "a", "cfg1")
+    store.save(saved)
+
+    got = store.load()
+
+    assert got is not None and got.kept.start is not None and got.kept.base is not None
+    assert (got.kept.base.origin, got.kept.start.origin) == ("base", "warm-up")
+    assert got.kept.kept.origin == "round 2: uniform" and got.kept.kept.round == 2
+    assert torch.equal(got.kept.kept.state["w"], torch.full((2, 2), 3.0))
+    assert torch.equal(got.kept.start.losses, torch.tensor([1.0, 1.1]))
 
 
 def test_site_store_refuses_torn_or_foreign_state(tmp_path: Path) -> None:

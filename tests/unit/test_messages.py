@@ -145,7 +145,7 @@ def test_discovery_serialises_one_adapter_once_for_all_recipients() -> None:
     peer = SimpleNamespace(
         index=1,
         peer_ids=["p0", "p1", "p2", "p3"],
-        adapter=lambda: adapter,
+        released_adapter=lambda: adapter,
         send=lambda j, kind, tensors, *, encoded=None: sent.append((j, encoded)),
     )
     strategy = SimpleNamespace(discovery=Discovery.ADAPTERS)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from flwr.app import Message
 
-from secure_pcft.collab.results import RoundRecord, RunResult
+from secure_pcft.collab.results import RoundRecord, RunResult, kept_summary, outcome_summary
 from secure_pcft.collab.round import round_steps
 from secure_pcft.collab.selection import round_log
 from secure_pcft.config import RunConfig
@@ -98,6 +98,7 @@ class RelayLog:
     undelivered: int = 0
     abandoned_rounds: list[int] = field(default_factory=list)
     ended_early: str = ""
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # per peer, at the last round
 
 
 class Relay:
@@ -353,6 +354,8 @@ class Relay:
     def _note_privacy(self, peer: str, report: Mapping[str, Any]) -> None:
         if "privacy" in report:
             self.log.privacy[peer] = report["privacy"]
+        if isinstance(report.get("kept"), dict):
+            self.log.kept[peer] = dict(report["kept"])
         if "setup_bytes" in report:
             epoch = self.peers[peer].epoch
             self.log.setup[(peer, epoch)] = (report["setup_bytes"], report["setup_messages"])
@@ -381,6 +384,8 @@ class Relay:
             ],
             extra={"missing_peers": list(missing), "seconds": self._round_seconds},
         )
+        if rnd > 0:
+            record.extra.update({"adopted": col("adopted", ""), "alone": col("alone", False)})
         self.log.records.append(record)
         self.log.missing[rnd] = list(missing)
         if rnd > 0 and self.cfg.security.mode == "full":
@@ -403,6 +408,8 @@ class FlowerRunResult(RunResult):
             "rounds": len(self.rounds) - (1 if first.round == 0 else 0),
             "seconds": self.seconds,
             "missing_peers": {str(r.round): r.extra.get("missing_peers", []) for r in self.rounds},
+            **kept_summary(self.kept),
+            **outcome_summary(self.rounds),
         }
 
 
@@ -437,7 +444,7 @@ def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunRe
     if cfg.privacy.enabled:
         extra["privacy"] = relay_log.privacy
     return FlowerRunResult(
-        strategy=cfg.strategy.name,
+        strategy=cfg.strategy.label,
         peer_ids=list(relay.peer_ids),
         config=cfg.to_dict(),
         config_hash=cfg.digest(),
@@ -450,6 +457,7 @@ def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunRe
         started_at=(now - timedelta(seconds=seconds)).isoformat(timespec="seconds"),
         finished_at=now.isoformat(timespec="seconds"),
         versions=library_versions(),  # of the relay's machine (sites are not asked)
+        kept=[relay_log.kept.get(p, {}) for p in relay.peer_ids],
     )
 
 

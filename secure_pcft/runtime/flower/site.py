@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from secure_pcft.collab.acceptance import selection_candidates
 from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.encrypted_discovery import PeerHe
 from secure_pcft.collab.peer import Peer, PeerBlocks, PeerSettings
@@ -159,6 +160,7 @@ class Site:
             channel,
             ledger_dir=spec.site_dir / "ledgers",
             scoring_queries=run_scoring_queries(cfg, len(peer_ids)),
+            selection_candidates=selection_candidates(cfg.strategy),
         )
         mixes = tuple(
             dict(fed.peers[fed.peer_ids.index(p)].domain_mix) if p in fed.peer_ids else {}
@@ -172,6 +174,7 @@ class Site:
             peer.set_adapter(saved.adapter)
             peer.trainer.load_state_dict(saved.trainer)
             peer.restore_rng((saved.rng, None))  # a GPU stream restarts from the CPU one
+            peer.kept = saved.kept
             self.completed_round = saved.completed_round
             _reconcile_released_steps(peer, saved.completed_round)
             log.info("%s resumes after round %d", spec.peer_id, saved.completed_round)
@@ -265,7 +268,7 @@ class Site:
 
     def _save(self, rnd: int) -> None:
         p = self.session.peer
-        self.store.save(SavedState(rnd, p.adapter(), p.trainer.state_dict(), p.dropout_rng))
+        self.store.save(SavedState(rnd, p.adapter(), p.trainer.state_dict(), p.dropout_rng, p.kept))
         self.completed_round = rnd
 
 

@@ -6,6 +6,8 @@ directory, never sent anywhere::
     <site>/state/gen-<n>/adapter.safetensors    the peer's LoRA tensors
     <site>/state/gen-<n>/trainer.safetensors    optimiser moments, sampler and dropout RNG states
     <site>/state/gen-<n>/trainer.json           the rest of the trainer state (counters, groups)
+    <site>/state/gen-<n>/kept.safetensors       the kept model, its starting point and the base,
+    <site>/state/gen-<n>/kept.json              with their validation losses (collab/keep_best.py)
     <site>/state/current.json                   which generation is current, its round and digests
     <site>/state/started.json                   the last round this peer started (for resuming)
 
@@ -23,7 +25,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from secure_pcft import bounded_json
+from secure_pcft.collab.keep_best import KeptModel, Seen
 from secure_pcft.fileio import fsync_path, write_json_atomic, write_text_atomic
 from secure_pcft.runtime.flower.errors import StateError
 from secure_pcft.runtime.flower.state_codec import decode_state, encode_state
 
 # The trainer skeleton (optimizer/scheduler state minus tensors) is the largest of these files.
 _STATE_LIMITS = bounded_json.JsonLimits(max_bytes=64 * 1024 * 1024, max_depth=64)
-_FILES = ("adapter.safetensors", "trainer.safetensors", "trainer.json")
+_FILES = ("adapter.safetensors", "trainer.safetensors", "trainer.json", "kept.safetensors",
+          "kept.json")  # fmt: skip
+_KEPT_ROLES = ("base", "start", "best")
 
 
 @dataclass
@@ -49,6 +54,7 @@ class SavedState:
     adapter: dict[str, torch.Tensor]
     trainer: dict[str, Any]
     rng: torch.Tensor  # torch's CPU RNG state for this peer's dropout masks, uint8 (5056,)
+    kept: KeptModel = field(default_factory=KeptModel)
 
 
 class SiteStore:
@@ -98,7 +104,8 @@ class SiteStore:
         rnd = meta.get("completed_round")
         if skeleton is None or rng is None or type(rnd) is not int:
             raise StateError(f"{gen}: incomplete state")
-        return SavedState(rnd, adapter, decode_state(skeleton, tensors), rng)
+        kept = _decode_kept(gen)
+        return SavedState(rnd, adapter, decode_state(skeleton, tensors), rng, kept)
 
     def started_round(self) -> int:
         """The last round this peer started (0 if none); resuming runs start after it."""
@@ -125,8 +132,11 @@ class SiteStore:
         )
         save_file(tensors, gen / "trainer.safetensors")
         write_text_atomic(gen / "trainer.json", json.dumps(skeleton, allow_nan=False))
-        for f in _FILES[:2]:  # trainer.json is fsync'd by write_text_atomic
-            fsync_path(gen / f)
+        kept_tensors, kept_meta = _encode_kept(state.kept)
+        save_file(kept_tensors, gen / "kept.safetensors")
+        write_text_atomic(gen / "kept.json", json.dumps(kept_meta, allow_nan=False))
+        for f in ("adapter.safetensors", "trainer.safetensors", "kept.safetensors"):
+            fsync_path(gen / f)  # the .json files are fsync'd by write_text_atomic
         fsync_path(gen)  # the generation's entries ...
         fsync_path(self.dir)  # ... and the generation itself are durable before current.json
         meta = {
@@ -162,6 +172,42 @@ class SiteStore:
         if not isinstance(value, dict):
             raise StateError(f"{path}: malformed (not a JSON object)")
         return value
+
+
+def _encode_kept(kept: KeptModel) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for role in _KEPT_ROLES:
+        seen: Seen | None = getattr(kept, role)
+        if seen is None:
+            continue
+        for name, t in seen.state.items():  # roles may share one Seen: copies, not views
+            tensors[f"{role}/{name}"] = t.detach().cpu().clone().contiguous()
+        tensors[f"{role}/__losses__"] = seen.losses.detach().cpu().clone().contiguous()
+        meta[role] = {"origin": seen.origin, "round": seen.round}
+    return tensors, meta
+
+
+def _decode_kept(gen: Path) -> KeptModel:
+    try:
+        tensors = load_file(gen / "kept.safetensors")
+    except (SafetensorError, OSError) as exc:
+        raise StateError(f"{gen}: unreadable kept model ({type(exc).__name__})") from exc
+    meta = SiteStore._read_json(gen / "kept.json") or {}
+    kept = KeptModel()
+    for role in _KEPT_ROLES:
+        info = meta.get(role)
+        if info is None:
+            continue
+        losses = tensors.get(f"{role}/__losses__")
+        origin, rnd = (info.get("origin"), info.get("round")) if isinstance(info, dict) else (0, 0)
+        if losses is None or not isinstance(origin, str) or type(rnd) is not int:
+            raise StateError(f"{gen}: malformed kept model ({role})")
+        prefix = f"{role}/"
+        state = {k[len(prefix) :]: v for k, v in tensors.items()
+                 if k.startswith(prefix) and k != f"{role}/__losses__"}  # fmt: skip
+        setattr(kept, role, Seen(state, losses, origin, rnd))
+    return kept
 
 
 def _sha256(path: Path) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from secure_pcft.collab.acceptance import kept_figures
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.round import PeerRound, SecurePeer, reference_batch, round_steps
 from secure_pcft.collab.strategy import TrustStrategy, make_strategy
@@ -101,6 +102,7 @@ class PeerSession:
     # ---- the site's part -----------------------------------------------------------------------
     def _warmup(self) -> dict[str, Any]:
         self.peer.train(self.cfg.train.warmup_steps)
+        self.peer.begin_keeping()  # the kept model's starting point (base or warm-up)
         self.meter.begin_round(0)
         return self._evaluation()
 
@@ -125,6 +127,9 @@ class PeerSession:
         report["setup_messages"] = setup.messages
         if self.secure is not None:
             report.update(r.facts())
+        report.update(r.outcome())
+        if rnd == self.cfg.train.num_rounds:  # the run's last round: what this site keeps
+            report["kept"] = kept_figures(self.peer)
         return report
 
     def _evaluation(self) -> dict[str, Any]:

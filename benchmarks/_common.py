@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import statistics
+import subprocess
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +82,40 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     """Write ``results/<name>`` atomically: a killed run leaves the previous file, never half."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(RESULTS / name, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def git_state() -> dict[str, Any]:
+    """The commit the benchmark ran on and whether the tree had uncommitted changes."""
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
+                                  check=True, timeout=30).stdout.strip()  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(status)}
+
+
+def provenance(argv: Sequence[str], script: str) -> dict[str, Any]:
+    """What a published figure needs beside it: commit (and dirty flag), command, the dependency
+    set (SHA-256 of constraints.txt), the machine and the date."""
+    constraints = REPO / "constraints.txt"
+    deps = hashlib.sha256(constraints.read_bytes()).hexdigest() if constraints.exists() else ""
+    return {
+        **git_state(),
+        "command": " ".join(["python", f"benchmarks/{script}", *argv]),
+        "constraints_sha256": deps,
+        "machine": {**machine(), "cpu": cpu_model()},
+        "device": {"type": "cpu", "cuda": torch.cuda.is_available()},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """An existing results JSON (for ``--merge``), or an empty one."""
+    if not path.exists():
+        return {}
+    value = json.loads(path.read_text())
+    return value if isinstance(value, dict) else {}

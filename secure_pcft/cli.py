@@ -131,6 +131,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from secure_pcft.config import load_config
+    from secure_pcft.recipe import search_recipe, write_search
+
+    cfg = load_config(args.config)
+    search = search_recipe(cfg, args.lr, args.steps, data=args.data, progress=_progress_bar())  # type: ignore[arg-type]
+    print(f"{'lr':>10}{'steps':>8}{'mean val ppl':>15}")
+    for t in search.trials:
+        mark = "  <- chosen" if t is search.chosen else ""
+        print(f"{t.lr:>10.3g}{t.steps:>8}{t.mean_val_ppl:>15.2f}{mark}")
+    out = args.out or Path(cfg.output.dir) / "recipe.json"
+    write_search(search, out)
+    chosen = search.chosen
+    print(f"chosen on validation ({args.data} data, 0 ε): [train] lr = {chosen.lr:g}, "
+          f"{chosen.steps} local steps before the first aggregation (warmup_steps)")  # fmt: skip
+    print(f"trials: {out}")
+    return 0
+
+
 def cmd_base(args: argparse.Namespace) -> int:
     from secure_pcft.config import ModelConfig
     from secure_pcft.model.loading import resolve_base_path
@@ -395,6 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the statement as one JSON object"
     )
     ledger.set_defaults(func=cmd_ledger)
+
+    tune = sub.add_parser(
+        "tune",
+        help="choose the learning rate and steps on validation (every site alone; 0 ε)",
+        description="Train every site alone with each learning rate and score its validation "
+        "split after each checkpoint; the recipe with the lowest mean validation perplexity is "
+        "chosen. Test splits are never read. --data public tunes on the public reference set "
+        "(0 ε, also under DP); --data private only without DP (secure_pcft/recipe.py).",
+    )
+    tune.add_argument("config", type=Path, help="the run's TOML configuration")
+    tune.add_argument("--lr", type=float, nargs="+", required=True, help="learning rates to try")
+    tune.add_argument("--steps", type=int, nargs="+", required=True,
+                      help="checkpoints (local steps) at which validation is scored")  # fmt: skip
+    tune.add_argument("--data", choices=["private", "public"], default="private")
+    tune.add_argument("--out", type=Path, help="JSON of the trials (default <output>/recipe.json)")
+    tune.set_defaults(func=cmd_tune)
 
     base = sub.add_parser("base", help="build (or find) a ready base model and print its path")
     base.add_argument(

@@ -128,7 +128,7 @@ def privacy_plan_groups(
     for scfg in strategies:
         key = (
             run_scoring_queries(replace(cfg, strategy=scfg), num_peers),
-            selection_candidates(scfg),
+            selection_candidates(scfg, cfg.security.select_top_k, num_peers),
         )
         groups.setdefault(key, []).append(scfg)
     return list(groups.values())

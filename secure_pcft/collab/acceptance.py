@@ -6,9 +6,17 @@ worse model than its own, and a partner that sends a sign-flipped or scaled adap
 aggregate that includes it. With ``[strategy] accept = true`` a peer therefore scores a few
 candidates on its private validation split and adopts the best:
 
-* ``self``    — its own adapter after the round's local steps (no aggregation);
-* ``trust``   — the strategy's aggregate (its row over the adapters that arrived);
-* ``uniform`` — the equal average of every adapter it holds (its own and those that arrived).
+* ``self``      — its own adapter after the round's local steps (no aggregation);
+* ``trust``     — the strategy's aggregate (its row over the adapters that arrived);
+* ``nearest-k`` — the equal average of its own adapter and the k peers it ranks closest among those
+  that arrived, for every k up to all it holds (ranked by the strategy's own similarity: the
+  decrypted cosines in secure mode, the strategy's scores in plain mode).
+
+The nested ``nearest-k`` make the *breadth* of the average the site's choice: how many partners pay
+off depends on how alike they are and on how much noise their adapters carry (DP noise shrinks with
+every adapter averaged in; a partner of another language adds bias), which no fixed ``top_k``
+captures — the default's top-3 includes one foreign-language peer in a consortium of two peers per
+language, and is exactly the language group in one of three.
 
 Without DP the scores are exact mean validation losses. With DP the choice is an accounted
 report-noisy-min over loss gaps, planned up front, or skipped when its noise could not tell even a
@@ -35,15 +43,18 @@ if TYPE_CHECKING:
     from secure_pcft.collab.peer import Peer
 
 TRUST = "trust"
-UNIFORM = "uniform"
-CANDIDATES = (SELF, TRUST, UNIFORM)
+NEAREST = "nearest-{k}"
 
 
-def candidate_rows(row: torch.Tensor, held: set[int], self_index: int) -> dict[str, torch.Tensor]:
+def candidate_rows(
+    row: torch.Tensor, held: set[int], self_index: int, ranking: list[int]
+) -> dict[str, torch.Tensor]:
     """The weight rows (N,) of the candidates, over the adapters ``held`` (self included).
 
-    ``trust`` is ``row`` renormalised over ``held``; ``uniform`` spreads equally over ``held``.
-    A candidate whose row equals an earlier one is left out (scored once, as that one).
+    ``trust`` is ``row`` renormalised over ``held``; ``nearest-k`` spreads equally over self and
+    the first k peers of ``ranking`` (best first) that are held; peers held but unranked come
+    last, in index order. A candidate whose row equals an earlier one is left out (scored once,
+    as that one).
     """
     n = row.shape[0]
     own = torch.zeros(n, dtype=torch.float64)
@@ -52,11 +63,16 @@ def candidate_rows(row: torch.Tensor, held: set[int], self_index: int) -> dict[s
     for j in held:
         trust[j] = float(row[j])
     trust = trust / trust.sum() if float(trust.sum()) > 0 else own
-    uniform = torch.zeros(n, dtype=torch.float64)
-    for j in held:
-        uniform[j] = 1.0 / len(held)
+    others = [j for j in ranking if j in held and j != self_index]
+    others += sorted(j for j in held if j != self_index and j not in others)
+    rows = [(TRUST, trust)]
+    for k in range(1, len(others) + 1):
+        r = torch.zeros(n, dtype=torch.float64)
+        for j in [self_index, *others[:k]]:
+            r[j] = 1.0 / (k + 1)
+        rows.append((NEAREST.format(k=k), r))
     out: dict[str, torch.Tensor] = {SELF: own}
-    for name, r in ((TRUST, trust), (UNIFORM, uniform)):
+    for name, r in rows:
         if not any(torch.allclose(r, prev, atol=1e-12) for prev in out.values()):
             out[name] = r
     return out
@@ -84,7 +100,9 @@ def build_candidates(
     return {name: weighted_average(held_states, r) for name, r in rows.items()}
 
 
-def adopt(peer: Peer, row: torch.Tensor, rnd: int, *, accept: bool) -> tuple[torch.Tensor, Scored]:
+def adopt(
+    peer: Peer, row: torch.Tensor, rnd: int, *, accept: bool, ranking: list[int]
+) -> tuple[torch.Tensor, Scored]:
     """Aggregate step of a round: build the candidates over the adapters that arrived, score them
     on the validation split, adopt one, and offer each to the kept model.
 
@@ -97,7 +115,7 @@ def adopt(peer: Peer, row: torch.Tensor, rnd: int, *, accept: bool) -> tuple[tor
     """
     peer.collect()
     held = {peer.index: peer.adapter(), **peer.inbox.adapters}
-    rows = candidate_rows(row, set(held), peer.index)
+    rows = candidate_rows(row, set(held), peer.index, ranking)
     if not accept:
         rows = {k: v for k, v in rows.items() if k in (SELF, TRUST)}
     adapters = build_candidates(rows, held)
@@ -111,23 +129,34 @@ def adopt(peer: Peer, row: torch.Tensor, rnd: int, *, accept: bool) -> tuple[tor
     return rows[name], scored
 
 
+def breadth(row: torch.Tensor) -> float:
+    """The effective number of adapters a row averages, 1 / Σ w² (1 for ``self``)."""
+    return float(1.0 / (row.double() ** 2).sum())
+
+
 def _choose(peer: Peer, scored: Scored, rnd: int) -> Choice:
     plan = peer.selection
+    widths = {k: breadth(r) for k, r in scored.rows.items()}
     if peer.privacy is None:
-        return exact_choice(scored.losses)
+        return exact_choice(scored.losses, widths)
     if not plan.accounted:
         return Choice(TRUST, {}, None)  # skipped: uninformative under this plan (no ε spent)
-    choice = noisy_choice(scored.losses, plan, peer.privacy.selection_source, round=rnd)
+    source = peer.privacy.selection_source
+    choice = noisy_choice(scored.losses, plan, source, round=rnd, breadth=widths)
     if choice.event is not None and not peer.privacy.record_selection(choice.event):
         scored.notes.append("selection over budget: the trust aggregate is adopted")
         return Choice(TRUST, {}, None)
     return choice
 
 
-def selection_candidates(cfg: StrategyConfig) -> int:
-    """Candidates a peer's per-round choice scores under ``cfg`` (1 = no choice): what its
-    privacy plan reserves (privacy/selection.py)."""
-    return len(CANDIDATES) if cfg.accept else 1
+def selection_candidates(cfg: StrategyConfig, select_top_k: int, num_peers: int) -> int:
+    """The most candidates a peer's per-round choice scores under ``cfg`` (1 = no choice): self,
+    trust and one ``nearest-k`` per peer it may hold (``select_top_k`` of them; 0 = every other
+    peer). What its privacy plan reserves (privacy/selection.py)."""
+    if not cfg.accept:
+        return 1
+    held = min(select_top_k, num_peers - 1) if select_top_k else num_peers - 1
+    return 2 + held
 
 
 def kept_figures(peer: Peer) -> dict[str, object]:

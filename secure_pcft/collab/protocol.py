@@ -53,9 +53,12 @@ def score(
     strategy: TrustStrategy,
     reference: torch.Tensor,
     domain_mixes: tuple[dict[str, float], ...],
-) -> tuple[torch.Tensor, TrustContext]:
-    """Phase 2: compute this peer's trust row (N,) from its own state and what it received;
-    returns it with the context it was computed from."""
+) -> tuple[torch.Tensor, list[int]]:
+    """Phase 2: compute this peer's trust row (N,) from its own state and what it received.
+
+    Returns the row and the other peers ranked by the strategy's own scores, best first (score-
+    softmax strategies: the raw scores, computed once — they may be accounted under DP; others:
+    by the row, ties in index order)."""
     peer.collect()
     adapters = {peer.index: peer.adapter(), **peer.inbox.adapters}
     signatures = dict(peer.inbox.signatures)
@@ -71,7 +74,12 @@ def score(
         validation_gap=peer.validation_gap,
     )
     try:
-        row = strategy.row(ctx)
+        if isinstance(strategy, ScoreSoftmaxStrategy):
+            raw = strategy.scores(ctx).to(torch.float64)
+            row = strategy.row_from_scores(raw, peer.index)
+        else:
+            row = strategy.row(ctx)
+            raw = torch.where(row > 0, row, float("-inf"))
     except BudgetExhaustedError as exc:
         # Scoring itself can cost ε (the accounted ``validation`` scores). A peer whose budget
         # cannot pay for its row stops sharing, like a refused release, and keeps its own adapter;
@@ -81,17 +89,9 @@ def score(
         peer.privacy.stop_sharing(f"trust scores over budget: {exc}")
         row = torch.zeros(len(peer.peer_ids), dtype=torch.float64)
         row[peer.index] = 1.0
+        raw = torch.where(row > 0, row, float("-inf"))
     check_row(row, len(peer.peer_ids))
-    return row, ctx
-
-
-def strategy_ranking(strategy: TrustStrategy, ctx: TrustContext) -> list[int]:
-    """The other peers, best first, by the strategy's own scores (score-softmax strategies) or
-    by its row; peers it cannot score are left out."""
-    if isinstance(strategy, ScoreSoftmaxStrategy):
-        return rank_others(strategy.scores(ctx).to(torch.float64), ctx.self_index)
-    row = strategy.row(ctx)
-    return rank_others(torch.where(row > 0, row, float("-inf")), ctx.self_index)
+    return row, rank_others(raw, peer.index)
 
 
 def request(peer: Peer, ask: set[int], first: int | None = None) -> None:

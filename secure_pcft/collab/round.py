@@ -39,7 +39,8 @@ from secure_pcft.collab.encrypted_discovery import (
     send_queries,
 )
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.protocol import answer, discover, request, score, strategy_ranking
+from secure_pcft.collab.protocol import answer, discover, request, score
+from secure_pcft.collab.ranking import rank_others
 from secure_pcft.collab.secure_channel import SecureChannel, norm_bounded_spec
 from secure_pcft.collab.selection import (
     FACT_KEYS,
@@ -152,6 +153,7 @@ class PeerRound:
         self.willing: set[int] = set()
         self.exchange = Exchange()
         self.asked: set[int] = set()  # peers it asked for their adapters this round
+        self.ranking: list[int] = []  # the other peers, closest first (acceptance's nearest-k)
         self.applied: torch.Tensor | None = None
         self.scored: Scored | None = None
 
@@ -218,19 +220,21 @@ class PeerRound:
             self.willing = willing_peers(row, cos, peer.index, cfg)
             row = restrict(row, self.selected, peer.index)
             first = first_choice(cos, self.selected, peer.index, cfg)
+            self.ranking = rank_others(cos, peer.index)
         else:
-            row, ctx = score(peer, self.strategy, self.reference, self.domain_mixes)
+            row, self.ranking = score(peer, self.strategy, self.reference, self.domain_mixes)
             first = None
             if self.secure is not None:
                 self.selected = select_peers(row, None, peer.index, cfg)
                 self.willing = self.selected
-            elif self.strategy.cfg.accept and cfg.select_top_k:
-                # acceptance's `uniform` spans the select_top_k closest, as in secure mode
-                self.selected = set(strategy_ranking(self.strategy, ctx)[: cfg.select_top_k])
+            elif self.strategy.cfg.accept:
+                # acceptance's nearest-k span the select_top_k closest, as in secure mode
+                top = cfg.select_top_k or len(self.ranking)
+                self.selected = set(self.ranking[:top])
         self.row = row
         ask = {j for j in range(row.shape[0]) if j != peer.index and float(row[j]) > 0}
         if self.strategy.cfg.accept:
-            ask |= self.selected  # acceptance's `uniform` candidate averages all it holds
+            ask |= self.selected  # acceptance's nearest-k average up to all it may hold
         self.asked = ask
         request(peer, ask, first)
 
@@ -252,13 +256,13 @@ class PeerRound:
         if self.encrypted and self.strategy.rescore_after_exchange:
             row, _ = score(self.peer, self.strategy, self.reference, self.domain_mixes)
         self.applied, self.scored = adopt(
-            self.peer, row, self.round, accept=self.strategy.cfg.accept
+            self.peer, row, self.round, accept=self.strategy.cfg.accept, ranking=self.ranking
         )
 
     def outcome(self) -> dict[str, object]:
         """What the peer adopted this round (public facts for the results: no scores).
 
-        ``adopted``: the candidate (``self`` / ``trust`` / ``uniform``; ``trust`` without
+        ``adopted``: the candidate (``self`` / ``trust`` / ``nearest-k``; ``trust`` without
         acceptance); ``alone``: it asked for adapters and none arrived, so it averaged with
         nobody (stranded: declined, dropped, rejected)."""
         assert self.scored is not None

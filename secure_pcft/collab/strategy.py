@@ -131,8 +131,12 @@ class ScoreSoftmaxStrategy(TrustStrategy):
         """Raw scores, shape (N,); higher means more trusted. -inf excludes a peer."""
 
     def row(self, ctx: TrustContext) -> torch.Tensor:
-        s = self.scores(ctx).to(torch.float64) / self.cfg.temperature
-        return select_and_softmax(s, ctx.self_index, self.cfg.top_k, self.cfg.threshold)
+        return self.row_from_scores(self.scores(ctx), ctx.self_index)
+
+    def row_from_scores(self, scores: torch.Tensor, self_index: int) -> torch.Tensor:
+        """The row (N,) from this strategy's raw scores (N,): temperature, top-k, threshold."""
+        s = scores.to(torch.float64) / self.cfg.temperature
+        return select_and_softmax(s, self_index, self.cfg.top_k, self.cfg.threshold)
 
 
 def select_and_softmax(

@@ -84,7 +84,9 @@ class Simulation:
         # The peers' privacy plan is that of cfg.strategy: only strategies with the same plan may
         # run on these peers (check_privacy_plan); σ was calibrated with its scores reserved.
         self.scoring_queries = run_scoring_queries(cfg, len(self.peer_ids))
-        self.selection_candidates = selection_candidates(cfg.strategy)
+        self.selection_candidates = selection_candidates(
+            cfg.strategy, cfg.security.select_top_k, len(self.peer_ids)
+        )
         self.reference = encode_blocks(federation.reference, tok, bs)  # (R, T), public
         self.peers = [
             Peer(
@@ -301,7 +303,10 @@ class Simulation:
                 f"data, but these peers' privacy plan reserved {self.scoring_queries}: build the "
                 "simulation with this strategy in cfg.strategy (compare_strategies groups by plan)"
             )
-        if selection_candidates(strategy.cfg) != self.selection_candidates:
+        selection = selection_candidates(
+            strategy.cfg, self.cfg.security.select_top_k, len(self.peer_ids)
+        )
+        if selection != self.selection_candidates:
             raise ConfigError(
                 f"[strategy] accept = {strategy.cfg.accept}: the peers' privacy plan was built "
                 f"for {self.selection_candidates} candidates a round; build the simulation with "

@@ -57,14 +57,20 @@ def test_offers_keep_the_best_supported_and_never_a_worse_one() -> None:
     assert kept.start.origin == "warm-up"
 
 
-def test_candidate_rows_renormalise_over_what_arrived_and_drop_duplicates() -> None:
-    row = torch.tensor([0.4, 0.3, 0.3, 0.0], dtype=torch.float64)
+def test_candidate_rows_renormalise_over_what_arrived_and_nest_by_rank() -> None:
+    row = torch.tensor([0.4, 0.3, 0.3, 0.0, 0.0], dtype=torch.float64)
 
-    rows = candidate_rows(row, {0, 2, 3}, 0)  # peer 1 declined; peer 3 was asked wide
+    # peer 1 declined; 3 and 4 were asked wide; the ranking puts 3 before 2 before 4
+    rows = candidate_rows(row, {0, 2, 3, 4}, 0, ranking=[3, 1, 2, 4])
 
-    assert torch.allclose(rows["self"], torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))
-    assert torch.allclose(rows["trust"], torch.tensor([4 / 7, 0, 3 / 7, 0], dtype=torch.float64))
-    assert torch.allclose(rows["uniform"], torch.full((4,), 1 / 3, dtype=torch.float64) *
-                          torch.tensor([1.0, 0, 1, 1], dtype=torch.float64))  # fmt: skip
-    alone = candidate_rows(row, {0}, 0)  # nothing arrived: one candidate
+    f64 = torch.float64
+    assert list(rows) == ["self", "trust", "nearest-1", "nearest-2", "nearest-3"]
+    assert torch.allclose(rows["self"], torch.tensor([1.0, 0, 0, 0, 0], dtype=f64))
+    assert torch.allclose(rows["trust"], torch.tensor([4 / 7, 0, 3 / 7, 0, 0], dtype=f64))
+    assert torch.allclose(rows["nearest-1"], torch.tensor([0.5, 0, 0, 0.5, 0], dtype=f64))
+    assert torch.allclose(rows["nearest-2"], torch.tensor([1, 0, 1, 1, 0], dtype=f64) / 3)
+    assert torch.allclose(rows["nearest-3"], torch.tensor([1, 0, 1, 1, 1], dtype=f64) / 4)
+    alone = candidate_rows(row, {0}, 0, ranking=[1, 2])  # nothing arrived: one candidate
     assert list(alone) == ["self"]
+    same = candidate_rows(torch.tensor([0.5, 0.5], dtype=f64), {0, 1}, 0, ranking=[1])
+    assert list(same) == ["self", "trust"]  # nearest-1 equals trust: scored once

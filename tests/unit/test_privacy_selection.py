@@ -129,3 +129,24 @@ def test_the_mechanism_refuses_what_it_cannot_account() -> None:
     skipped = SelectionPlan(3, 9, 4, 1.0, 0.5, False, "skipped")
     with pytest.raises(PrivacyError, match="no accounted"):
         noisy_choice({SELF: torch.ones(4)}, skipped, source, round=1)
+
+
+def test_the_broadest_candidate_within_one_standard_error_is_adopted() -> None:
+    """The one-standard-error rule: averaging is the regularisation, so among the candidates as
+    good as the best within one standard error the broadest wins; a clearly worse broad one never."""
+    g = torch.Generator().manual_seed(0)
+    own = 2.0 + 0.5 * torch.rand(12, generator=g, dtype=torch.float64)
+    jitter = 0.02 * torch.randn(12, generator=g, dtype=torch.float64)
+    losses = {
+        SELF: own,
+        "nearest-1": own + 0.005 + jitter,  # as good as self within the noise of the blocks
+        "nearest-2": own + 0.3,  # clearly worse (a foreign-language partner)
+        "trust": own + 5.0,  # poisoned
+    }
+    widths = {SELF: 1.0, "nearest-1": 2.0, "nearest-2": 3.0, "trust": 2.9}
+
+    assert exact_choice(losses).chosen == SELF  # without breadth: the best mean
+    assert exact_choice(losses, widths).chosen == "nearest-1"
+    noisy = noisy_choice(losses, _plan(1e-4, 12), SeededSource(torch.Generator()), round=1,
+                         breadth=widths)  # fmt: skip
+    assert noisy.chosen == SELF  # noise std 8e-6 nats: only self is within one std of itself

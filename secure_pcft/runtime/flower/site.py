@@ -160,7 +160,9 @@ class Site:
             channel,
             ledger_dir=spec.site_dir / "ledgers",
             scoring_queries=run_scoring_queries(cfg, len(peer_ids)),
-            selection_candidates=selection_candidates(cfg.strategy),
+            selection_candidates=selection_candidates(
+                cfg.strategy, cfg.security.select_top_k, len(peer_ids)
+            ),
         )
         mixes = tuple(
             dict(fed.peers[fed.peer_ids.index(p)].domain_mix) if p in fed.peer_ids else {}

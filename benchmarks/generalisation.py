@@ -1,0 +1,357 @@
+"""Benchmark: one default collaboration on settings, privacy regimes and partners it was not tuned on.
+
+The toolkit's default (no ``[strategy]`` table: the logprob-shift calibrated top-3 rule with
+acceptance, reciprocal consent, the kept model) runs *unchanged* on every cell; only the training
+recipe depends on the base (chosen on validation by ``secure-pcft tune``) and on the privacy regime
+(the README's DP recipe under DP). Per cell, next to it: the base with no fine-tuning, ``local``
+(under DP: DP-local at its own best learning rate, chosen on validation), ``fedavg`` and the domain
+``oracle``. A cell is ``<setting>/<privacy>/<attack>``:
+
+* setting: ``leipzig-specific`` (9 peers, de/fr/it), ``agnews-specific`` (8 peers, 4 topics), the
+  embedded demo corpus (6 peers, de/es/nl speeches), each on the small base; with ``--base
+  smollm2`` the same on SmolLM2-135M (reduced: ``--peers 6``, one seed);
+* privacy: ``off`` (plain mode; the default also in secure mode) or ``eps8`` (DP-SGD at ε = 8 per
+  peer, full secure mode; the default also in plain mode);
+* attack: ``none``, or one authenticated partner among 6 peers (secure mode, no DP) that sends a
+  sign-flipped (``signflip``), scaled inside the norm bound (``x10``) or NaN (``nan``) adapter
+  (``secure_pcft/audit/poisoning.py``); its ``test_ppl_mean`` is the victims' mean, compared with
+  the same 6 peers without the attacker.
+
+Per label: ``test_ppl_mean`` / ``_std`` over seeds (mean over peers first; the default's is its kept
+model, the baselines' their last round, as the paper measures them), ``worst_peer_vs_start`` (the
+largest ratio of a peer's test perplexity to its starting point's, the model it held after the
+warm-up or the base, chosen on validation), ``eps_spent_max`` (from the ledgers), what the default
+adopted and how many peer-rounds a peer spent alone. Test splits choose nothing.
+
+    python benchmarks/generalisation.py                                   # small base, all cells
+    python benchmarks/generalisation.py --settings embedded --privacy off --attacks none --seeds 1
+    python benchmarks/generalisation.py --base smollm2 --peers 6 --seeds 1 --settings \
+        leipzig-specific --lr 3e-4 --merge                                # reduced SmolLM2 cells
+
+Results: ``benchmarks/results/generalisation.json`` (``--merge`` adds cells to it), written after
+every finished job with the commit, command, config and machine that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, RESULTS, load_results, mean_std, provenance, write_json
+
+from secure_pcft.audit.poisoning import POISONINGS, make_poisoner
+from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.config import (
+    RECOMMENDED_STRATEGY,
+    DataConfig,
+    ModelConfig,
+    OutputConfig,
+    PrivacyConfig,
+    RunConfig,
+    SecurityConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from secure_pcft.data.settings import load_federation
+from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+from secure_pcft.runtime.loopback import Simulation
+
+SETTINGS = ("leipzig-specific", "agnews-specific", "embedded")
+PRIVACY = ("off", "eps8")
+ATTACKS = ("none", *POISONINGS)
+DEFAULT = "default"  # the label of the toolkit's default collaboration in the results
+ATTACKER = 1  # the poisoning partner's index among the 6 peers (it has a same-domain partner)
+EPSILON = 8.0
+DELTA = 1e-3  # < 1/n_train for every peer of every setting here (n_train ≤ ~200 blocks)
+DP_LOCAL_LRS = (3e-3, 5e-3, 1e-2)  # DP-local's own recipe search (chosen on validation)
+BASELINES = {"local": "local", "fedavg": "fedavg", "oracle": "oracle"}
+
+
+def recipe(privacy: str, lr: float | None) -> TrainConfig:
+    """The training recipe of a privacy regime (the same on every setting of a base).
+
+    ``off``: the strategies benchmark's (batch 8, lr 3e-3, 30 warm-up steps then 3 rounds of 10).
+    ``eps8``: the README's DP recipe — the whole split in each step (batch 64 ≥ every peer's
+    blocks here, so q = 1), lr 1e-2, 2 warm-up steps then 9 rounds of 2 (20 DP-SGD steps).
+    ``lr`` overrides the learning rate (a base's own, from ``secure-pcft tune``).
+    """
+    if privacy == "off":
+        t = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=30, local_steps=10, total_steps=60)
+    else:
+        t = TrainConfig(batch_size=64, lr=1e-2, warmup_steps=2, local_steps=2, total_steps=20)
+    return replace(t, lr=lr) if lr else t
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (setting, privacy, attack group, seed) of one base."""
+
+    setting: str
+    privacy: str
+    attacks: tuple[str, ...]  # ("none",) or the poisonings (they share one no-attack reference)
+    seed: int
+    base: str
+    peers: int
+    lr: float | None
+    shared_data_dir: str
+
+    @property
+    def name(self) -> str:
+        prefix = "" if self.base == "small" else f"{self.base}/"
+        return f"{prefix}{self.setting}/{self.privacy}/{'+'.join(self.attacks)}/seed{self.seed}"
+
+
+def config(job: Job, *, security: str, strategy: StrategyConfig, ledgers: Path) -> RunConfig:
+    peers = 6 if job.attacks != ("none",) else job.peers
+    privacy = (
+        PrivacyConfig(enabled=True, target_epsilon=EPSILON, delta=DELTA, ledger_dir=str(ledgers))
+        if job.privacy == "eps8"
+        else PrivacyConfig()
+    )
+    return RunConfig(
+        model=ModelConfig(base=job.base, device="cpu"),
+        data=DataConfig(
+            source=job.setting,
+            num_peers=peers,
+            seed=job.seed,
+            shared_data_dir=job.shared_data_dir,
+        ),
+        train=replace(recipe(job.privacy, job.lr), seed=job.seed),
+        strategy=strategy,
+        privacy=privacy,
+        security=SecurityConfig(mode=security),  # type: ignore[arg-type]
+        output=OutputConfig(dir=str(ledgers.parent / "out"), save_adapters=False),
+    )
+
+
+def _figures(sim: Simulation, label: str, *, kept: bool, seconds: float) -> dict[str, Any]:
+    """One label's per-peer figures from a finished branch (kept model or last round)."""
+    res = sim.result(make_strategy(sim.cfg.strategy), seconds)
+    last = res.final.test_ppl
+    ppl = [k["test_ppl"] for k in res.kept] if kept else list(last)
+    start = [k["start"]["test_ppl"] for k in res.kept]
+    eps = [p.privacy.summary()["epsilon_spent"] for p in sim.peers if p.privacy is not None]
+    summary = res.summary()
+    return {
+        "label": label,
+        "test_ppl_per_peer": ppl,
+        "last_test_ppl_per_peer": list(last),
+        "kept_test_ppl_per_peer": [k["test_ppl"] for k in res.kept],
+        "start_test_ppl_per_peer": start,
+        "start_origin": [k["start"]["origin"] for k in res.kept],
+        "kept_origin": [k["origin"] for k in res.kept],
+        "base_test_ppl_per_peer": [k["base_test_ppl"] for k in res.kept],
+        "val_ppl": statistics.fmean(p.evaluate("val").perplexity for p in sim.peers),
+        "eps_spent_max": max(eps) if eps else 0.0,
+        "adopted": summary.get("adopted", {}),
+        "peer_rounds_alone": summary.get("peer_rounds_alone", 0),
+        "trust_last": res.final.trust,
+        "rejections": sum(len(v) for v in res.rejections.values()),
+        "seconds": seconds,
+    }
+
+
+def branches(
+    job: Job, base: BaseModel, security: str, planned: StrategyConfig,
+    labels: dict[str, StrategyConfig], work: Path, attacker: str | None = None,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Warm up once (peers planned for ``planned``), then run each label from that snapshot."""
+    cfg = config(job, security=security, strategy=planned, ledgers=work / "ledgers")
+    sim = Simulation(cfg, load_federation(cfg.data), base)
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        warm = sim.branch_point()
+        if attacker is not None:
+            make_poisoner(sim.peers[ATTACKER], attacker)
+        for label, scfg in labels.items():
+            t0 = time.perf_counter()
+            sim.restore(warm)
+            sim.cfg = replace(cfg, strategy=scfg)
+            for p in sim.peers:
+                if p.privacy is not None:
+                    p.privacy.open_ledger(work / "ledgers" / f"{security}-{label}-{attacker}")
+            sim.run_rounds(make_strategy(scfg), first_trained=warm.first_round_trained,
+                           evaluate_every_round=False)  # fmt: skip
+            out[label] = _figures(sim, label, kept=scfg.accept, seconds=time.perf_counter() - t0)
+    finally:
+        sim.close()
+    return out
+
+
+def dp_local_best(job: Job, base: BaseModel, work: Path) -> dict[str, Any]:
+    """DP-local at its own best learning rate: each of ``DP_LOCAL_LRS``, chosen on validation."""
+    tried = {}
+    for lr in DP_LOCAL_LRS:
+        lr_job = replace(job, lr=lr)
+        tried[lr] = branches(lr_job, base, "off", StrategyConfig(name="local"),
+                             {"local": StrategyConfig(name="local")}, work / f"lr{lr:g}")["local"]  # fmt: skip
+    best = min(tried, key=lambda lr: tried[lr]["val_ppl"])
+    return {**tried[best], "chosen_lr": best,
+            "val_ppl_by_lr": {f"{lr:g}": t["val_ppl"] for lr, t in tried.items()}}  # fmt: skip
+
+
+def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
+    """Every label of one job (in its own process, single-threaded)."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    base = load_base(resolve_base_path(ModelConfig(base=job.base)), device="cpu")
+    default = RECOMMENDED_STRATEGY
+    baselines = {k: StrategyConfig(name=v) for k, v in BASELINES.items()}
+    with tempfile.TemporaryDirectory(prefix="secure-pcft-generalisation-") as tmp:
+        work = Path(tmp)
+        cells: dict[str, dict[str, dict[str, Any]]] = {}
+        if job.attacks == ("none",):
+            dp = job.privacy == "eps8"
+            headline = "full" if dp else "off"
+            other = "off" if dp else "full"
+            labels: dict[str, dict[str, Any]] = {}
+            if dp:  # each privacy plan its own warm-up (2 DP-SGD steps)
+                labels.update(branches(job, base, "full", baselines["fedavg"],
+                                       {"fedavg": baselines["fedavg"], "oracle": baselines["oracle"]},
+                                       work / "base"))  # fmt: skip
+                labels["local"] = dp_local_best(job, base, work / "dp-local")
+            else:
+                labels.update(branches(job, base, "off", baselines["local"], baselines,
+                                       work / "base"))  # fmt: skip
+            labels[DEFAULT] = branches(job, base, headline, default, {DEFAULT: default},
+                                       work / "default")[DEFAULT]  # fmt: skip
+            labels[f"{DEFAULT}-{'plain' if dp else 'secure'}"] = branches(
+                job, base, other, default, {DEFAULT: default}, work / "default-other"
+            )[DEFAULT]
+            first = next(iter(labels.values()))
+            labels["base"] = {"test_ppl_per_peer": first["base_test_ppl_per_peer"],
+                              "start_test_ppl_per_peer": first["start_test_ppl_per_peer"],
+                              "eps_spent_max": 0.0}  # fmt: skip
+            cells[f"{job.privacy}/none"] = labels
+        else:
+            pair = {DEFAULT: default, "fedavg": baselines["fedavg"]}
+            clean = branches(job, base, "full", default, pair, work / "clean")
+            for attack in job.attacks:
+                hit = branches(job, base, "full", default, pair, work / attack, attacker=attack)
+                for label in pair:
+                    victims = [
+                        i for i in range(len(hit[label]["test_ppl_per_peer"])) if i != ATTACKER
+                    ]
+                    for fig in (hit[label], clean[label]):
+                        fig["victims"] = [fig["test_ppl_per_peer"][i] for i in victims]
+                        fig["victims_start"] = [fig["start_test_ppl_per_peer"][i] for i in victims]
+                    hit[label]["victims_without_attack"] = clean[label]["victims"]
+                cells[f"{job.privacy}/{attack}"] = hit
+    return job, cells, time.perf_counter() - t0
+
+
+def aggregate(per_seed: list[dict[str, dict[str, Any]]], attack: str) -> dict[str, Any]:
+    """Mean ± std over seeds of each label's per-seed mean (victims' mean in attack cells)."""
+    out: dict[str, Any] = {}
+    for label in per_seed[0]:
+        key, start = (("test_ppl_per_peer", "start_test_ppl_per_peer") if attack == "none"
+                      else ("victims", "victims_start"))  # fmt: skip
+        means = [statistics.fmean(s[label][key]) for s in per_seed]
+        m, sd = mean_std(means)
+        worst = max(
+            max(p / q for p, q in zip(s[label][key], s[label][start], strict=True))
+            for s in per_seed
+        )
+        cell = {"test_ppl_mean": m, "test_ppl_std": sd, "worst_peer_vs_start": worst,
+                "eps_spent_max": max(s[label].get("eps_spent_max", 0.0) for s in per_seed),
+                "test_ppl_per_seed": means}  # fmt: skip
+        if attack != "none":
+            clean = [statistics.fmean(s[label]["victims_without_attack"]) for s in per_seed]
+            cell["victims_without_attack_mean"] = statistics.fmean(clean)
+            cell["vs_without_attack"] = m / statistics.fmean(clean)
+        for extra in ("adopted", "peer_rounds_alone", "chosen_lr", "rejections"):
+            if extra in per_seed[0][label]:
+                cell[extra] = [s[label][extra] for s in per_seed]
+        out[label] = cell
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--settings", nargs="*", default=list(SETTINGS))
+    ap.add_argument("--privacy", nargs="*", default=list(PRIVACY), choices=PRIVACY)
+    ap.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=ATTACKS)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--attack-seeds", type=int, default=2)
+    ap.add_argument("--base", default="small", help="small or smollm2 (or a local HF folder)")
+    ap.add_argument("--peers", type=int, default=0, help="peers per setting; 0 = the setting's")
+    ap.add_argument("--lr", type=float, default=0.0, help="the base's lr (0 = the recipe's)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--merge", action="store_true", help="add cells to the existing JSON")
+    args = ap.parse_args(argv)
+
+    resolve_base_path(ModelConfig(base=args.base))  # build/convert once, before the workers
+    jobs = []
+    for setting in args.settings:
+        for privacy in args.privacy:
+            if "none" in args.attacks:
+                jobs += [Job(setting, privacy, ("none",), s, args.base, args.peers,
+                             args.lr or None, args.shared_data_dir) for s in range(args.seeds)]  # fmt: skip
+            poisonings = tuple(a for a in args.attacks if a != "none")
+            if poisonings and privacy == "off":
+                jobs += [Job(setting, privacy, poisonings, s, args.base, args.peers,
+                             args.lr or None, args.shared_data_dir)
+                         for s in range(args.attack_seeds)]  # fmt: skip
+    path = RESULTS / "generalisation.json"
+    payload: dict[str, Any] = load_results(path) if args.merge else {}
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    started = time.perf_counter()
+    prefix = "" if args.base == "small" else f"{Path(args.base).name}/"
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, j) for j in jobs]
+        for fut in as_completed(futures):
+            job, cells, secs = fut.result()
+            print(f"[{job.name}] {secs:.0f} s", file=sys.stderr, flush=True)
+            for cell, labels in cells.items():
+                key = f"{prefix}{job.setting}/{cell}"
+                raw.setdefault(key, {}).setdefault("seeds", []).append(
+                    {"seed": job.seed, "seconds": secs, **labels}
+                )
+                seeds = sorted(raw[key]["seeds"], key=lambda s: s["seed"])
+                payload[key] = aggregate(
+                    [{k: v for k, v in s.items() if k not in ("seed", "seconds")} for s in seeds],
+                    cell.split("/")[1],
+                )
+                payload[key]["_seeds"] = [s["seed"] for s in seeds]
+                payload[key]["_job_seconds"] = [s["seconds"] for s in seeds]
+            payload["_meta"] = {
+                "default": RECOMMENDED_STRATEGY.label,
+                **provenance(argv if argv is not None else sys.argv[1:], "generalisation.py"),
+                "recipes": {p: recipe(p, args.lr or None).__dict__ for p in args.privacy},
+                "base": args.base,
+                "seconds": time.perf_counter() - started,
+            }
+            write_json("generalisation.json", payload)
+    print_table(payload)
+    return 0
+
+
+def print_table(payload: dict[str, Any]) -> None:
+    labels = ["base", "local", "fedavg", "oracle", DEFAULT]
+    width = max(len(k) for k in payload) + 2
+    print(f"{'cell':<{width}}" + "".join(f"{lab:>12}" for lab in labels) + f"{'worst/start':>13}")
+    for key, cell in payload.items():
+        if key.startswith("_"):
+            continue
+        row = "".join(
+            f"{cell[lab]['test_ppl_mean']:>12.1f}" if lab in cell else f"{'—':>12}"
+            for lab in labels
+        )
+        print(f"{key:<{width}}{row}{cell[DEFAULT]['worst_peer_vs_start']:>13.3f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

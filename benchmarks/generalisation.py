@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                 jobs += [Job(setting, privacy, poisonings, s, args.base, args.peers,
                              args.lr or None, args.shared_data_dir)
                          for s in range(args.attack_seeds)]  # fmt: skip
+    # one job of each kind first, so that a failing kind shows within minutes; long ones early
+    jobs.sort(key=lambda j: (j.seed, j.attacks == ("none",), j.privacy == "off"))
     path = RESULTS / "generalisation.json"
     payload: dict[str, Any] = load_results(path) if args.merge else {}
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -313,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(run_job, j) for j in jobs]
         for fut in as_completed(futures):
-            job, cells, secs = fut.result()
+            try:
+                job, cells, secs = fut.result()
+            except Exception as exc:  # one failed job must not lose the others' figures
+                print(f"job failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                payload.setdefault("_failed", []).append(f"{type(exc).__name__}: {exc}")
+                continue
             print(f"[{job.name}] {secs:.0f} s", file=sys.stderr, flush=True)
             for cell, labels in cells.items():
                 key = f"{prefix}{job.setting}/{cell}"

@@ -99,7 +99,8 @@ def public_federation(federation: Federation, val_fraction: float = 0.25) -> Fed
     if len(ref) < 8:
         raise DataError(f"public tuning needs >= 8 reference documents, the set has {len(ref)}")
     n_val = max(2, round(len(ref) * val_fraction))
-    site = PeerCorpus("public", tuple(ref[n_val:]), tuple(ref[:n_val]), tuple(ref[:1]))
+    val = tuple(ref[:n_val])  # its test split is never read: the validation documents again
+    site = PeerCorpus("public", tuple(ref[n_val:]), val, val)
     return Federation((site,), tuple(ref), (), f"public reference set ({len(ref)} docs)")
 
 
@@ -140,7 +141,9 @@ def search_recipe(
         for i, lr in enumerate(lrs):
             trial_cfg = replace(
                 cfg,
-                train=replace(cfg.train, lr=lr, warmup_steps=0, total_steps=steps[-1]),
+                train=replace(
+                    cfg.train, lr=lr, warmup_steps=0, local_steps=steps[-1], total_steps=steps[-1]
+                ),
                 strategy=StrategyConfig(name="local"),
                 output=OutputConfig(dir=str(Path(scratch) / f"lr-{i}"), save_adapters=False),
                 privacy=replace(cfg.privacy, ledger_dir=""),

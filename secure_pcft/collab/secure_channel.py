@@ -88,7 +88,7 @@ class SecureChannel:
         transport: Transport,
         policy: InboxPolicy | None = None,
         *,
-        clock: Clock = time.time,
+        clock: Clock | None = None,
         meter: TrafficMeter | None = None,
     ) -> None:
         self.peer_id = identity.name
@@ -97,8 +97,8 @@ class SecureChannel:
         self._identity = identity
         self._roster = roster
         self._policy = policy or InboxPolicy()
-        self._clock = clock
-        self._sealer = Sealer(identity, clock=clock)
+        self._clock = clock  # None: stamp with the wall clock, judge ages by an anchored one
+        self._sealer = Sealer(identity, clock=clock or time.time)
         self._inbox = Inbox(identity, roster, self._policy, clock=clock)
         self._adapter_spec: AdapterSpec | None = None
         self.meter = meter if meter is not None else TrafficMeter()

@@ -80,7 +80,7 @@ from nacl.signing import VerifyKey
 
 from secure_pcft import bounded_json
 from secure_pcft.crypto.identity import Identity, PublicIdentity
-from secure_pcft.crypto.replay import ReplayWindow
+from secure_pcft.crypto.replay import AnchoredClock, ReplayWindow
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import (
     AuthenticationError,
@@ -324,7 +324,9 @@ class Inbox:
         identity: the receiving peer's secret keys.
         roster: pinned public identities of everyone allowed to send.
         policy: size, clock-skew and round-window limits.
-        clock: seconds since the epoch (injectable for tests).
+        clock: seconds since the epoch (injectable for tests); default an
+            :class:`~secure_pcft.crypto.replay.AnchoredClock`, so that a step of the system clock
+            moves no window.
     """
 
     def __init__(
@@ -333,14 +335,14 @@ class Inbox:
         roster: Roster,
         policy: InboxPolicy | None = None,
         *,
-        clock: Clock = time.time,
+        clock: Clock | None = None,
     ) -> None:
         if identity.name in roster:
             roster.verify(identity.public())
         self._identity = identity
         self._roster = roster
         self._policy = policy or InboxPolicy()
-        self._clock = clock
+        self._clock = clock if clock is not None else AnchoredClock()
         self._current_round = 0
         self._replay = ReplayWindow(self._policy.max_clock_skew_s)
         self._box = _BoxCache(identity)
@@ -514,3 +516,43 @@ class Inbox:
             "%s rejected envelope from %s: %s (%s)", self._identity.name, who, why, cls.__name__
         )
         return cls(f"envelope from {who}: {why}")
+
+
+def check_public_envelope(wire: bytes, roster: Roster, max_body_bytes: int) -> EnvelopeHeader:
+    """Verify a public envelope without being its recipient (a relay before fanning it out):
+    framing, size, the pinned sender's signature and the header. Freshness and replays stay the
+    receivers' checks (they hold the windows).
+
+    Raises:
+        MessageError: not a public envelope, malformed, or oversize; UnknownSenderError,
+            BadSignatureError, AuthenticationError, WrongRecipientError as :meth:`Inbox.open`.
+    """
+    view = memoryview(wire).cast("B")
+    if len(view) < PREFIX.size + SIGNATURE_BYTES:
+        raise MessageError(f"public envelope truncated ({len(view)} bytes)")
+    magic, version, key_id, header_len, body_len = PREFIX.unpack_from(view)
+    if magic != PUBLIC_MAGIC or version != WIRE_VERSION:
+        raise MessageError("not a public envelope of this wire version")
+    if not 2 <= header_len <= MAX_HEADER_BYTES or body_len > max_body_bytes:
+        raise OversizeMessageError(f"public envelope header {header_len} / body {body_len} bytes")
+    header_end = PREFIX.size + header_len
+    if len(view) != header_end + body_len + SIGNATURE_BYTES:
+        raise MessageError("public envelope length differs from its framing")
+    try:
+        sender = roster.by_key_id(key_id)
+    except UnknownPeerError:
+        raise UnknownSenderError("public envelope: sender not on roster") from None
+    body = view[header_end : header_end + body_len]
+    try:
+        VerifyKey(sender.sign_pk).verify(
+            signed_bytes(view[:header_end], body, PUBLIC_SIGNATURE_CONTEXT),
+            bytes(view[-SIGNATURE_BYTES:]),
+        )
+    except _NaclBadSignature:
+        raise BadSignatureError(f"public envelope from {sender.name}: bad signature") from None
+    header = EnvelopeHeader.from_bytes(bytes(view[PREFIX.size : header_end]))
+    if header.sender != sender.name:
+        raise AuthenticationError("public envelope: header sender differs from signing key")
+    if header.recipient != BROADCAST or header.body_len != body_len:
+        raise WrongRecipientError("public envelope: not addressed to every peer, or body length")
+    return header

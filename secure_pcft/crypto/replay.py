@@ -15,6 +15,11 @@ The rule (TM-03, TM-04):
   stamped ahead of the local clock (refused beyond the skew, or accepted within it) therefore
   cannot make the sender's later, normally stamped messages look old; envelopes that arrive out
   of order inside the window are each accepted once.
+* **The receiver's own clock cannot step back or forward the window.** Ages are measured with
+  :class:`AnchoredClock`: the wall clock read once when the inbox is built, plus the *monotonic*
+  time elapsed since. A receiver whose system clock is stepped forward 1,000 s and back (NTP, an
+  operator) would otherwise raise the floor by 1,000 s and refuse honest senders for ~700 s; an
+  anchored clock never saw the step.
 * Memory is bounded: at most :data:`MAX_REMEMBERED_PER_SENDER` sequence numbers per sender are
   kept (a sender's timestamps are at most ``2 * max_skew`` apart); a sender that floods past it is
   refused until its oldest entries leave the window — its own link only, never another peer's.
@@ -23,6 +28,8 @@ The rule (TM-03, TM-04):
 from __future__ import annotations
 
 import heapq
+import time
+from collections.abc import Callable
 
 from secure_pcft.errors import ReplayError, StaleTimestampError
 
@@ -93,3 +100,25 @@ class ReplayWindow:
         while heap and heap[0][0] < self._floor_ms:
             _, seq = heapq.heappop(heap)
             self._seen[sender].discard(seq)
+
+
+class AnchoredClock:
+    """Seconds since the epoch that never step: the wall clock at construction plus the monotonic
+    time elapsed since (the receiver's ``now`` for the replay window).
+
+    Args:
+        wall: the wall clock (seconds since the epoch), read once.
+        monotonic: a clock that never goes back (seconds), read at every call.
+    """
+
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._monotonic = monotonic
+        self._wall0 = wall()
+        self._mono0 = monotonic()
+
+    def __call__(self) -> float:
+        return self._wall0 + (self._monotonic() - self._mono0)

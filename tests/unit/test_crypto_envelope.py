@@ -7,6 +7,7 @@ signature (v2) over b"secure-pcft envelope v2\\0" ‖ prefix ‖ header ‖ SHA-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from nacl.signing import VerifyKey
 
 from secure_pcft.crypto.envelope import EnvelopeHeader, Inbox, InboxPolicy, OpenedMessage, Sealer
 from secure_pcft.crypto.identity import Identity
+from secure_pcft.crypto.replay import AnchoredClock
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import (
     AuthenticationError,
@@ -597,3 +599,25 @@ def test_one_sequence_counter_for_sealed_and_public_envelopes(
     last = inbox.open(sealer.seal(BOB.public(), "adapter", 0, b"d"))
     assert first.seq < public.seq < last.seq
     assert last.seq - first.seq == 3
+
+
+def test_a_receiver_whose_clock_steps_forward_and_back_still_accepts_honest_senders() -> None:
+    """The receiver's window runs on an anchored clock: a step of its system clock (forward
+    1,000 s, then back) moves nothing; on the raw wall clock the floor would jump 1,000 s and
+    refuse honest senders for ~700 s."""
+    wall, mono = FakeClock(T0), FakeClock(50.0)
+    raw = Inbox(BOB, ROSTER, clock=wall)
+    steady = Inbox(BOB, ROSTER, clock=AnchoredClock(wall=wall, monotonic=mono))
+    honest = Sealer(ALICE, clock=FakeClock(T0 + 2.0))
+    wall.now += 1_000.0  # the receiver's system clock steps forward ...
+    mono.now += 1.0
+    stamped_then = Sealer(ALICE, clock=FakeClock(T0 + 1_000.0))
+    for inbox in (raw, steady):
+        with contextlib.suppress(StaleTimestampError):  # raw accepts it, steady finds it early
+            inbox.open(stamped_then.seal(BOB.public(), "meta", 0, b"x"))
+    wall.now -= 1_000.0  # ... and back
+    mono.now += 1.0
+
+    with pytest.raises(StaleTimestampError, match="in the past"):
+        raw.open(honest.seal(BOB.public(), "meta", 0, b"a"))
+    assert steady.open(honest.seal(BOB.public(), "meta", 0, b"b")).body == b"b"

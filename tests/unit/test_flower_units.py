@@ -354,3 +354,30 @@ def test_relay_start_gives_up_on_a_peer_after_wait_for_peers() -> None:
     relay._bind_every_peer(relay.clock() + relay.settings.wait_for_peers_s)
     assert sorted(relay.peers) == ["peer-0", "peer-1"]  # the run goes on without it
     assert grid.hellos_seen >= 2  # it was asked again while the wait lasted
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_the_relay_fans_out_only_well_formed_public_messages_of_their_uploader(
+    secure: bool,
+) -> None:
+    from secure_pcft.collab.messages import Message, MessageType, encode_message
+    from secure_pcft.config import SecurityConfig
+    from secure_pcft.crypto.envelope import Sealer
+    from secure_pcft.crypto.identity import Identity
+    from secure_pcft.crypto.roster import Roster
+
+    ids = ("peer-0", "peer-1", "peer-2")
+    keys = {p: Identity.generate(p) for p in ids}
+    roster = Roster(k.public() for k in keys.values()) if secure else None
+    cfg = RunConfig(security=SecurityConfig(mode="full" if secure else "off"))
+    relay = Relay(None, cfg, ids, roster, RelaySettings())  # type: ignore[arg-type]
+
+    def public(sender: str, kind: MessageType = MessageType.HE_CONTEXT) -> bytes:
+        msg = encode_message(Message(kind, sender, "*", 1, {}, {"ctx": torch.ones(3)}))
+        return Sealer(keys[sender]).seal_public(str(kind), 1, msg) if secure else msg
+
+    assert relay._public_ok("peer-0", public("peer-0"))
+    assert not relay._public_ok("peer-1", public("peer-0"))  # re-uploaded under another name
+    assert not relay._public_ok("peer-0", b"\x00" * 65536)  # a random blob
+    assert not relay._public_ok("peer-0", public("peer-0", MessageType.ADAPTER))  # not public
+    assert relay.log.public_refused == 3

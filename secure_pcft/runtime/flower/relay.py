@@ -31,12 +31,14 @@ from typing import Any, Protocol
 
 from flwr.app import Message
 
+from secure_pcft.collab.messages import PUBLIC_MESSAGE_TYPES, decode_message
 from secure_pcft.collab.results import RoundRecord, RunResult, kept_summary, outcome_summary
 from secure_pcft.collab.round import round_steps
 from secure_pcft.collab.selection import round_log
 from secure_pcft.config import RunConfig
+from secure_pcft.crypto.envelope import check_public_envelope
 from secure_pcft.crypto.roster import Roster
-from secure_pcft.errors import SecurePcftError
+from secure_pcft.errors import MessageError, SecurePcftError
 from secure_pcft.runtime.flower.errors import HelloError
 from secure_pcft.runtime.flower.hello import new_challenge, verify_hello
 from secure_pcft.runtime.flower.records import MESSAGE_TYPE, StepReply, StepRequest
@@ -99,6 +101,7 @@ class RelayLog:
     abandoned_rounds: list[int] = field(default_factory=list)
     ended_early: str = ""
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # per peer, at the last round
+    public_refused: int = 0  # `*` wires not fanned out (malformed, oversize, foreign, not public)
 
 
 class Relay:
@@ -278,6 +281,8 @@ class Relay:
             for sender, reply in step_replies.items():
                 for recipient, wire in zip(reply.recipients, reply.wires, strict=True):
                     if recipient == BROADCAST:  # one upload, a copy to every other live peer
+                        if not self._public_ok(sender, wire):
+                            continue
                         for other in alive:
                             if other != sender:
                                 pending[other].append((sender, wire))
@@ -292,6 +297,31 @@ class Relay:
         missing = [p for p in self.peer_ids if p not in alive]
         self._round_seconds = self.clock() - t0
         self._record(rnd, {p: reports[p] for p in alive}, missing)
+
+    def _public_ok(self, sender: str, wire: bytes) -> bool:
+        """A ``*`` wire is fanned out only if it is a well-framed public message of a public type,
+        within the size limit and from the peer that uploaded it (secure mode: signed by that
+        peer's pinned key); anything else is dropped and counted (``public_refused``)."""
+        limit = self.cfg.security.max_message_bytes
+        public = {str(t) for t in PUBLIC_MESSAGE_TYPES}
+        try:
+            if self.roster is not None:
+                header = check_public_envelope(wire, self.roster, limit)
+                who, kind = header.sender, header.msg_type
+            else:
+                msg = decode_message(wire, limit)
+                who, kind = msg.sender, str(msg.msg_type)
+                if msg.recipient != BROADCAST:
+                    raise MessageError("public message not addressed to every peer")
+            if who != sender or kind not in public:
+                raise MessageError(
+                    f"public wire of type {kind!r} from {who!r} uploaded by {sender}"
+                )
+        except SecurePcftError as exc:
+            self.log.public_refused += 1
+            log.warning("relay: dropped a public wire from %s: %s", sender, exc)
+            return False
+        return True
 
     # ---- messaging -------------------------------------------------------------------------------
     def _exchange(
@@ -427,6 +457,7 @@ def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunRe
         "missing_peers": {str(k): v for k, v in relay_log.missing.items()},
         "abandoned_rounds": relay_log.abandoned_rounds,
         "undelivered_envelopes": relay_log.undelivered,
+        "public_refused": relay_log.public_refused,
         "hello_refused": relay_log.hello_refused,
     }
     if relay_log.ended_early:

@@ -240,8 +240,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(args.run_dir, args.audit, policy)
     json_path, html_path = write_report(report, args.out or Path(args.run_dir) / "report")
     for check in report.checks:
-        if check.status != "pass":
+        if check.status != "pass" and check.counts:
             print(f"{check.status.upper():<5} {check.title}: {check.detail}")
+    aside = [c for c in report.checks if not c.counts and c.status != "pass"]
+    if aside:
+        print(f"({len(aside)} audit or control figures beside the verdict: see the report)")
     print(f"verdict: {report.verdict.upper()}")
     print(f"report: {json_path} and {html_path}")
     return 0 if report.verdict == "pass" else 1

@@ -179,19 +179,33 @@ def _provenance(audit: dict[str, Any]) -> Check:
 
 
 def audit_checks(
-    audit: dict[str, Any], run_max_epsilon: float | None, run_base_model: str = ""
+    audit: dict[str, Any],
+    run_max_epsilon: float | None,
+    run_base_model: str = "",
+    *,
+    required: bool = False,
 ) -> list[Check]:
     """One check that the audit measured this run's base model, one per threshold, one if the
     file's own verdict disagrees, one that the thresholds are the campaign file's, a warning if
-    the campaign sets no thresholds at all, one on ε coverage."""
-    name, out = audit["campaign"], [_same_base(audit, run_base_model), _provenance(audit)]
+    the campaign sets no thresholds at all, one on ε coverage.
+
+    Only an audit the review policy ``required`` counts towards the verdict; the others are
+    evidence (an audit measures its own target, not this run's adapters). A threshold that asks
+    an attack to *succeed* on a target without DP is a positive control and never counts."""
+    name = audit["campaign"]
+    out = [_same_base(audit, run_base_model), _provenance(audit)]
+    control_target = audit["target_epsilon"] in (None, "inf")
     for a in audit["attacks"]:
         for t in a["thresholds"]:
             op = "≤" if t["bound"] == "max" else "≥"
-            out.append(Check(f"audit.{name}.{a['label']}.{t['metric']}",
-                             f"audit {name}: {a['label']} {t['metric']} {op} {_fmt(t['limit'])}",
+            control = control_target and t["bound"] == "min"
+            prefix = "positive control (an attack that should succeed), " if control else ""
+            out.append(Check(f"{'control' if control else 'audit'}.{name}.{a['label']}.{t['metric']}",
+                             f"{prefix}audit {name}: {a['label']} {t['metric']} {op} "
+                             f"{_fmt(t['limit'])}",
                              "pass" if t["passed"] else "fail",
-                             f"measured {t['metric']} = {_fmt(t['value'])} ({a['name']})"))  # fmt: skip
+                             f"measured {t['metric']} = {_fmt(t['value'])} ({a['name']})",
+                             counts=required and not control))  # fmt: skip
         if a["recorded_passed"] is not None and a["recorded_passed"] != a["passed"]:
             out.append(Check(f"audit.{name}.{a['label']}.recorded",
                              f"audit {name}: the file's verdict for {a['label']} holds", "fail",
@@ -202,7 +216,9 @@ def audit_checks(
                          "the campaign sets no thresholds: its figures are measured, not "
                          "judged, and no check here rests on them"))  # fmt: skip
     out.append(_coverage(audit, run_max_epsilon))
-    return out
+    if required:
+        return out
+    return [Check(c.id, c.title, c.status, c.detail, c.peer, counts=False) for c in out]
 
 
 def _same_base(audit: dict[str, Any], run_base_model: str) -> Check:
@@ -223,13 +239,14 @@ def _fmt(x: float | str) -> str:
 
 def _coverage(audit: dict[str, Any], run_max_epsilon: float | None) -> Check:
     name, eps = audit["campaign"], audit["target_epsilon"]
-    cid, title = f"audit.{name}.coverage", f"audit {name} was measured at this run's ε or above"
+    cid = f"audit.{name}.coverage"
     if run_max_epsilon is None:
-        return Check(cid, title, "warn", "the run has no verified ε to compare with")
+        return Check(cid, f"audit {name}: this run has no verified ε to compare it with", "warn",
+                     "the run has no verified ε to compare with")  # fmt: skip
     target = math.inf if eps in (None, "inf") else float(eps)
     detail = (f"audited target ε = {target:.4g}; this run's peers spent up to "
               f"ε = {run_max_epsilon:.4g}")  # fmt: skip
     if target >= run_max_epsilon:
-        return Check(cid, title, "pass", detail)
-    return Check(cid, title, "warn",
+        return Check(cid, f"audit {name} was measured at this run's ε or above", "pass", detail)
+    return Check(cid, f"audit {name} was measured at a smaller ε than this run spent", "warn",
                  detail + ": the audit measured a more private model than this run released")  # fmt: skip

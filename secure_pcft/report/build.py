@@ -250,7 +250,10 @@ def build_report(
                             + " rejected (bad signature, replay, malformed or poisoned adapter)"))  # fmt: skip
     run_eps = max_epsilon(peers)
     for a in audit_docs:
-        checks += audit_checks(a, run_eps, str(run.results.get("base_model", "")))
+        required = a["campaign"] in policy.required_audits
+        checks += audit_checks(
+            a, run_eps, str(run.results.get("base_model", "")), required=required
+        )
     given = {str(a["campaign"]): all(at["passed"] for at in a["attacks"]) for a in audit_docs}
     for name in policy.required_audits:
         ok = given.get(name, False)

@@ -3,7 +3,10 @@
 Statuses: ``pass`` (the claim holds), ``warn`` (it holds, but a reviewer should know something:
 seeded DP noise, plain-text channels, an audit run at another ε), ``fail`` (the claim does not hold
 or could not be verified: a tampered ledger, a budget exceeded, an audit threshold violated).
-The report's verdict is ``fail`` if any check fails, else ``pass``.
+The report's verdict is ``fail`` if any check that *counts* fails, else ``pass``. Checks that do not
+count are evidence shown beside the verdict: audits the review policy does not require (they measured
+their own targets, not this run's adapters) and positive controls (attacks that should succeed on a
+target without DP: they show an audit has power, not that a run is private).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Check:
         status: ``pass``, ``warn`` or ``fail``.
         detail: the evidence (figures, file names, the error), one or two sentences.
         peer: the peer it is about, if any.
+        counts: whether the check takes part in the verdict (evidence and controls do not).
     """
 
     id: str
@@ -33,6 +37,7 @@ class Check:
     status: Status
     detail: str
     peer: str | None = None
+    counts: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,9 +46,11 @@ class Check:
             "status": self.status,
             "detail": self.detail,
             "peer": self.peer,
+            "counts": self.counts,
         }
 
 
 def verdict(checks: Iterable[Check]) -> Status:
-    """``fail`` if any check failed, else ``pass`` (warnings do not fail a report)."""
-    return "fail" if any(c.status == "fail" for c in checks) else "pass"
+    """``fail`` if any counting check failed, else ``pass`` (warnings and evidence do not fail a
+    report)."""
+    return "fail" if any(c.status == "fail" and c.counts for c in checks) else "pass"

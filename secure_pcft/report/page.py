@@ -80,7 +80,8 @@ def _td(text: Any, num: bool = False) -> str:
 
 def _header(doc: dict[str, Any]) -> str:
     run, verdict, policy = doc["run"], doc["verdict"], doc["policy"]
-    fails = [c for c in doc["checks"] if c["status"] == "fail"]
+    counting = [c for c in doc["checks"] if c.get("counts", True)]
+    fails = [c for c in counting if c["status"] == "fail"]
     alerts = "".join(
         f'<div class="alert">LEDGER FAILED — {esc(p["peer_id"])}: '
         f"{esc(p['privacy']['ledger']['error'] or p['privacy']['ledger']['status'])}</div>"
@@ -93,8 +94,8 @@ def _header(doc: dict[str, Any]) -> str:
         f"<code>{esc(run['run_dir'])}</code></p>"
         f'<div id="verdict" class="verdict v-{esc(verdict)}">Verdict: {esc(verdict.upper())} '
         f"({len(fails)} failed, "
-        f"{sum(c['status'] == 'warn' for c in doc['checks'])} warnings, "
-        f"{sum(c['status'] == 'pass' for c in doc['checks'])} passed)</div>"
+        f"{sum(c['status'] == 'warn' for c in counting)} warnings, "
+        f"{sum(c['status'] == 'pass' for c in counting)} passed)</div>"
         f'<p id="policy">Judged against the review policy <b>{esc(policy["name"])}</b> '
         f"(SHA-256 <code>{esc(policy['sha256'][:16])}…</code>): PASS means inside this policy. "
         f"{_policy_rules(policy['rules'])}</p>{alerts}"
@@ -116,9 +117,11 @@ def _check_rows(checks: list[dict[str, Any]]) -> list[list[str]]:
 
 def _checks(doc: dict[str, Any]) -> str:
     head = ["status", "claim", "evidence"]
-    flagged = [c for c in doc["checks"] if c["status"] == "fail"]
-    flagged += [c for c in doc["checks"] if c["status"] == "warn"]
-    passed = [c for c in doc["checks"] if c["status"] == "pass"]
+    counting = [c for c in doc["checks"] if c.get("counts", True)]
+    aside = [c for c in doc["checks"] if not c.get("counts", True)]
+    flagged = [c for c in counting if c["status"] == "fail"]
+    flagged += [c for c in counting if c["status"] == "warn"]
+    passed = [c for c in counting if c["status"] == "pass"]
     out = "<h2>Checks</h2>"
     out += (
         _table(head, _check_rows(flagged), "checks")
@@ -129,6 +132,11 @@ def _checks(doc: dict[str, Any]) -> str:
         out += _foldable(
             f"{len(passed)} passed checks", _table(head, _check_rows(passed), "checks")
         )
+    if aside:
+        out += ("<h3>Evidence beside the verdict</h3><p class=\"muted\">Audits the review policy "
+                "does not require (each measured its own target, not this run's adapters) and "
+                "positive controls (attacks that should succeed without DP): shown, not judged."
+                "</p>" + _table(head, _check_rows(aside), "checks"))  # fmt: skip
     return out
 
 

@@ -36,6 +36,7 @@ _CHECK = _obj({
     "status": {"enum": ["pass", "warn", "fail"]},
     "detail": {"type": "string"},
     "peer": _STR_OR_NULL,
+    "counts": {"type": "boolean"},
 })  # fmt: skip
 
 _MECHANISM = _obj({

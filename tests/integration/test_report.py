@@ -512,7 +512,20 @@ def test_an_audit_of_another_base_model_fails_the_report(dp_run: Path, tmp_path:
     same = _checks(build_report(dp_run, [_audit_on_run_base(dp_run, tmp_path)]))
     assert checks["audit.mia-dp.base_model"] == "fail"
     assert same["audit.mia-dp.base_model"] == "pass"
-    assert build_report(dp_run, [MIA_DP]).document["verdict"] == "fail"
+    # an audit the policy does not require is evidence beside the verdict, not part of it
+    assert build_report(dp_run, [MIA_DP]).document["verdict"] == "pass"
+    required = ReviewPolicy(name="requires mia-dp", required_audits=("mia-dp",))
+    assert build_report(dp_run, [MIA_DP], required).document["verdict"] == "fail"
+
+
+def test_positive_controls_are_labelled_and_never_part_of_the_verdict(dp_run: Path) -> None:
+    report = build_report(dp_run, [MIA_NONDP], ReviewPolicy(required_audits=("mia-nondp",)))
+    controls = [c for c in report.checks if c.id.startswith("control.mia-nondp.")]
+
+    assert controls and all(not c.counts for c in controls)
+    assert all(c.title.startswith("positive control") for c in controls)
+    assert not any(c.id.startswith("audit.mia-nondp.") and c.id.endswith(".roc_auc")
+                   for c in report.checks)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- HTML

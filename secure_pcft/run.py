@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from secure_pcft.collab.acceptance import selection_candidates
@@ -23,9 +24,12 @@ from secure_pcft.config import (
 from secure_pcft.data.manifest import write_manifests
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError
+from secure_pcft.fileio import write_json_atomic
 from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
 from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.report.sources import RUN_RECORD_FILE, RUN_RECORD_FORMAT
 from secure_pcft.runtime.loopback import ProgressFn, Simulation, Snapshot
+from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ def compare_strategies(
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads
+    write_run_record(cfg, federation.peer_ids, labels)
     write_manifests(federation, Path(cfg.output.dir) / "manifests")
     base = load_base(resolve_base_path(cfg.model), device=cfg.model.device)
     load_seconds = time.perf_counter() - start
@@ -77,6 +82,22 @@ def compare_strategies(
         finally:
             sim.close()
     return [by_label[label] for label in labels]
+
+
+def write_run_record(cfg: RunConfig, peer_ids: Sequence[str], labels: Sequence[str]) -> Path:
+    """``<output>/run.json`` before anything trains: the configuration, the peers and the
+    strategies, so that a run stopped early (Ctrl-C, a crash) stays reportable — its ledgers hold
+    what it spent, this file what it was (``secure-pcft report`` reads both)."""
+    record = {
+        "format": RUN_RECORD_FORMAT,
+        "config": cfg.to_dict(),
+        "config_hash": cfg.digest(),
+        "peer_ids": list(peer_ids),
+        "strategy": labels[0] if len(labels) == 1 else ", ".join(labels),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }
+    return write_json_atomic(Path(cfg.output.dir) / RUN_RECORD_FILE, record)
 
 
 def refuse_earlier_results(output_dir: Path) -> None:

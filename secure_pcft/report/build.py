@@ -171,7 +171,8 @@ def _run_section(run: RunFiles) -> tuple[dict[str, Any], list[Check]]:
         "peer_ids": list(run.peer_ids),
         "base_model": str(r.get("base_model", "")),
         "data": str(r.get("data", "")),
-        "rounds": len(run.rounds) - 1,
+        "rounds": max(len(run.rounds) - 1, 0),
+        "complete": run.complete,
         "seconds": r.get("seconds") if isinstance(r.get("seconds"), int | float) else None,
         "config_hash": {"recorded": recorded, "recomputed": recomputed,
                         "match": recorded == recomputed},
@@ -222,7 +223,12 @@ def build_report(
     checks += policy_checks(policy, run.config)
     security, fingerprints, sec_checks = _security(run, policy)
     peers: list[dict[str, Any]] = []
-    final = run.rounds[-1]
+    final = run.rounds[-1] if run.rounds else None
+    if not run.complete:
+        checks.append(Check("run.complete", "the run finished and wrote its results", "fail",
+                            "no results.json: the run stopped early (interrupted?); the ε its "
+                            "peers spent is reported from their verified ledgers, nothing else "
+                            "was recorded (run.json holds its configuration)"))  # fmt: skip
     for i, peer_id in enumerate(run.peer_ids):
         privacy, peer_checks = review_peer(run, peer_id)
         checks += peer_checks
@@ -236,7 +242,8 @@ def build_report(
             "fingerprint": fingerprints.get(peer_id),
             "privacy": privacy,
             "traffic": _traffic(run, i, peer_id),
-            "final": {"test_ppl": final.test_ppl[i], "test_acc": final.test_acc[i]},
+            "final": None if final is None
+            else {"test_ppl": final.test_ppl[i], "test_acc": final.test_acc[i]},
             "kept": _kept(run, i),
             "adapter": _adapter(run, peer_id),
         })  # fmt: skip

@@ -129,7 +129,7 @@ def _summarise(
 ) -> tuple[dict[str, Any], list[Check]]:
     g, events = contents.genesis, contents.events
     eps = epsilon_spent(events, g.delta, g.accountant)
-    last_round = max([r.round for r in run.rounds] + [e.round for e in events])
+    last_round = max([0] + [r.round for r in run.rounds] + [e.round for e in events])
     info = run.extra("privacy").get(peer_id, {})
     stopped = info.get("stopped_sharing_round") if isinstance(info, dict) else None
     section = {

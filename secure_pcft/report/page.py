@@ -223,7 +223,7 @@ def _models(doc: dict[str, Any]) -> str:
     for p in doc["peers"]:
         k, f = p.get("kept"), p["final"]
         rows.append([
-            _td(esc(p["peer_id"])), _td(_num(f["test_ppl"], ".2f"), True),
+            _td(esc(p["peer_id"])), _td(_num(f["test_ppl"], ".2f") if f else "—", True),
             _td(_num(k["test_ppl"], ".2f") if k else "—", True),
             _td(esc(k["origin"]) if k else "—"),
             _td(f"{_num(k['start_test_ppl'], '.2f')} ({esc(k['start_origin'])})" if k else "—"),

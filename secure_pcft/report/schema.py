@@ -84,7 +84,7 @@ _PEER = _obj({
         "adapter_requests_declined": _COUNTS_BY_PEER,
         "messages_rejected": _COUNT,
     }),
-    "final": _obj({"test_ppl": _REAL, "test_acc": _REAL}),
+    "final": {"anyOf": [{"type": "null"}, _obj({"test_ppl": _REAL, "test_acc": _REAL})]},
     "kept": {"anyOf": [{"type": "null"}, _obj({
         "origin": {"type": "string"}, "test_ppl": _REAL, "start_origin": {"type": "string"},
         "start_test_ppl": _REAL, "base_test_ppl": _REAL})]},
@@ -136,6 +136,7 @@ _RUN = _obj({
     "base_model": {"type": "string"},
     "data": {"type": "string"},
     "rounds": _COUNT,
+    "complete": {"type": "boolean"},
     "seconds": {"type": ["number", "null"]},
     "config_hash": _obj({"recorded": {"type": "string"}, "recomputed": _SHA256,
                          "match": {"type": "boolean"}}),

@@ -23,6 +23,8 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 # Results files of runs and audits: strict (no NaN/Infinity, no duplicate keys), nesting bounded.
 _JSON_LIMITS = bounded_json.JsonLimits(max_bytes=MAX_JSON_BYTES, max_depth=32)
 RESULTS_FILE = "results.json"
+RUN_RECORD_FILE = "run.json"  # written when a run starts (run.py): config and peers
+RUN_RECORD_FORMAT = "secure-pcft-run/1"
 
 
 def read_json(path: Path, what: str) -> tuple[dict[str, Any], str]:
@@ -137,7 +139,9 @@ class RunFiles:
         results_sha256: SHA-256 of ``results.json`` as read.
         config: the run configuration, re-validated from ``results.json``.
         peer_ids: peers of the run.
-        rounds: the checked per-round records.
+        rounds: the checked per-round records (none for an incomplete run).
+        complete: False when the run stopped before writing ``results.json`` (interrupted): the
+            report then reads its config and peers from ``run.json`` and its ε from the ledgers.
     """
 
     run_dir: Path
@@ -146,6 +150,7 @@ class RunFiles:
     config: RunConfig
     peer_ids: tuple[str, ...]
     rounds: tuple[RoundFacts, ...]
+    complete: bool = True
 
     def ledger_candidates(self, file_name: str) -> list[Path]:
         """Where a peer's ledger file may be, in order: ``<run>/ledgers``, then ``[privacy]
@@ -195,6 +200,8 @@ def load_run(run_dir: str | Path) -> RunFiles:
     d = Path(run_dir)
     if not d.is_dir():
         raise ReportError(f"run directory {d}: not a directory")
+    if not (d / RESULTS_FILE).exists() and (d / RUN_RECORD_FILE).exists():
+        return _incomplete_run(d)
     results, sha = read_json(d / RESULTS_FILE, "results file")
     where = "results.json"
     peer_ids = require(results, "peer_ids", list, where)
@@ -214,3 +221,28 @@ def load_run(run_dir: str | Path) -> RunFiles:
         raise ReportError(f"{where}.rounds: no rounds recorded")
     rounds = tuple(_round(r, len(peer_ids), i) for i, r in enumerate(rounds_raw))
     return RunFiles(d, results, sha, config, tuple(peer_ids), rounds)
+
+
+def _incomplete_run(d: Path) -> RunFiles:
+    """A run that stopped before ``results.json``: its config and peers from ``run.json``."""
+    record, sha = read_json(d / RUN_RECORD_FILE, "run record")
+    where = RUN_RECORD_FILE
+    if record.get("format") != RUN_RECORD_FORMAT:
+        raise ReportError(f"{where}: not a {RUN_RECORD_FORMAT} record")
+    peer_ids = require(record, "peer_ids", list, where)
+    if not peer_ids or not all(isinstance(p, str) and p for p in peer_ids):
+        raise ReportError(f"{where}.peer_ids: expected a non-empty list of peer ids")
+    try:
+        config = config_from_dict(require(record, "config", dict, where))
+    except ConfigError as exc:
+        raise ReportError(f"{where}.config: not a valid run configuration ({exc})") from exc
+    results = {
+        "strategy": str(record.get("strategy", "?")),
+        "config_hash": str(require(record, "config_hash", str, where)),
+        "config": record["config"],
+        "peer_ids": peer_ids,
+        "started_at": record.get("started_at"),
+        "versions": record.get("versions", {}),
+        "extra": {},
+    }
+    return RunFiles(d, results, sha, config, tuple(peer_ids), (), complete=False)

@@ -691,3 +691,40 @@ def test_roc_curves_are_also_drawn_on_log_log_axes(dp_run: Path, tmp_path: Path)
     assert _log_roc(0, "c", [Series("a", [(0.0, 0.0), (0.0, 1.0)], "#000")]) == ""
     html = render_html(build_report(dp_run, [_audit_on_run_base(dp_run, tmp_path)]).document)
     assert 'id="plot-roc-log-0"' in html
+
+
+def test_an_interrupted_dp_run_is_reportable_from_its_ledgers(
+    tmp_path: Path, tiny_base_dir: Path
+) -> None:
+    """Ctrl-C after round 1's releases: no results.json, but run.json and verified ledgers; the
+    report says the run is incomplete (FAIL) and shows every peer's spend."""
+    from secure_pcft.data.settings import register_data_source
+    from secure_pcft.run import execute_run
+
+    register_data_source("tiny-report-test", lambda _: tiny_federation(), force=True)
+    cfg = RunConfig(
+        model=replace(RunConfig().model, base=str(tiny_base_dir)),
+        data=DataConfig(source="tiny-report-test", block_size=16),
+        train=TRAIN,
+        strategy=StrategyConfig(name="fedavg"),
+        privacy=PrivacyConfig(enabled=True, noise_multiplier=1.0, delta=1e-4, secure_rng=True),
+        output=OutputConfig(dir=str(tmp_path / "out")),
+    )
+
+    def stop_after_round_1(stage: str, done: int, total: int, note: str = "") -> None:
+        if stage.startswith("rounds") and done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(cfg, progress=stop_after_round_1)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+    report = build_report(tmp_path / "out")
+    checks = _checks(report)
+
+    assert report.verdict == "fail" and checks["run.complete"] == "fail"
+    assert report.document["run"]["complete"] is False
+    assert all(p["privacy"]["ledger"]["status"] == "verified" for p in report.document["peers"])
+    assert all(float(p["privacy"]["epsilon_spent"]) > 0 for p in report.document["peers"])
+    jsonschema.validate(report.document, REPORT_SCHEMA)
+    render_html(report.document)

@@ -9,10 +9,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from secure_pcft.collab.acceptance import selection_candidates
 from secure_pcft.collab.results import RunResult
-from secure_pcft.collab.round import round_steps
-from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
+from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
     RECOMMENDED_STRATEGY,
     DataConfig,
@@ -28,6 +26,7 @@ from secure_pcft.fileio import write_json_atomic
 from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
 from secure_pcft.model.loading import load_base, resolve_base_path
 from secure_pcft.report.sources import RUN_RECORD_FILE, RUN_RECORD_FORMAT
+from secure_pcft.runtime.assembly import RunPlan
 from secure_pcft.runtime.loopback import ProgressFn, Simulation, Snapshot
 from secure_pcft.versions import library_versions
 
@@ -59,7 +58,7 @@ def compare_strategies(
             f"strategies to compare must differ (their results share folders): {labels}"
         )
     for scfg in strategies:  # an unknown name or a round it cannot run fails now, not after warm-up
-        round_steps(replace(cfg, strategy=scfg))
+        RunPlan.of(replace(cfg, strategy=scfg), 1)
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads
@@ -147,10 +146,7 @@ def privacy_plan_groups(
         return [list(strategies)]
     groups: dict[tuple[int, int], list[StrategyConfig]] = {}
     for scfg in strategies:
-        key = (
-            run_scoring_queries(replace(cfg, strategy=scfg), num_peers),
-            selection_candidates(scfg, cfg.security.select_top_k, num_peers),
-        )
+        key = RunPlan.of(replace(cfg, strategy=scfg), num_peers).privacy_key
         groups.setdefault(key, []).append(scfg)
     return list(groups.values())
 

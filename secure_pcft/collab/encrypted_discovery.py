@@ -45,7 +45,6 @@ from secure_pcft.errors import MessageError, SecurePcftError
 log = logging.getLogger(__name__)
 
 HE_TENSOR = "bytes"  # the one tensor of an HE message: the serialised TenSEAL object as uint8
-_HE_TYPES = (MessageType.HE_CONTEXT, MessageType.HE_QUERY, MessageType.HE_ANSWER)
 
 
 def bytes_tensor(data: bytes) -> dict[str, torch.Tensor]:

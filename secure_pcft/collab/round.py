@@ -156,6 +156,13 @@ class PeerRound:
         self.ranking: list[int] = []  # the other peers, closest first (acceptance's nearest-k)
         self.applied: torch.Tensor | None = None
         self.scored: Scored | None = None
+        self._step_of: dict[str, Callable[[], None]] = {
+            "discover": self._discover,
+            "respond": self._respond,
+            "select": self._select,
+            "answer": self._answer,
+            "aggregate": self._aggregate,
+        }
 
     @property
     def meter(self) -> TrafficMeter:
@@ -180,7 +187,7 @@ class PeerRound:
         """
         if len(self.done) >= len(self.steps) or self.steps[len(self.done)] != step:
             raise ConfigError(f"step {step!r} out of order (done: {self.done}, of {self.steps})")
-        getattr(self, f"_{step}")()
+        self._step_of[step]()
         self.done.append(step)
 
     def facts(self) -> dict[str, list[str]]:

@@ -203,7 +203,6 @@ def run_scoring_queries(cfg: RunConfig, num_peers: int) -> int:
     )
 
 
-StrategyFactory = Callable[[StrategyConfig], TrustStrategy]
 _REGISTRY: dict[str, type[TrustStrategy]] = {}
 
 

@@ -9,7 +9,6 @@ malformed raises :class:`~secure_pcft.errors.ReportError` naming the file and th
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,10 +103,6 @@ def counts(value: Any, n: int, where: str) -> list[int]:
             raise ReportError(f"{where}[{i}]: expected an integer >= 0")
         out.append(v)
     return out
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)

@@ -8,33 +8,29 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from secure_pcft.collab.acceptance import kept_figures, selection_candidates
+from secure_pcft.collab.acceptance import kept_figures
 from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.keep_best import KeptModel
-from secure_pcft.collab.peer import Peer, PeerBlocks, PeerSettings
 from secure_pcft.collab.results import RoundRecord, RunResult, outcome_lists
 from secure_pcft.collab.round import PeerRound, drive_round, reference_batch
 from secure_pcft.collab.secure_session import SecureSession
 from secure_pcft.collab.selection import round_log
 from secure_pcft.collab.strategy import (
     TrustStrategy,
-    make_strategy,
-    planned_scoring_queries,
-    run_scoring_queries,
 )
 from secure_pcft.config import RunConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation
 from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import BaseModel
+from secure_pcft.runtime.assembly import RunPlan, build_peer
 from secure_pcft.transport.loopback import LoopbackTransport
 from secure_pcft.transport.meter import TrafficMeter
 from secure_pcft.versions import library_versions
@@ -80,31 +76,14 @@ class Simulation:
             if cfg.security.mode == "full"
             else None
         )
-        tok, bs = base.tokenizer, cfg.data.block_size
         # The peers' privacy plan is that of cfg.strategy: only strategies with the same plan may
         # run on these peers (check_privacy_plan); σ was calibrated with its scores reserved.
-        self.scoring_queries = run_scoring_queries(cfg, len(self.peer_ids))
-        self.selection_candidates = selection_candidates(
-            cfg.strategy, cfg.security.select_top_k, len(self.peer_ids)
-        )
-        self.reference = encode_blocks(federation.reference, tok, bs)  # (R, T), public
+        self.plan = RunPlan.of(cfg, len(self.peer_ids))
+        self.reference = encode_blocks(federation.reference, base.tokenizer, cfg.data.block_size)
+        ledgers = Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers")
         self.peers = [
-            Peer(
-                i,
-                self.peer_ids,
-                corpus,
-                PeerBlocks(
-                    encode_blocks(corpus.train, tok, bs),
-                    encode_blocks(corpus.val, tok, bs),
-                    encode_blocks(corpus.test, tok, bs),
-                ),
-                base,
-                PeerSettings.of(cfg),
-                self._channel(corpus.peer_id),
-                ledger_dir=Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers"),
-                scoring_queries=self.scoring_queries,
-                selection_candidates=self.selection_candidates,
-            )
+            build_peer(self.plan, i, self.peer_ids, corpus, base, self._channel(corpus.peer_id),
+                       ledgers)
             for i, corpus in enumerate(federation.peers)
         ]  # fmt: skip
         self.domain_mixes = tuple(dict(c.domain_mix) for c in federation.peers)
@@ -291,26 +270,13 @@ class Simulation:
         """
         if not self.cfg.privacy.enabled:
             return
-        planned = planned_scoring_queries(
-            strategy,
-            len(self.peer_ids),
-            secure=self.security is not None,
-            select_top_k=self.cfg.security.select_top_k,
-        )
-        if planned != self.scoring_queries:
+        wanted = RunPlan.of(replace(self.cfg, strategy=strategy.cfg), len(self.peer_ids))
+        if wanted.privacy_key != self.plan.privacy_key:
             raise ConfigError(
-                f"[strategy] {strategy.name!r} scores {planned} candidates per round on private "
-                f"data, but these peers' privacy plan reserved {self.scoring_queries}: build the "
-                "simulation with this strategy in cfg.strategy (compare_strategies groups by plan)"
-            )
-        selection = selection_candidates(
-            strategy.cfg, self.cfg.security.select_top_k, len(self.peer_ids)
-        )
-        if selection != self.selection_candidates:
-            raise ConfigError(
-                f"[strategy] accept = {strategy.cfg.accept}: the peers' privacy plan was built "
-                f"for {self.selection_candidates} candidates a round; build the simulation with "
-                "this strategy in cfg.strategy (compare_strategies groups by plan)"
+                f"[strategy] {wanted.label!r} needs the privacy plan (accounted scores, choice "
+                f"candidates per round) {wanted.privacy_key}, but these peers' plan reserved "
+                f"{self.plan.privacy_key}: build the simulation with this strategy in "
+                "cfg.strategy (compare_strategies groups by plan)"
             )
 
     def _label(self, strategy: TrustStrategy) -> str:
@@ -362,15 +328,3 @@ class Simulation:
         for p in self.peers:
             if p.privacy is not None:
                 p.privacy.close()
-
-
-def run_collaboration(
-    cfg: RunConfig, federation: Federation, base: BaseModel, progress: ProgressFn | None = None
-) -> RunResult:
-    """Warm-up then all rounds with ``cfg.strategy``; the library entry point behind ``run``."""
-    start = time.perf_counter()
-    strategy = make_strategy(cfg.strategy)
-    sim = Simulation(cfg, federation, base)
-    sim.warmup(progress)
-    sim.run_rounds(strategy, progress)
-    return sim.result(strategy, time.perf_counter() - start)

@@ -23,13 +23,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from secure_pcft.collab.acceptance import selection_candidates
 from secure_pcft.collab.channel import Channel, PlainChannel
 from secure_pcft.collab.encrypted_discovery import PeerHe
-from secure_pcft.collab.peer import Peer, PeerBlocks, PeerSettings
+from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.round import SecurePeer
 from secure_pcft.collab.secure_channel import SecureChannel
-from secure_pcft.collab.strategy import run_scoring_queries
 from secure_pcft.config import RunConfig, load_config
 from secure_pcft.crypto.consortium import ROSTER_FILE, key_path
 from secure_pcft.crypto.envelope import InboxPolicy
@@ -41,6 +39,7 @@ from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError, SecurePcftError
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+from secure_pcft.runtime.assembly import RunPlan, build_peer
 from secure_pcft.runtime.flower.errors import RelayRecordError
 from secure_pcft.runtime.flower.hello import sign_hello
 from secure_pcft.runtime.flower.mailbox import RelayMailbox
@@ -134,12 +133,6 @@ class Site:
         index = peer_ids.index(spec.peer_id)
         corpus, fed = _own_data(cfg, spec.config, spec.peer_id)
         base = _base(str(resolve_base_path(cfg.model)))
-        tok, bs = base.tokenizer, cfg.data.block_size
-        blocks = PeerBlocks(
-            encode_blocks(corpus.train, tok, bs),
-            encode_blocks(corpus.val, tok, bs),
-            encode_blocks(corpus.test, tok, bs),
-        )
         self.mailbox = RelayMailbox(spec.peer_id, peer_ids)
         self.identity: Identity | None = None
         secure: SecurePeer | None = None
@@ -150,25 +143,13 @@ class Site:
         else:
             channel = PlainChannel(spec.peer_id, self.mailbox, cfg.security.max_message_bytes)
         spec.site_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        peer = Peer(
-            index,
-            peer_ids,
-            corpus,
-            blocks,
-            base,
-            PeerSettings.of(cfg),
-            channel,
-            ledger_dir=spec.site_dir / "ledgers",
-            scoring_queries=run_scoring_queries(cfg, len(peer_ids)),
-            selection_candidates=selection_candidates(
-                cfg.strategy, cfg.security.select_top_k, len(peer_ids)
-            ),
-        )
+        plan = RunPlan.of(cfg, len(peer_ids))
+        peer = build_peer(plan, index, peer_ids, corpus, base, channel, spec.site_dir / "ledgers")
         mixes = tuple(
             dict(fed.peers[fed.peer_ids.index(p)].domain_mix) if p in fed.peer_ids else {}
             for p in peer_ids
         )
-        reference = encode_blocks(fed.reference, tok, bs)  # (R, T), public
+        reference = encode_blocks(fed.reference, base.tokenizer, cfg.data.block_size)  # public
         self.store = SiteStore(spec.site_dir, spec.peer_id, cfg.digest())
         saved = self.store.load()
         self.completed_round: int | None = None
@@ -180,7 +161,7 @@ class Site:
             self.completed_round = saved.completed_round
             _reconcile_released_steps(peer, saved.completed_round)
             log.info("%s resumes after round %d", spec.peer_id, saved.completed_round)
-        self.session = PeerSession(peer, cfg, reference, mixes, secure)
+        self.session = PeerSession(peer, plan, reference, mixes, secure)
         self.lock = threading.Lock()
 
     def _secure_parts(self, cfg: RunConfig, peer_ids: tuple[str, ...]) -> SecurePeer:
@@ -303,12 +284,3 @@ def site_for(spec: SiteSpec) -> Site:
         if site is None:
             site = _SITES[spec] = Site(spec)
         return site
-
-
-def forget_sites() -> None:
-    """Drop every in-memory site of this process (tests; a fresh process does the same)."""
-    with _SITES_LOCK:
-        for site in _SITES.values():
-            if site.session.peer.privacy is not None:
-                site.session.peer.privacy.close()
-        _SITES.clear()

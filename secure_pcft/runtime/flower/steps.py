@@ -19,8 +19,8 @@ import torch
 from secure_pcft.collab.acceptance import kept_figures
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.round import PeerRound, SecurePeer, reference_batch, round_steps
-from secure_pcft.collab.strategy import TrustStrategy, make_strategy
-from secure_pcft.config import RunConfig
+from secure_pcft.collab.strategy import TrustStrategy
+from secure_pcft.runtime.assembly import RunPlan
 from secure_pcft.runtime.flower.errors import RelayRecordError
 from secure_pcft.transport.meter import SESSION_SETUP
 
@@ -36,7 +36,7 @@ class PeerSession:
 
     Args:
         peer: the peer (its channel writes to the relay mailbox and counts in its meter).
-        cfg: the run's configuration (the schedule, the strategy and the reference batches).
+        plan: the run's plan (runtime/assembly.py: the strategy, the round's steps, the config).
         reference: public reference blocks (R, T).
         domain_mixes: per peer of the run, its known domain mix (empty dicts when unknown).
         secure: secure-mode parts, or None in plain mode.
@@ -45,19 +45,19 @@ class PeerSession:
     def __init__(
         self,
         peer: Peer,
-        cfg: RunConfig,
+        plan: RunPlan,
         reference: torch.Tensor,
         domain_mixes: tuple[dict[str, float], ...],
         secure: SecurePeer | None,
     ) -> None:
         self.peer = peer
-        self.cfg = cfg
+        self.cfg = plan.cfg
         self.meter = peer.channel.meter
         self.reference = reference
         self.domain_mixes = domain_mixes
         self.secure = secure
-        self.strategy: TrustStrategy = make_strategy(self.cfg.strategy)
-        self.schedule = round_steps(self.cfg)
+        self.strategy: TrustStrategy = plan.strategy
+        self.schedule = plan.steps
         self.current: PeerRound | None = None
         self.epoch = secrets.token_hex(8)  # changes when the peer's process restarts
         self._rejections_reported = 0

@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     payload: dict[str, Any] = load_results(path) if args.merge else {}
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.perf_counter()
+    # the code the jobs run: read once at the start (later commits do not reach the workers)
+    stamp = provenance(argv if argv is not None else sys.argv[1:], "generalisation.py")
     prefix = "" if args.base == "small" else f"{Path(args.base).name}/"
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(run_job, j) for j in jobs]
@@ -336,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload[key]["_job_seconds"] = [s["seconds"] for s in seeds]
             payload["_meta"] = {
                 "default": RECOMMENDED_STRATEGY.label,
-                **provenance(argv if argv is not None else sys.argv[1:], "generalisation.py"),
+                **stamp,
                 "recipes": {p: recipe(p, args.lr or None).__dict__ for p in args.privacy},
                 "base": args.base,
                 "seconds": time.perf_counter() - started,

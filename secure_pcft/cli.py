@@ -63,14 +63,21 @@ def _print_table(rows: list[dict[str, object]]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Everything that can refuse the run is checked before torch and the model libraries load
+    # (seconds of CPU): the config, the output folder, the data.
     from secure_pcft.config import load_config
-    from secure_pcft.run import execute_run, refuse_earlier_results
+    from secure_pcft.data.settings import load_federation
+    from secure_pcft.output_dir import refuse_earlier_results, refuse_spent_ledgers
 
     cfg = load_config(args.config)
     if args.output:
         cfg = replace(cfg, output=replace(cfg.output, dir=args.output))
     if not args.overwrite:
         refuse_earlier_results(Path(cfg.output.dir))
+    refuse_spent_ledgers(cfg)
+    load_federation(cfg.data)
+    from secure_pcft.run import execute_run
+
     result = execute_run(cfg, progress=_progress_bar())  # type: ignore[arg-type]
     _print_table([result.summary()])
     for peer, info in result.extra.get("privacy", {}).items():
@@ -511,6 +518,7 @@ EXIT_INTEGRITY = 4  # a ledger, key file or message failed verification (tampere
 EXIT_BUDGET = 5  # the privacy budget cannot be met or is exhausted
 EXIT_NO_VERDICT = 6  # an audit campaign measured but set no thresholds: nothing was judged
 EXIT_INTERNAL = 70  # a bug: an unexpected exception (traceback printed)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT): what was kept is printed, nothing is half-written
 
 EXIT_CODES_HELP = """exit codes:
   0   done (report / audit verdict PASS)
@@ -520,7 +528,25 @@ EXIT_CODES_HELP = """exit codes:
   4   integrity failure: a tampered or corrupt ledger, key file or message
   5   privacy budget infeasible or exhausted
   6   audit campaign without thresholds: measured only, no verdict
-  70  internal error (unexpected exception; please report it)"""
+  70  internal error (unexpected exception; please report it)
+  130 interrupted (Ctrl-C): one line says what was kept"""
+
+
+def _what_was_kept(args: argparse.Namespace) -> str:
+    """One line for Ctrl-C: files are written atomically, so what exists is whole."""
+    if getattr(args, "func", None) is cmd_run:
+        from secure_pcft.config import load_config
+
+        try:
+            out = Path(args.output or load_config(args.config).output.dir)
+        except SecurePcftError:
+            return "nothing was written"
+        ledgers = sorted(out.glob("**/*.ledger.jsonl"))
+        if ledgers:
+            return (f"{len(ledgers)} privacy ledgers in {out} record what was released (verified, "
+                    f"reportable: secure-pcft report {out}); no results were written")  # fmt: skip
+        return f"no results were written ({out} holds only the run's configuration, if anything)"
+    return "nothing half-written (every file is written whole or not at all)"
 
 
 def exit_code(exc: SecurePcftError) -> int:
@@ -550,10 +576,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _AboveTheBars()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    progress = logging.getLogger(
+        "secure_pcft.progress"
+    )  # long first-use work, shown as plain lines
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+    plain = _AboveTheBars()
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    progress.handlers = [plain]
     if not args.verbose:
         quiet_third_party()
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {_what_was_kept(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except SecurePcftError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exit_code(exc)

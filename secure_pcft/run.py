@@ -25,6 +25,7 @@ from secure_pcft.errors import ConfigError
 from secure_pcft.fileio import write_json_atomic
 from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
 from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.output_dir import refuse_spent_ledgers
 from secure_pcft.report.sources import RUN_RECORD_FILE, RUN_RECORD_FORMAT
 from secure_pcft.runtime.assembly import RunPlan
 from secure_pcft.runtime.loopback import ProgressFn, Simulation, Snapshot
@@ -97,45 +98,6 @@ def write_run_record(cfg: RunConfig, peer_ids: Sequence[str], labels: Sequence[s
         "versions": library_versions(),
     }
     return write_json_atomic(Path(cfg.output.dir) / RUN_RECORD_FILE, record)
-
-
-def refuse_earlier_results(output_dir: Path) -> None:
-    """Refuse to write over an earlier run's ``results.json`` (``secure-pcft run --overwrite`` allows it).
-
-    Raises:
-        ConfigError: ``output_dir`` (or a strategy folder in it) already holds a ``results.json``.
-    """
-    found = sorted(output_dir.glob("results.json")) + sorted(output_dir.glob("*/results.json"))
-    if found:
-        raise ConfigError(
-            f"[output] dir: {output_dir} already holds the results of an earlier run "
-            f"({found[0]}); use a new --output, or --overwrite to replace them"
-        )
-
-
-def refuse_spent_ledgers(cfg: RunConfig) -> None:
-    """Refuse a DP run whose output or ledger folder already holds ledgers of an earlier run.
-
-    Their spent ε would block every release, so the run would quietly become local-only and
-    overwrite the earlier results; a new run needs new ledgers (a fresh ``--output`` or
-    ``[privacy] ledger_dir``), and an earlier run's ledgers must stay as they are.
-
-    Raises:
-        ConfigError: a ``*.ledger.jsonl`` exists under the output dir or ``[privacy] ledger_dir``.
-    """
-    if not cfg.privacy.enabled:
-        return
-    roots = [Path(cfg.output.dir)] + (
-        [Path(cfg.privacy.ledger_dir)] if cfg.privacy.ledger_dir else []
-    )
-    for root in roots:
-        found = sorted(root.glob("**/*.ledger.jsonl")) if root.is_dir() else []
-        if found:
-            raise ConfigError(
-                f"[output] dir / [privacy] ledger_dir: {root} already holds privacy ledgers of an "
-                f"earlier run ({found[0].name}, ...): their spent ε would block this run's "
-                "releases. Use a new --output (or ledger_dir); keep the old ledgers as they are."
-            )
 
 
 def privacy_plan_groups(

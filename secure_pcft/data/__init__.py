@@ -10,7 +10,6 @@ from secure_pcft.data.agnews import (
     agnews_federation,
     read_agnews,
 )
-from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.embedded import (
     BBC_NEWS_ATTRIBUTION,
@@ -83,3 +82,13 @@ __all__ = [
     "take",
     "unique_documents",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # encode_blocks needs torch; reading and splitting text does not. Importing it lazily keeps
+    # `secure-pcft run` able to refuse a config or missing data in well under a second.
+    if name == "encode_blocks":
+        from secure_pcft.data.blocks import encode_blocks
+
+        return encode_blocks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

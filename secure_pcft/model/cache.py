@@ -12,8 +12,10 @@ later looks valid.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,12 +40,37 @@ _STALE_TMP_SECONDS = 6 * 3600.0
 
 _BUILD_INFO_LIMITS = bounded_json.JsonLimits(max_bytes=1024 * 1024, max_depth=4)
 
+PROGRESS = logging.getLogger("secure_pcft.progress")
+"""Progress of long first-use work (building or converting a base): INFO records the CLI shows by
+default as plain lines on stderr, not as warnings."""
+
 
 def base_identity(path: str) -> str:
     """A base model's identity across machines: its folder's (or file's) name. The toolkit's cached
     bases are named by a hash of their spec and training text (``small-81bcca2cc90fdaa1``), so the
     name, unlike the cache path, is the same on every machine that built the same base."""
     return Path(path.rstrip("/")).name if path else ""
+
+
+@contextlib.contextmanager
+def cache_lock(final: Path) -> Iterator[None]:
+    """Hold an exclusive lock on building ``final`` (``<parent>/.<name>.lock``, ``flock``).
+
+    Two first runs at once would each build the same base from scratch (minutes of CPU each, the
+    same bytes): the second waits here, then finds the first one's build and reuses it. The lock
+    dies with its process, so a killed build never blocks the next one.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with (final.parent / f".{final.name}.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            PROGRESS.info("waiting for another process that is building %s", final.name)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,13 @@ from typing import Any
 import torch
 
 from secure_pcft.errors import CorruptFileError, DataError, ModelError
-from secure_pcft.model.cache import BUILD_INFO_VERSION, read_build_info, save_model_dir
+from secure_pcft.model.cache import (
+    BUILD_INFO_VERSION,
+    PROGRESS,
+    cache_lock,
+    read_build_info,
+    save_model_dir,
+)
 from secure_pcft.validation import require
 
 logger = logging.getLogger(__name__)
@@ -316,8 +322,8 @@ def _pretrain(
             progress(step + 1, spec.steps, value)
         tenth = max(1, spec.steps // 10)
         if (step + 1) % tenth == 0 or step + 1 == spec.steps:
-            # shown by default: a first run would otherwise be minutes of silence
-            logger.warning(
+            # progress, shown by the CLI by default: a first run would be minutes of silence
+            PROGRESS.info(
                 "building the small base: %d%% (step %d/%d, train loss %.3f)",
                 100 * (step + 1) // spec.steps, step + 1, spec.steps, value,
             )  # fmt: skip
@@ -454,11 +460,15 @@ def ensure_small_base(
     if _cached_ok(target, spec, fingerprint):
         logger.info("reusing cached small base %s", target)
         return target
-    logger.warning(
-        "first use: building the toolkit's small base into %s (minutes on a CPU; cached after)",
-        target,
-    )
-    if not source:
-        module = getattr(texts_factory, "__module__", "?")
-        source = f"{module}.{getattr(texts_factory, '__qualname__', type(texts_factory).__name__)}"
-    return build_small_base(texts, target, spec, source=source, progress=progress)
+    with cache_lock(target):  # a second process waits here and reuses the first one's build
+        if _cached_ok(target, spec, fingerprint):
+            return target
+        PROGRESS.info(
+            "first use: building the toolkit's small base into %s (minutes on a CPU; cached "
+            "after)", target,
+        )  # fmt: skip
+        if not source:
+            module = getattr(texts_factory, "__module__", "?")
+            name = getattr(texts_factory, "__qualname__", type(texts_factory).__name__)
+            source = f"{module}.{name}"
+        return build_small_base(texts, target, spec, source=source, progress=progress)

@@ -25,6 +25,7 @@ import torch
 from secure_pcft.errors import CorruptFileError, ModelError
 from secure_pcft.model.cache import (
     BUILD_INFO_VERSION,
+    cache_lock,
     read_build_info,
     save_model_dir,
     sha256_file,
@@ -189,6 +190,11 @@ def ensure_smollm2(cache_dir: Path) -> Path:
     """
     gguf_path, record_hash = find_smollm2_gguf()
     target = smollm2_dir(cache_dir, record_hash)
+    with cache_lock(target):  # a second process waits here and reuses the first one's build
+        return _ensure_converted(gguf_path, target)
+
+
+def _ensure_converted(gguf_path: Path, target: Path) -> Path:
     if target.is_dir():
         try:
             info = read_build_info(target)

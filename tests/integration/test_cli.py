@@ -155,3 +155,46 @@ def test_frozen_a_keeps_a_frozen_after_base_reference_logits(
     assert all(not r for r in result["rejections"].values())
     trust = result["rounds"][-1]["trust"]
     assert any(w > 0 for i, row in enumerate(trust) for j, w in enumerate(row) if i != j)
+
+
+def test_a_refused_config_or_missing_data_never_loads_the_model_libraries(tmp_path: Path) -> None:
+    """What can refuse a run is checked before torch loads (seconds of CPU on a small machine)."""
+    import subprocess
+    import sys
+
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[train]\nlocal_step = 3\n")
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'[data]\nsource = "files"\npaths = ["{tmp_path / "nope.txt"}"]\n')
+    probe = (
+        "import sys; from secure_pcft.cli import main; rc = main(['run', sys.argv[1]]); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    for path, message in ((typo, "did you mean local_steps"), (missing, "data path not found")):
+        out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
+                             text=True, timeout=120, check=False)  # fmt: skip
+        assert out.stdout.split() == ["3", "False"], out.stderr
+        assert message in out.stderr
+
+
+def test_ctrl_c_says_in_one_line_what_was_kept_and_exits_130(
+    tmp_path: Path, tiny_base_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import secure_pcft.run
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(secure_pcft.run, "execute_run", interrupted)
+    cfg = _config(tmp_path, tiny_base_dir, "fedavg")
+
+    code = main(["run", str(cfg), "--output", str(tmp_path / "out")])
+
+    err = capsys.readouterr().err
+    assert code == 130
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "interrupted: no results were written "
+        f"({tmp_path / 'out'} holds only the run's configuration, if anything)"
+    ]
+    assert "Traceback" not in err

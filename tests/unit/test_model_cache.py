@@ -112,3 +112,37 @@ def test_save_model_dir_writes_files_and_a_verifiable_record(tmp_path: Path) -> 
     record = read_build_info(out, required=("model.json", "tok.json"))
     assert record["kind"] == "test" and set(record["files"]) == {"model.json", "tok.json"}
     assert (out / "model.json").read_text(encoding="utf-8") == '["safe_serialization"]'
+
+
+def test_a_second_builder_waits_for_the_first_and_then_reuses_its_build(tmp_path: Path) -> None:
+    """Two first runs at once: the lock lets one build; the other waits and finds the build."""
+    import threading
+
+    from secure_pcft.model.cache import cache_lock
+
+    target = tmp_path / "bases" / "small-x"
+    builds: list[str] = []
+    first_inside, release = threading.Event(), threading.Event()
+
+    def build(name: str, hold: bool) -> None:
+        with cache_lock(target):
+            if target.exists():  # what ensure_small_base checks again inside the lock
+                return
+            if hold:
+                first_inside.set()
+                release.wait(10)
+            target.mkdir(parents=True)
+            builds.append(name)
+
+    first = threading.Thread(target=build, args=("first", True))
+    first.start()
+    assert first_inside.wait(10)
+    second = threading.Thread(target=build, args=("second", False))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waiting on the lock, not building
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    assert builds == ["first"]

@@ -142,14 +142,24 @@ def files_federation(
     return Federation(peers=tuple(peers), reference=reference, domains=(), description=description)
 
 
+MIN_REFERENCE_DOCS = 8  # fewer public documents than this carry no usable similarity signal
+
+
 def _files_reference(reference_path: str | Path, n: int, seed: int) -> tuple[tuple[str, ...], str]:
     if reference_path:
         docs = unique_documents(read_documents(reference_path))
-        if len(docs) < n:
+        if len(docs) < min(n, MIN_REFERENCE_DOCS):
             raise DataError(
-                f"reference_path {reference_path} holds {len(docs)} distinct documents, "
-                f"reference_docs asks for {n}"
+                f"[data] reference_path: {reference_path} holds {len(docs)} distinct documents; "
+                f"the public reference set needs at least {min(n, MIN_REFERENCE_DOCS)} "
+                f"([data] reference_docs = {n}, default 64)"
             )
+        if len(docs) < n:  # every public document it has, rather than refusing the run
+            logger.warning(
+                "[data] reference_docs = %d, but %s holds %d distinct documents: using all %d",
+                n, reference_path, len(docs), len(docs),
+            )  # fmt: skip
+            n = len(docs)
         return take(docs, n, seed=f"{seed}|files-reference"), str(reference_path)
     try:
         articles = embedded.bbc_news_texts()

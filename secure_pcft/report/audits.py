@@ -16,6 +16,7 @@ from typing import Any
 
 from secure_pcft.errors import ReportError, SecurePcftError
 from secure_pcft.model.cache import base_identity
+from secure_pcft.privacy.attack_bounds import tpr_bound_eps_delta
 from secure_pcft.report.checks import Check
 from secure_pcft.report.sources import read_json, real, require
 
@@ -140,7 +141,7 @@ def load_audit(path: str | Path) -> dict[str, Any]:
     target = (
         targets[0] if isinstance(targets, list) and targets and isinstance(targets[0], dict) else {}
     )
-    eps = target.get("epsilon")
+    eps, delta = target.get("epsilon"), target.get("delta")
     tms = obj.get("threat_models", [])
     attacks = [_attack(a, i, where) for i, a in enumerate(attacks_raw)]
     source = str(obj.get("source", ""))
@@ -155,6 +156,7 @@ def load_audit(path: str | Path) -> dict[str, Any]:
         "trials": obj.get("trials") if isinstance(obj.get("trials"), int) else None,
         "base_model": str(obj.get("base_model", "")),
         "target_epsilon": None if eps is None else _metric_json(real(eps, f"{where}.targets[0].epsilon")),
+        "target_delta": None if delta is None else _metric_json(real(delta, f"{where}.targets[0].delta")),
         "target_peer": str(target.get("peer", "")),
         "attacks": attacks,
         "recorded_passed": obj.get("passed") if isinstance(obj.get("passed"), bool) else None,
@@ -216,9 +218,42 @@ def audit_checks(
                          "the campaign sets no thresholds: its figures are measured, not "
                          "judged, and no check here rests on them"))  # fmt: skip
     out.append(_coverage(audit, run_max_epsilon))
+    bound_checks = _tpr_bound_checks(audit)  # a broken mechanism counts, required or not
     if required:
-        return out
-    return [Check(c.id, c.title, c.status, c.detail, c.peer, counts=False) for c in out]
+        return out + bound_checks
+    return [Check(c.id, c.title, c.status, c.detail, c.peer, counts=False) for c in out] + (
+        bound_checks
+    )
+
+
+def _tpr_bound_checks(audit: dict[str, Any]) -> list[Check]:
+    """Each measured TPR at FPR 1 % / 0.1 % against the bound its target's (ε, δ) implies
+    (privacy/attack_bounds.py). A TPR whose confidence interval lies above the bound means the
+    mechanism or the accountant is broken: that fails whichever audit it is."""
+    name, eps, delta = audit["campaign"], audit["target_epsilon"], audit.get("target_delta")
+    if eps in (None, "inf") or delta is None:
+        return []
+    out = []
+    for a in audit["attacks"]:
+        m = a["metrics"]
+        for fpr, key in ((0.01, "tpr_at_1pct_fpr"), (0.001, "tpr_at_0.1pct_fpr")):
+            if key not in m or isinstance(m[key], str):
+                continue
+            # with n non-members the smallest FPR a threshold can reach is 1/n: the measured
+            # "TPR at FPR 0.1 %" is a TPR at that resolution, and is judged there
+            resolution = m.get("fpr_resolution", 0.0)
+            at = max(fpr, float(resolution) if not isinstance(resolution, str) else 0.0)
+            bound = tpr_bound_eps_delta(float(eps), float(delta), at)
+            low = m.get(f"{key}_ci_low", m[key])
+            low = float(low) if not isinstance(low, str) else float("nan")
+            ok = not low > bound
+            out.append(Check(f"audit.{name}.{a['label']}.tpr_bound.{fpr:g}",
+                             f"audit {name}: {a['label']} TPR at FPR {fpr:g} within what ε "
+                             f"{float(eps):.3g} allows", "pass" if ok else "fail",
+                             f"measured {_fmt(m[key])} (95 % CI low {_fmt(low)}), at most "
+                             f"{bound:.4g} at FPR {at:.3g} for (ε, δ) = "
+                             f"({float(eps):.3g}, {float(delta):.2g})"))  # fmt: skip
+    return out
 
 
 def _same_base(audit: dict[str, Any], run_base_model: str) -> Check:

@@ -17,6 +17,7 @@ from typing import Any
 
 from secure_pcft.errors import LedgerError, PrivacyError
 from secure_pcft.privacy.accounting import epsilon_spent
+from secure_pcft.privacy.attack_bounds import FPRS, gaussian_mu, tpr_bound
 from secure_pcft.privacy.events import DpEvent, check_peer_id
 from secure_pcft.privacy.ledger import LedgerContents, ledger_path, read_ledger
 from secure_pcft.report.checks import Check
@@ -84,6 +85,17 @@ def _recorded_epsilon(run: RunFiles, peer_id: str) -> float | None:
     return None
 
 
+def _attack_bounds(events: tuple[DpEvent, ...], accountant: str) -> dict[str, Any]:
+    """What the ledger's ε means for an attacker: GDP μ (exact when no event is subsampled) and
+    the largest membership-test TPR at FPR 1 % and 0.1 % (privacy/attack_bounds.py)."""
+    mu, exact = gaussian_mu(events)
+    return {
+        "mu": _json_eps(mu),
+        "mu_exact": exact,
+        "tpr_bounds": {f"{fpr:g}": tpr_bound(events, accountant, fpr) for fpr in FPRS},
+    }
+
+
 def _empty(enabled: bool, status: str, path: Path | None, error: str | None) -> dict[str, Any]:
     return {
         "enabled": enabled,
@@ -91,6 +103,7 @@ def _empty(enabled: bool, status: str, path: Path | None, error: str | None) -> 
                    "events": 0, "head_hash": None},
         "epsilon_spent": None, "budget_epsilon": None, "delta": None, "accountant": None,
         "epsilon_by_round": [], "mechanisms": [], "releases": [], "stopped_sharing_round": None,
+        "mu": None, "mu_exact": None, "tpr_bounds": None,
     }  # fmt: skip
 
 
@@ -140,6 +153,7 @@ def _summarise(
         "accountant": g.accountant, "epsilon_by_round": epsilon_by_round(contents, last_round),
         "mechanisms": mechanisms(events), "releases": releases(events),
         "stopped_sharing_round": stopped if isinstance(stopped, int) else None,
+        **_attack_bounds(events, g.accountant),
     }  # fmt: skip
     head = contents.head
     checks = [

@@ -200,6 +200,7 @@ def _privacy(doc: dict[str, Any]) -> str:
                 + " " + esc(status)),
             _td(str(ledger["events"]), num=True),
             _td("—" if pr["stopped_sharing_round"] is None else f"round {pr['stopped_sharing_round']}"),
+            _td(_bounds(pr)),
             _td(f"<code>{esc(p['fingerprint'] or '—')}</code>"),
         ])  # fmt: skip
         for m in pr["mechanisms"]:
@@ -209,7 +210,7 @@ def _privacy(doc: dict[str, Any]) -> str:
                               _td(str(m["steps"]), True), _td(str(m["events"]), True),
                               _td(released)])  # fmt: skip
     head = ["peer", "ε spent / budget", "δ", "accountant", "ledger", "events",
-            "stopped sharing", "key fingerprint"]  # fmt: skip
+            "stopped sharing", "what ε allows an attacker", "key fingerprint"]  # fmt: skip
     mech = _table(["peer", "mechanism", "σ (noise multiplier)", "q (sample rate)", "steps",
                    "events", "releases recorded"], mech_rows)  # fmt: skip
     return (f"<h2>Privacy per peer</h2>{_table(head, rows, 'peers')}"
@@ -235,6 +236,20 @@ def _models(doc: dict[str, Any]) -> str:
             "it never leaves the site (its choice costs no ε). The last round's adapter is what "
             "the peer last trained and released.</p>")  # fmt: skip
     return f"<h2>Models per peer</h2>{_table(head, rows)}{note}"
+
+
+def _bounds(pr: dict[str, Any]) -> str:
+    """μ and the largest membership-test TPR at FPR 1 % / 0.1 % the peer's ledger allows."""
+    bounds = pr.get("tpr_bounds")
+    if not bounds:
+        return "—"
+    mu = (
+        ""
+        if pr.get("mu") is None
+        else (f"μ = {_num(pr['mu'], '.3g')}{'' if pr.get('mu_exact') else ' (approx.)'}; ")
+    )
+    return esc(f"{mu}TPR ≤ {bounds.get('0.01', 1):.3g} at FPR 1 %, "
+               f"≤ {bounds.get('0.001', 1):.3g} at 0.1 %")  # fmt: skip
 
 
 def _pairs(d: dict[str, int]) -> str:

@@ -66,6 +66,10 @@ _PRIVACY = _obj({
     "releases": {"type": "array", "items": _obj({
         "released": {"type": "string"}, "recipient": {"type": "string"}, "count": _COUNT})},
     "stopped_sharing_round": {"type": ["integer", "null"]},
+    "mu": _REAL_OR_NULL,
+    "mu_exact": {"type": ["boolean", "null"]},
+    "tpr_bounds": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": {
+        "type": "number", "minimum": 0, "maximum": 1}}]},
 })  # fmt: skip
 
 _COUNTS_BY_PEER = {"type": "object", "additionalProperties": _COUNT}
@@ -122,6 +126,7 @@ _AUDIT = _obj({
     "trials": {"type": ["integer", "null"]},
     "base_model": {"type": "string"},
     "target_epsilon": _REAL_OR_NULL,
+    "target_delta": _REAL_OR_NULL,
     "target_peer": {"type": "string"},
     "attacks": {"type": "array", "minItems": 1, "items": _ATTACK},
     "recorded_passed": {"type": ["boolean", "null"]},

@@ -307,7 +307,7 @@ def test_an_audit_without_thresholds_is_flagged_not_counted_as_passed(
     genuine = _checks(build_report(dp_run, [MIA_DP]))
 
     assert checks["audit.mia-dp.judged"] == "warn"
-    assert not any(k.startswith("audit.mia-dp.loss.") for k in checks)
+    assert not any(k.startswith("audit.mia-dp.loss.") and ".tpr_bound." not in k for k in checks)
     assert "audit.mia-dp.judged" not in genuine
 
 
@@ -728,3 +728,26 @@ def test_an_interrupted_dp_run_is_reportable_from_its_ledgers(
     assert all(float(p["privacy"]["epsilon_spent"]) > 0 for p in report.document["peers"])
     jsonschema.validate(report.document, REPORT_SCHEMA)
     render_html(report.document)
+
+
+def test_a_tpr_above_what_the_targets_epsilon_allows_fails_whatever_the_policy(
+    dp_run: Path, tmp_path: Path
+) -> None:
+    """A broken mechanism (clipping off, an accountant that undercounts) shows as a membership test
+    that beats the bound its target's (ε, δ) implies; committed audits stay within it."""
+    audit = json.loads(MIA_DP.read_text())
+    lira = next(a for a in audit["attacks"] if a["label"] == "lira")
+    lira["metrics"].update({"tpr_at_1pct_fpr": 0.4, "tpr_at_1pct_fpr_ci_low": 0.3})
+    broken = tmp_path / "mia-dp.json"
+    broken.write_text(json.dumps(audit))
+
+    report = build_report(dp_run, [broken])
+    genuine = build_report(dp_run, [MIA_DP])
+
+    bound = {c.id: c for c in report.checks if ".tpr_bound." in c.id}
+    assert bound["audit.mia-dp.lira.tpr_bound.0.01"].status == "fail"
+    assert bound["audit.mia-dp.lira.tpr_bound.0.01"].counts  # not required, still counts
+    assert report.verdict == "fail"
+    assert all(c.status == "pass" for c in genuine.checks if ".tpr_bound." in c.id)
+    peer = genuine.document["peers"][0]["privacy"]
+    assert 0.01 <= peer["tpr_bounds"]["0.01"] <= 1.0 and peer["mu"] is not None

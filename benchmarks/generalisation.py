@@ -343,9 +343,40 @@ def main(argv: list[str] | None = None) -> int:
                 "base": args.base,
                 "seconds": time.perf_counter() - started,
             }
+            payload["_targets"] = targets(payload)
             write_json("generalisation.json", payload)
     print_table(payload)
     return 0
+
+
+def targets(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 24's targets per cell, from the aggregated figures (test splits chose nothing)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, cell in payload.items():
+        if key.startswith("_") or DEFAULT not in cell:
+            continue
+        d = cell[DEFAULT]
+        t: dict[str, Any] = {"worst_peer_vs_start": d["worst_peer_vs_start"],
+                             "kept_within_2pct_of_start": d["worst_peer_vs_start"] <= 1.02}  # fmt: skip
+        if key.endswith("/none"):
+            best = min(cell[k]["test_ppl_mean"] for k in ("local", "fedavg") if k in cell)
+            t["vs_min_local_fedavg"] = d["test_ppl_mean"] / best
+            t["le_0.97_min_local_fedavg"] = t["vs_min_local_fedavg"] <= 0.97
+            t["vs_base"] = d["test_ppl_mean"] / cell["base"]["test_ppl_mean"]
+            t["le_base"] = t["vs_base"] <= 1.0
+            other = next((k for k in cell if k.startswith(f"{DEFAULT}-")), None)
+            if other:
+                secure, plain = (DEFAULT, other) if "/eps8/" in key else (other, DEFAULT)
+                t["secure_vs_plain"] = cell[secure]["test_ppl_mean"] / cell[plain]["test_ppl_mean"]
+                t["secure_within_3pct_of_plain"] = t["secure_vs_plain"] <= 1.03
+            if "/eps8/" in key:
+                t["vs_dp_local_best"] = d["test_ppl_mean"] / cell["local"]["test_ppl_mean"]
+                t["below_dp_local"] = t["vs_dp_local_best"] < 1.0
+        else:
+            t["victims_vs_without_attack"] = d["vs_without_attack"]
+            t["victims_within_3pct"] = d["vs_without_attack"] <= 1.03
+        out[key] = t
+    return out
 
 
 def print_table(payload: dict[str, Any]) -> None:

@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_federation(cfg.data)
     from secure_pcft.run import execute_run
 
-    result = execute_run(cfg, progress=_progress_bar())  # type: ignore[arg-type]
+    result = execute_run(cfg, progress=_progress_bar(), new_budget=args.new_budget)  # type: ignore[arg-type]
     _print_table([result.summary()])
     for peer, info in result.extra.get("privacy", {}).items():
         stop = info["stopped_sharing_round"]
@@ -392,6 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the results of an earlier run in the output folder (never its privacy "
         "ledgers: a DP run into a folder with ledgers is refused regardless)",
+    )
+    run.add_argument(
+        "--new-budget",
+        default="",
+        metavar="REASON",
+        help="start a fresh privacy budget for every site's training data although earlier runs "
+        "spent from it (DP runs draw from the site's budget store otherwise); the reason is "
+        "recorded in the store and results and shown on the compliance report",
     )
     run.set_defaults(func=cmd_run)
 

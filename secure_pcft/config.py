@@ -425,6 +425,10 @@ class PrivacyConfig:
         validation_gap_clip: ``validation`` with ``relative = true``: per-block loss gaps to the
             peer's own adapter are clipped to [-c, c] nats (sensitivity 2c/n per candidate).
         ledger_dir: where the per-peer ledgers live; empty = ``<output dir>/ledgers``.
+        budget_store: the site's budget store (privacy/budget_store.py): every run on the same
+            training data draws from one budget; empty = ``$SECURE_PCFT_BUDGET_STORE``, else
+            ``~/.local/state/secure-pcft/budgets``. A fresh budget on spent data only with
+            ``secure-pcft run --new-budget "reason"`` (recorded, reported).
         secure_rng: draw DP noise from a CSPRNG (os.urandom-seeded) instead of torch's PRNG.
         selection_epsilon_share: with ``[strategy] accept``, the share of ``target_epsilon`` the
             per-round choice among candidate aggregates may spend over the run (its σ follows;
@@ -446,6 +450,7 @@ class PrivacyConfig:
     validation_loss_clip: float = 10.0
     validation_gap_clip: float = 0.5
     ledger_dir: str = ""
+    budget_store: str = ""
     secure_rng: bool = False
     selection_epsilon_share: float = 0.1
     unsafe_zero_noise: bool = False

@@ -19,6 +19,7 @@ from secure_pcft.config import (
     StrategyConfig,
     TrainConfig,
 )
+from secure_pcft.data.corpus import Federation
 from secure_pcft.data.manifest import write_manifests
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError
@@ -26,6 +27,7 @@ from secure_pcft.fileio import write_json_atomic
 from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
 from secure_pcft.model.loading import load_base, resolve_base_path
 from secure_pcft.output_dir import refuse_spent_ledgers
+from secure_pcft.privacy.budget_store import BudgetStore, data_fingerprint, default_store_dir
 from secure_pcft.report.sources import RUN_RECORD_FILE, RUN_RECORD_FORMAT
 from secure_pcft.runtime.assembly import RunPlan
 from secure_pcft.runtime.loopback import ProgressFn, Simulation, Snapshot
@@ -34,14 +36,25 @@ from secure_pcft.versions import library_versions
 log = logging.getLogger(__name__)
 
 
-def execute_run(cfg: RunConfig, progress: ProgressFn | None = None) -> RunResult:
-    """Run one collaboration as configured and write ``results.json`` (+ adapters) to the output dir."""
-    results = compare_strategies(cfg, [cfg.strategy], progress)
+def execute_run(
+    cfg: RunConfig, progress: ProgressFn | None = None, *, new_budget: str = ""
+) -> RunResult:
+    """Run one collaboration as configured and write ``results.json`` (+ adapters) to the output dir.
+
+    With DP on, every peer draws from its site's budget store: earlier runs on the same training
+    data count against the budget (privacy/budget_store.py). ``new_budget`` starts a fresh budget
+    for every peer's data, recorded with that reason (results and the report show it).
+    """
+    results = compare_strategies(cfg, [cfg.strategy], progress, new_budget=new_budget)
     return results[0]
 
 
 def compare_strategies(
-    cfg: RunConfig, strategies: Sequence[StrategyConfig], progress: ProgressFn | None = None
+    cfg: RunConfig,
+    strategies: Sequence[StrategyConfig],
+    progress: ProgressFn | None = None,
+    *,
+    new_budget: str = "",
 ) -> list[RunResult]:
     """Run several strategies from one shared warm-up (identical peers, data and seeds).
 
@@ -52,6 +65,10 @@ def compare_strategies(
     grouped by plan and each group gets its own warm-up. Each strategy's results go to
     ``<output dir>/<label>/`` when more than one is compared, else to the output dir itself.
     Results come back in the order of ``strategies``.
+
+    One strategy is a real run: with DP it draws from the site budget store (``new_budget``: a
+    fresh budget, recorded with its reason). Several are an experiment comparing alternatives from
+    one warm-up: each branch has its own fresh ledgers and no store.
     """
     labels = [s.label for s in strategies]
     if len(set(labels)) != len(labels):
@@ -63,28 +80,48 @@ def compare_strategies(
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads
-    write_run_record(cfg, federation.peer_ids, labels)
+    store = site_budget_store(cfg, federation, new_budget) if len(strategies) == 1 else None
+    write_run_record(cfg, federation.peer_ids, labels, new_budget)
     write_manifests(federation, Path(cfg.output.dir) / "manifests")
     base = load_base(resolve_base_path(cfg.model), device=cfg.model.device)
     load_seconds = time.perf_counter() - start
     by_label: dict[str, RunResult] = {}
     for group in privacy_plan_groups(cfg, strategies, len(federation.peers)):
         t_group = time.perf_counter()
-        sim = Simulation(replace(cfg, strategy=group[0]), federation, base)
+        sim = Simulation(replace(cfg, strategy=group[0]), federation, base, store)
         try:
             warm = sim.branch_point(progress)
             warmup_seconds = load_seconds + time.perf_counter() - t_group
             for scfg in group:
                 by_label[scfg.label] = _run_branch(
                     sim, cfg, scfg, warm, warmup_seconds, several=len(strategies) > 1,
-                    progress=progress,
+                    progress=progress, new_budget=new_budget,
                 )  # fmt: skip
         finally:
             sim.close()
     return [by_label[label] for label in labels]
 
 
-def write_run_record(cfg: RunConfig, peer_ids: Sequence[str], labels: Sequence[str]) -> Path:
+def site_budget_store(
+    cfg: RunConfig, federation: Federation, new_budget: str
+) -> BudgetStore | None:
+    """The budget store of a DP run (None without DP); ``new_budget`` records a fresh budget for
+    every peer's training data, with its reason, before anything is spent."""
+    if not cfg.privacy.enabled:
+        if new_budget:
+            raise ConfigError("--new-budget: this run has no privacy budget ([privacy] enabled)")
+        return None
+    store = BudgetStore(default_store_dir(cfg.privacy.budget_store))
+    for corpus in federation.peers if new_budget else ():
+        store.new_budget(
+            BudgetStore.key(corpus.peer_id, data_fingerprint(corpus.train)), new_budget
+        )
+    return store
+
+
+def write_run_record(
+    cfg: RunConfig, peer_ids: Sequence[str], labels: Sequence[str], new_budget: str = ""
+) -> Path:
     """``<output>/run.json`` before anything trains: the configuration, the peers and the
     strategies, so that a run stopped early (Ctrl-C, a crash) stays reportable — its ledgers hold
     what it spent, this file what it was (``secure-pcft report`` reads both)."""
@@ -96,6 +133,7 @@ def write_run_record(cfg: RunConfig, peer_ids: Sequence[str], labels: Sequence[s
         "strategy": labels[0] if len(labels) == 1 else ", ".join(labels),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(),
+        "new_budget": new_budget or None,
     }
     return write_json_atomic(Path(cfg.output.dir) / RUN_RECORD_FILE, record)
 
@@ -122,6 +160,7 @@ def _run_branch(
     *,
     several: bool,
     progress: ProgressFn | None,
+    new_budget: str = "",
 ) -> RunResult:
     """One strategy from the snapshot ``warm``; writes its results (and adapters)."""
     t0 = time.perf_counter()
@@ -138,6 +177,8 @@ def _run_branch(
     strategy = make_strategy(scfg)
     sim.run_rounds(strategy, progress, first_trained=warm.first_round_trained)
     res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
+    if new_budget:
+        res.extra["new_budget"] = new_budget  # the recorded act, for the compliance report
     res.write_json(out / "results.json")
     if cfg.output.save_adapters:
         export_adapters(sim, res, out / "adapters")

@@ -131,3 +131,12 @@ def tiny_federation(num_peers: int = 3, docs: int = 24) -> Federation:
 @pytest.fixture()
 def federation() -> Federation:
     return tiny_federation()
+
+
+@pytest.fixture(autouse=True)
+def _budget_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test its own site budget store (privacy/budget_store.py), never the user's: runs on
+    the same tiny data in different tests must not draw from one budget."""
+    monkeypatch.setenv("SECURE_PCFT_BUDGET_STORE", str(tmp_path_factory.mktemp("budgets")))

@@ -36,6 +36,7 @@ from secure_pcft.model.lora import (
     attach_lora,
     load_adapter_state,
 )
+from secure_pcft.privacy.budget_store import BudgetStore, data_fingerprint
 from secure_pcft.privacy.dp_trainer import DpTrainer, resolve_delta
 from secure_pcft.privacy.peer_privacy import PeerPrivacy
 from secure_pcft.privacy.selection import SelectionPlan, plan_selection
@@ -115,6 +116,8 @@ class Peer:
         scoring_queries: accounted private scores per round its privacy plan reserves (DP on).
         selection_candidates: candidates its per-round choice scores (``[strategy] accept``:
             3; 1 = no choice); with DP the plan reserves the choice's queries when informative.
+        budget_store: the site's budget store (with DP: earlier runs on the same training data
+            count against this run's budget); None for experiments comparing alternatives.
 
     Attributes:
         selection: the plan of its per-round choice (privacy/selection.py).
@@ -133,6 +136,7 @@ class Peer:
         ledger_dir: Path | None = None,
         scoring_queries: int = 0,
         selection_candidates: int = 1,
+        budget_store: BudgetStore | None = None,
     ) -> None:
         self.index = index
         self.peer_ids = peer_ids
@@ -165,6 +169,8 @@ class Peer:
             self.privacy = PeerPrivacy(
                 self.peer_id, self.model, self.blocks.train, cfg.privacy, cfg.train, generator,
                 ledger_dir, scoring_queries, self.selection.reserved(),
+                None if budget_store is None
+                else (budget_store, BudgetStore.key(self.peer_id, data_fingerprint(corpus.train))),
             )  # fmt: skip
             self.trainer = self.privacy.trainer
         else:

@@ -65,6 +65,8 @@ class BudgetGuard:
             for ledgers written before every run had a budget; runs always set one).
         delta: δ of the peer; must equal the ledger's.
         accountant: ``rdp``, ``prv`` or ``gdp``; must equal the ledger's.
+        prior: events of earlier runs on the same data (privacy/budget_store.py): they count
+            against this budget too.
 
     Raises:
         LedgerError: the arguments disagree with the ledger's genesis (δ, budget and accountant
@@ -72,7 +74,12 @@ class BudgetGuard:
     """
 
     def __init__(
-        self, ledger: PrivacyLedger, budget_epsilon: float | None, delta: float, accountant: str
+        self,
+        ledger: PrivacyLedger,
+        budget_epsilon: float | None,
+        delta: float,
+        accountant: str,
+        prior: Sequence[DpEvent] = (),
     ) -> None:
         g = ledger.genesis
         if (g.budget_epsilon, g.delta, g.accountant) != (budget_epsilon, delta, accountant):
@@ -85,11 +92,12 @@ class BudgetGuard:
         self.budget_epsilon = budget_epsilon
         self.delta = delta
         self.accountant = accountant
+        self.prior = tuple(prior)
 
     @property
     def spent(self) -> float:
-        """ε spent so far, recomputed from the ledger's events."""
-        return epsilon_spent(self.ledger.events, self.delta, self.accountant)
+        """ε spent so far on this data (earlier runs' events and this ledger's), recomputed."""
+        return epsilon_spent([*self.prior, *self.ledger.events], self.delta, self.accountant)
 
     @property
     def remaining(self) -> float:
@@ -103,7 +111,9 @@ class BudgetGuard:
             BudgetExhaustedError: the releases would exceed the budget.
             PrivacyError: the accountant failed (treated as a refusal).
         """
-        eps = epsilon_spent([*self.ledger.events, *pending], self.delta, self.accountant)
+        eps = epsilon_spent(
+            [*self.prior, *self.ledger.events, *pending], self.delta, self.accountant
+        )
         if self.budget_epsilon is not None and eps > self.budget_epsilon:
             what = ", ".join(sorted({e.released for e in pending})) or "nothing"
             raise BudgetExhaustedError(
@@ -151,8 +161,16 @@ class BudgetGuard:
         Raises:
             BudgetInfeasibleError: the first release alone exceeds the budget.
         """
-        eps = epsilon_spent(first_release, self.delta, self.accountant)
+        eps = epsilon_spent([*self.prior, *first_release], self.delta, self.accountant)
         if self.budget_epsilon is not None and eps > self.budget_epsilon:
+            if self.prior:
+                raise BudgetExhaustedError(
+                    f"{self.ledger.path.name}: earlier runs on this data spent ε = "
+                    f"{epsilon_spent(self.prior, self.delta, self.accountant):.4g}; with this run's "
+                    f"first release ε = {eps:.4g} > budget {self.budget_epsilon:g}. The data's "
+                    "budget is spent; a fresh budget only with --new-budget REASON, which is "
+                    "recorded and shown on the compliance report"
+                )
             raise BudgetInfeasibleError(
                 f"[privacy] budget_epsilon: the first release alone costs ε={eps:.4g} > "
                 f"{self.budget_epsilon:g} per peer per run; raise the budget, σ or lower the steps"

@@ -19,6 +19,7 @@ from secure_pcft.config import PrivacyConfig, TrainConfig
 from secure_pcft.errors import BudgetExhaustedError
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.budget import BudgetGuard, budget_epsilon
+from secure_pcft.privacy.budget_store import BudgetStore
 from secure_pcft.privacy.dp_trainer import DpTrainer
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.privacy.ledger import PrivacyLedger, ledger_path
@@ -51,6 +52,10 @@ class PeerPrivacy:
             reserved before σ is calibrated, so DP-SGD and the scores together meet the target.
         selection: the per-round choice's planned events (:mod:`secure_pcft.privacy.selection`),
             reserved the same way.
+        budget: the site's budget store and this peer's key in it (privacy/budget_store.py), or
+            None (experiments that compare alternatives): earlier runs' events on the same data
+            are reserved in the calibration and counted by the guard; every ledger opened here is
+            registered.
 
     Attributes:
         scoring_queries: the plan's scores per round (a run may only use a strategy with this plan).
@@ -67,18 +72,29 @@ class PeerPrivacy:
         ledger_dir: Path,
         scoring_queries: int,
         selection: Sequence[DpEvent] = (),
+        budget: tuple[BudgetStore, str] | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.privacy_cfg = pc = privacy
         self.train_cfg = train
         self.scoring_queries = scoring_queries
+        self.store = budget
+        self.prior: list[DpEvent] = []
+        self.prior_ledgers: list[str] = []
+        if budget is not None:
+            store, key = budget
+            own = ledger_path(ledger_dir, peer_id)
+            self.prior, self.prior_ledgers = store.prior_events(key, own)
         reserved = [
             DpEvent("gaussian-validation", pc.validation_noise_multiplier, 1.0, scoring_queries, r,
                     "validation-scores")
             for r in range(1, train.num_rounds + 1)
             if scoring_queries
         ] + list(selection)  # fmt: skip
-        self.trainer = DpTrainer(model, train_blocks, train, pc, generator, reserved=reserved)
+        # earlier runs on the same data count too: σ is calibrated with them reserved
+        self.trainer = DpTrainer(
+            model, train_blocks, train, pc, generator, reserved=[*self.prior, *reserved]
+        )
         self.planned_epsilon = epsilon_spent(
             [self.trainer.planned_event(), *reserved], self.trainer.delta, pc.accountant
         )
@@ -105,7 +121,13 @@ class PeerPrivacy:
             budget_epsilon=self.budget,
             accountant=pc.accountant,
         )
-        self.guard = BudgetGuard(ledger, self.budget, self.trainer.delta, pc.accountant)
+        if self.store is not None:
+            store, key = self.store
+            store.register(key, ledger.path, run=str(ledger_dir))
+            self.prior, self.prior_ledgers = store.prior_events(key, ledger.path)
+        self.guard = BudgetGuard(
+            ledger, self.budget, self.trainer.delta, pc.accountant, prior=self.prior
+        )
         first = self.train_cfg.warmup_steps + self.train_cfg.local_steps
         self.guard.preflight(
             [
@@ -195,8 +217,12 @@ class PeerPrivacy:
     def summary(self) -> dict[str, object]:
         """Ledger summary for results and reports (ε recomputed from the ledger)."""
         events = list(self.guard.ledger.events)
+        delta, acc = self.trainer.delta, self.privacy_cfg.accountant
         return {
-            "epsilon_spent": epsilon_spent(events, self.trainer.delta, self.privacy_cfg.accountant),
+            "epsilon_spent": epsilon_spent(events, delta, acc),
+            "epsilon_prior": epsilon_spent(self.prior, delta, acc),  # earlier runs, same data
+            "epsilon_total": epsilon_spent([*self.prior, *events], delta, acc),
+            "prior_ledgers": list(self.prior_ledgers),
             "budget_epsilon": self.budget,
             "delta": self.trainer.delta,
             "noise_multiplier": self.trainer.noise_multiplier,

@@ -249,6 +249,16 @@ def build_report(
         })  # fmt: skip
     if run.config.privacy.enabled:
         checks += unaccounted_ledgers(run)
+        extra = run.results.get("extra")
+        renewed = (extra.get("new_budget") if isinstance(extra, dict) else None) or run.results.get(
+            "new_budget"
+        )
+        checks.append(Check("budget.renewed", "every peer drew from its data's one budget",
+                            "warn" if renewed else "pass",
+                            f"a fresh budget was started on data earlier runs spent from "
+                            f"(--new-budget): {renewed!s}" if renewed else
+                            "no fresh budget was started (earlier runs on the same data count, "
+                            "as results.json records per peer: epsilon_prior)"))  # fmt: skip
     checks += sec_checks
     rejected = {p["peer_id"]: p["traffic"]["messages_rejected"] for p in peers}
     if any(rejected.values()):

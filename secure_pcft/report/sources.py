@@ -239,5 +239,6 @@ def _incomplete_run(d: Path) -> RunFiles:
         "started_at": record.get("started_at"),
         "versions": record.get("versions", {}),
         "extra": {},
+        "new_budget": record.get("new_budget"),
     }
     return RunFiles(d, results, sha, config, tuple(peer_ids), (), complete=False)

@@ -25,6 +25,7 @@ from secure_pcft.config import RunConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import PeerCorpus
 from secure_pcft.model.loading import BaseModel
+from secure_pcft.privacy.budget_store import BudgetStore
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,10 @@ def build_peer(
     base: BaseModel,
     channel: Channel,
     ledger_dir: Path,
+    budget_store: BudgetStore | None = None,
 ) -> Peer:
-    """Peer ``index`` of ``plan``: its splits as token blocks (N, T) of ``[data] block_size``."""
+    """Peer ``index`` of ``plan``: its splits as token blocks (N, T) of ``[data] block_size``;
+    with DP and a ``budget_store``, earlier runs on its training data count against its budget."""
     tok, bs = base.tokenizer, plan.cfg.data.block_size
     blocks = PeerBlocks(
         encode_blocks(corpus.train, tok, bs),
@@ -98,4 +101,5 @@ def build_peer(
         ledger_dir=ledger_dir,
         scoring_queries=plan.scoring_queries,
         selection_candidates=plan.selection_candidates,
+        budget_store=budget_store if plan.cfg.privacy.enabled else None,
     )

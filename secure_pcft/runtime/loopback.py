@@ -30,6 +30,7 @@ from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation
 from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import BaseModel
+from secure_pcft.privacy.budget_store import BudgetStore
 from secure_pcft.runtime.assembly import RunPlan, build_peer
 from secure_pcft.transport.loopback import LoopbackTransport
 from secure_pcft.transport.meter import TrafficMeter
@@ -59,9 +60,19 @@ class Snapshot:
 
 
 class Simulation:
-    """Builds the peers of a run and drives warm-up and rounds on one machine."""
+    """Builds the peers of a run and drives warm-up and rounds on one machine.
 
-    def __init__(self, cfg: RunConfig, federation: Federation, base: BaseModel) -> None:
+    ``budget_store``: the site budget store a real run draws from (``secure-pcft run``); None
+    for experiments that compare alternatives from one warm-up (each branch its own ledgers).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        federation: Federation,
+        base: BaseModel,
+        budget_store: BudgetStore | None = None,
+    ) -> None:
         self.cfg = cfg
         self.federation = federation
         self.base = base
@@ -83,7 +94,7 @@ class Simulation:
         ledgers = Path(cfg.privacy.ledger_dir or Path(cfg.output.dir) / "ledgers")
         self.peers = [
             build_peer(self.plan, i, self.peer_ids, corpus, base, self._channel(corpus.peer_id),
-                       ledgers)
+                       ledgers, budget_store)
             for i, corpus in enumerate(federation.peers)
         ]  # fmt: skip
         self.domain_mixes = tuple(dict(c.domain_mix) for c in federation.peers)

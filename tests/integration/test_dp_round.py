@@ -224,7 +224,7 @@ def test_a_dp_run_into_a_folder_with_earlier_ledgers_is_refused_before_loading(
     earlier = Path(cfg.output.dir) / "ledgers" / "peer-0.ledger.jsonl"
     earlier.parent.mkdir(parents=True)
     earlier.write_text("{}\n")
-    with pytest.raises(ConfigError, match="already holds privacy ledgers"):
+    with pytest.raises(ConfigError, match=r"holds an earlier run's ledgers"):
         run_module.execute_run(cfg)
     assert earlier.read_text() == "{}\n"  # untouched
     fresh = replace(cfg, output=replace(cfg.output, dir=str(tmp_path / "new")))

@@ -39,6 +39,7 @@ from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError, SecurePcftError
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+from secure_pcft.privacy.budget_store import BudgetStore, default_store_dir
 from secure_pcft.runtime.assembly import RunPlan, build_peer
 from secure_pcft.runtime.flower.errors import RelayRecordError
 from secure_pcft.runtime.flower.hello import sign_hello
@@ -144,7 +145,10 @@ class Site:
             channel = PlainChannel(spec.peer_id, self.mailbox, cfg.security.max_message_bytes)
         spec.site_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         plan = RunPlan.of(cfg, len(peer_ids))
-        peer = build_peer(plan, index, peer_ids, corpus, base, channel, spec.site_dir / "ledgers")
+        store = BudgetStore(default_store_dir(cfg.privacy.budget_store))  # used with DP only
+        peer = build_peer(
+            plan, index, peer_ids, corpus, base, channel, spec.site_dir / "ledgers", store
+        )
         mixes = tuple(
             dict(fed.peers[fed.peer_ids.index(p)].domain_mix) if p in fed.peer_ids else {}
             for p in peer_ids

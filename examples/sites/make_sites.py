@@ -67,8 +67,11 @@ PUBLIC = [
 
 def _fill(text: str, rng: random.Random) -> str:
     return text.format(
-        t=rng.randint(62, 95), v=round(rng.uniform(4.5, 11.0), 1), c=round(rng.uniform(0.2, 1.4), 2),
-        h=rng.randint(6, 22), n=rng.randint(2, 40),
+        t=rng.randint(62, 95),
+        v=round(rng.uniform(4.5, 11.0), 1),
+        c=round(rng.uniform(0.2, 1.4), 2),
+        h=rng.randint(6, 22),
+        n=rng.randint(2, 40),
     )
 
 

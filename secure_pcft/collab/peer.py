@@ -161,6 +161,7 @@ class Peer:
         )  # fmt: skip
         self.kept = KeptModel()
         self.release_transform: Callable[[AdapterState], AdapterState] | None = None
+        self.receipts: list[dict[str, object]] = []  # signed ledger heads of adapters received
         self.privacy: PeerPrivacy | None = None
         self.trainer: LocalTrainer | DpTrainer
         if cfg.privacy.enabled:
@@ -356,6 +357,11 @@ class Peer:
         to = self.peer_ids[recipient]
         if self.privacy is not None and not self.privacy.authorize(str(msg_type), to):
             return SendOutcome.REFUSED_BUDGET
+        sign = getattr(self.channel, "sign", None)
+        if msg_type is MessageType.ADAPTER and self.privacy is not None and callable(sign):
+            # the release is in the ledger now: its signed head travels with the adapter, and the
+            # receiver keeps it (a later rewrite of this ledger contradicts it; TM-06)
+            meta = {**(meta or {}), "ledger_head": self.privacy.signed_head(sign)}
         self.channel.send(
             Message(
                 msg_type,
@@ -415,6 +421,9 @@ class Peer:
         j = self.peer_ids.index(msg.sender)
         if msg.msg_type is MessageType.ADAPTER:
             self.inbox.adapters[j] = self.check_adapter(msg.tensors)
+            head = msg.meta.get("ledger_head")
+            if isinstance(head, dict):  # a receipt of the sender's ledger, kept for the report
+                self.receipts.append({"from": msg.sender, "round": msg.round, "head": head})
         elif msg.msg_type is MessageType.SIGNATURE:
             try:
                 check_signature(msg.tensors)

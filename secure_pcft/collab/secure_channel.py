@@ -119,6 +119,12 @@ class SecureChannel:
         """
         self._inbox.advance_round(rnd)
 
+    def sign(self, data: bytes) -> bytes:
+        """A detached Ed25519 signature of this peer's pinned identity over ``data`` (signed
+        statements that travel inside sealed messages, e.g. ledger heads, crypto/ledger_heads.py;
+        each kind prefixes its own domain-separation context)."""
+        return self._identity.sign(data)
+
     def expect_adapters(self, spec: AdapterSpec) -> None:
         """Set what a received adapter must look like (names, shapes, dtypes, norm bounds)."""
         self._adapter_spec = spec

@@ -9,13 +9,14 @@ refused, and from then on the peer shares nothing derived from its model (TM-01,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from secure_pcft.config import PrivacyConfig, TrainConfig
+from secure_pcft.crypto.ledger_heads import HeadStatement, sign_head
 from secure_pcft.errors import BudgetExhaustedError
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.budget import BudgetGuard, budget_epsilon
@@ -203,6 +204,14 @@ class PeerPrivacy:
         )
         self.guard.record_release([noisy.event])
         return float(noisy.losses[0])
+
+    def signed_head(self, sign: Callable[[bytes], bytes]) -> dict[str, object]:
+        """This peer's ledger head (records, last hash, running ε) as a signed statement
+        (crypto/ledger_heads.py) — sent with every released adapter in secure mode."""
+        ledger = self.guard.ledger
+        head = ledger.head
+        eps = epsilon_spent(ledger.events, self.trainer.delta, self.privacy_cfg.accountant)
+        return sign_head(HeadStatement(self.peer_id, head.count, head.hash, self.round, eps), sign)
 
     def record_selection(self, event: DpEvent) -> bool:
         """Record the per-round choice's event before the choice is used; False (and the peer

@@ -34,6 +34,7 @@ from secure_pcft.report.policy import (
     peer_policy_checks,
     policy_checks,
 )
+from secure_pcft.report.receipts import receipt_checks
 from secure_pcft.report.scope import scope_section
 from secure_pcft.report.sources import RunFiles, load_run
 from secure_pcft.versions import library_versions
@@ -249,6 +250,7 @@ def build_report(
         })  # fmt: skip
     if run.config.privacy.enabled:
         checks += unaccounted_ledgers(run)
+        checks += receipt_checks(run, _roster(run))
         extra = run.results.get("extra")
         renewed = (extra.get("new_budget") if isinstance(extra, dict) else None) or run.results.get(
             "new_budget"
@@ -311,6 +313,17 @@ def _kept(run: RunFiles, index: int) -> dict[str, Any] | None:
             "base_test_ppl": float(k["base_test_ppl"]),
         }
     except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _roster(run: RunFiles) -> Roster | None:
+    """The pinned roster of ``[security] key_dir`` when readable from here (else None)."""
+    key_dir = run.config.security.key_dir
+    if not key_dir or not (Path(key_dir) / ROSTER_FILE).is_file():
+        return None
+    try:
+        return Roster.load(Path(key_dir) / ROSTER_FILE)
+    except SecurePcftError:
         return None
 
 

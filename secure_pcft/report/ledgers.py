@@ -26,7 +26,8 @@ from secure_pcft.report.sources import RunFiles
 _REL_TOL = 1e-6
 
 
-def _find_ledger(run: RunFiles, peer_id: str) -> Path | None:
+def find_ledger(run: RunFiles, peer_id: str) -> Path | None:
+    """The peer's ledger file among the run's ledger folders, or None."""
     try:
         name = ledger_path(".", peer_id).name
     except PrivacyError:
@@ -123,7 +124,7 @@ def review_peer(run: RunFiles, peer_id: str) -> tuple[dict[str, Any], list[Check
         return _empty(True, "missing", None, str(exc)), [
             Check(cid, title, "fail", str(exc), peer_id)
         ]
-    path = _find_ledger(run, peer_id)
+    path = find_ledger(run, peer_id)
     if path is None:
         why = "no ledger found (looked in <run>/ledgers and [privacy] ledger_dir)"
         return _empty(True, "missing", None, why), [Check(cid, title, "fail", why, peer_id)]

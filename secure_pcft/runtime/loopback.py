@@ -234,6 +234,7 @@ class Simulation:
             self.security.reset()
         for p in self.peers:
             p.channel.rejections.clear()
+            p.receipts.clear()
 
     def run_rounds(
         self,
@@ -323,6 +324,7 @@ class Simulation:
             extra["security"] = self.security.report()
         if self.cfg.privacy.enabled:
             extra["privacy"] = {p.peer_id: p.privacy.summary() for p in self.peers if p.privacy}
+            extra["receipts"] = {p.peer_id: list(p.receipts) for p in self.peers}
         return extra
 
     def privacy_status(self) -> str:

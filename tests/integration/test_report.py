@@ -751,3 +751,35 @@ def test_a_tpr_above_what_the_targets_epsilon_allows_fails_whatever_the_policy(
     assert all(c.status == "pass" for c in genuine.checks if ".tpr_bound." in c.id)
     peer = genuine.document["peers"][0]["privacy"]
     assert 0.01 <= peer["tpr_bounds"]["0.01"] <= 1.0 and peer["mu"] is not None
+
+
+def test_a_consistent_rewrite_of_a_ledger_contradicts_the_heads_its_partners_kept(
+    dp_run: Path, tmp_path: Path
+) -> None:
+    """The chain is keyless: a site can rewrite its ledger with a raised budget so that it verifies.
+    But each adapter it released carried its signed ledger head; the partners kept them."""
+    genuine = _checks(build_report(dp_run))
+    results = json.loads((dp_run / "results.json").read_text())
+    held = [r["head"]["peer"] for rs in results["extra"]["receipts"].values() for r in rs]
+    target = max(set(held), key=held.count)  # a peer whose signed heads others hold
+    run = _copy(dp_run, tmp_path)
+    path = ledger_path(run / "ledgers", target)
+    contents = read_ledger(path)
+    path.unlink()
+    path.with_name(path.name + ".head").unlink()
+    forged = PrivacyLedger.open(
+        path, peer_id=target, delta=contents.genesis.delta, budget_epsilon=1000.0,
+        accountant=contents.genesis.accountant,
+    )  # fmt: skip
+    forged.append(list(contents.events))  # the same events, a raised budget: it verifies
+    forged.close()
+
+    checks = _checks(build_report(run))
+
+    assert genuine[f"receipts.{target}"] == "pass"
+    assert checks[f"ledger.{target}"] == "pass"  # the rewrite verifies on its own ...
+    assert checks[f"receipts.{target}"] == "fail"  # ... and contradicts what its partners hold
+    others = {
+        k: v for k, v in checks.items() if k.startswith("receipts.") and k != f"receipts.{target}"
+    }
+    assert all(v == "pass" for v in others.values())

@@ -102,6 +102,7 @@ class RelayLog:
     ended_early: str = ""
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # per peer, at the last round
     public_refused: int = 0  # `*` wires not fanned out (malformed, oversize, foreign, not public)
+    receipts: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
 
 
 class Relay:
@@ -386,6 +387,8 @@ class Relay:
             self.log.privacy[peer] = report["privacy"]
         if isinstance(report.get("kept"), dict):
             self.log.kept[peer] = dict(report["kept"])
+        if isinstance(report.get("receipts"), list):  # signed by their senders: kept as they came
+            self.log.receipts[peer].extend(report["receipts"])
         if "setup_bytes" in report:
             epoch = self.peers[peer].epoch
             self.log.setup[(peer, epoch)] = (report["setup_bytes"], report["setup_messages"])
@@ -474,6 +477,7 @@ def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunRe
         }
     if cfg.privacy.enabled:
         extra["privacy"] = relay_log.privacy
+        extra["receipts"] = {p: list(relay_log.receipts.get(p, [])) for p in relay.peer_ids}
     return FlowerRunResult(
         strategy=cfg.strategy.label,
         peer_ids=list(relay.peer_ids),

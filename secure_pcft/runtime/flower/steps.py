@@ -61,6 +61,7 @@ class PeerSession:
         self.current: PeerRound | None = None
         self.epoch = secrets.token_hex(8)  # changes when the peer's process restarts
         self._rejections_reported = 0
+        self._receipts_reported = 0
 
     # ---- step dispatch -------------------------------------------------------------------------
     def check_order(self, step: str, rnd: int) -> None:
@@ -128,6 +129,8 @@ class PeerSession:
         if self.secure is not None:
             report.update(r.facts())
         report.update(r.outcome())
+        report["receipts"] = self.peer.receipts[self._receipts_reported :]  # signed ledger heads
+        self._receipts_reported = len(self.peer.receipts)
         if rnd == self.cfg.train.num_rounds:  # the run's last round: what this site keeps
             report["kept"] = kept_figures(self.peer)
         return report

@@ -55,14 +55,21 @@ def scope_section(config: dict[str, Any], peers: list[dict[str, Any]]) -> dict[s
         "not_covered": [
             "the base model's own training data and whatever it already memorised",
             "the public reference set used for prediction signatures (public by definition)",
-            "poisoning within the norm bounds (a backdoor that stays under the ratio); no robust "
-            "aggregation is implemented",
+            "poisoning within the norm bounds that does not raise a peer's validation loss (a "
+            "backdoor): acceptance adopts only what a peer's validation split supports, and under "
+            "DP it is skipped when that split is too small for its noise",
             "side channels on a site's host (timing, cache, power) and a host compromised before "
             "the run (TM-06 covers stolen keys, not a subverted training process)",
             "attached audits measure the campaign's own targets trained with its recipe, not this "
             "run's released adapters",
-            "this report's inputs other than ledgers and the roster are not signed: results.json "
-            "is hashed (its SHA-256 is recorded) but not authenticated",
+            "this report's inputs other than ledgers, the roster and the signed ledger heads are "
+            "not signed: results.json is hashed (its SHA-256 is recorded) but not authenticated, "
+            "so a receipt can be withheld from it (not forged); a peer that never released an "
+            "adapter signed no head, and its ledger is checked by its own chain only",
+            "spend on the same data outside this site's budget store (another machine, a deleted "
+            "store): the store counts what this site registered",
+            "the model each peer keeps is chosen on its validation split without noise: it is DP "
+            "for the training blocks, not the validation blocks, and stays with the site",
         ],
         "threat_models": [{"id": k, "title": v} for k, v in THREAT_MODELS.items()],
     }

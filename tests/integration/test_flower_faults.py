@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from secure_pcft.crypto.consortium import ROSTER_FILE
+from secure_pcft.crypto.ledger_heads import verify_head
+from secure_pcft.crypto.roster import Roster
 from secure_pcft.privacy.ledger import read_ledger
 from secure_pcft.runtime.flower.deployment import (
     SiteLaunch,
@@ -131,6 +134,17 @@ def test_dropout_peer_restart_and_relay_restart(tmp_path: Path) -> None:
         steps = sum(e.steps for e in events if e.mechanism == "dp-sgd")
         assert steps <= WARMUP + LOCAL * len(trained), f"{peer}: DP-SGD steps counted twice"
         assert {e.round for e in events} >= present[peer]
+    # Every adapter released carried its sender's signed ledger head; the relay collected the
+    # receipts the sites kept; each verifies against the pinned key and the sender's ledger.
+    roster = Roster.load(tmp_path / "keys" / ROSTER_FILE)
+    receipts = [r["head"] for run in (run1, run2) for rs in run["extra"]["receipts"].values()
+                for r in rs]  # fmt: skip
+    assert receipts
+    for head in receipts:
+        st = verify_head(head, roster.get(head["peer"]).sign_pk)
+        contents = read_ledger(_ledger(tmp_path, st.peer))
+        hashes = [contents.genesis.hash, *(e.hash for e in contents.entries)]
+        assert hashes[st.count - 1] == st.hash
 
 
 def _assert_unregistered_node_refused(cluster: Cluster) -> None:

@@ -28,8 +28,10 @@ adopted and how many peer-rounds a peer spent alone. Test splits choose nothing.
     python benchmarks/generalisation.py --base smollm2 --peers 6 --seeds 1 --settings \
         leipzig-specific --lr 3e-4 --merge                                # reduced SmolLM2 cells
 
-Results: ``benchmarks/results/generalisation.json`` (``--merge`` adds cells to it), written after
-every finished job with the commit, command, config and machine that produced it.
+Results: ``benchmarks/results/generalisation.json`` (``--merge`` adds cells to it; a cell given
+again is replaced), written after every finished job with the commit, command, config and machine
+that produced it: ``_meta`` for the last invocation (earlier ones under ``earlier_invocations``),
+``_commit`` / ``_command`` in each cell.
 """
 
 from __future__ import annotations
@@ -309,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     jobs.sort(key=lambda j: (j.seed, j.attacks == ("none",), j.privacy == "off"))
     path = RESULTS / "generalisation.json"
     payload: dict[str, Any] = load_results(path) if args.merge else {}
+    # a merged cell given again is replaced, not extended (its seeds are re-run together)
+    old = payload.get("_meta")
+    previous_meta: list[dict[str, Any]] = []
+    if isinstance(old, dict):
+        previous_meta = [*old.get("earlier_invocations", []),
+                         {k: v for k, v in old.items() if k != "earlier_invocations"}]  # fmt: skip
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.perf_counter()
     # the code the jobs run: read once at the start (later commits do not reach the workers)
@@ -336,13 +344,18 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 payload[key]["_seeds"] = [s["seed"] for s in seeds]
                 payload[key]["_job_seconds"] = [s["seconds"] for s in seeds]
-            payload["_meta"] = {
+                # with --merge one file holds cells of several invocations: each names its own
+                payload[key]["_commit"] = stamp["commit"] + ("-dirty" if stamp["dirty"] else "")
+                payload[key]["_command"] = stamp["command"]
+            meta = {
                 "default": RECOMMENDED_STRATEGY.label,
                 **stamp,
                 "recipes": {p: recipe(p, args.lr or None).__dict__ for p in args.privacy},
                 "base": args.base,
                 "seconds": time.perf_counter() - started,
             }
+            earlier = previous_meta if args.merge else []
+            payload["_meta"] = {**meta, "earlier_invocations": earlier}
             payload["_targets"] = targets(payload)
             write_json("generalisation.json", payload)
     print_table(payload)

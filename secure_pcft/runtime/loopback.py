@@ -32,6 +32,7 @@ from secure_pcft.errors import ConfigError
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.budget_store import BudgetStore
 from secure_pcft.runtime.assembly import RunPlan, build_peer
+from secure_pcft.transport.base import StagedTransport
 from secure_pcft.transport.loopback import LoopbackTransport
 from secure_pcft.transport.meter import TrafficMeter
 from secure_pcft.versions import library_versions
@@ -79,7 +80,7 @@ class Simulation:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.peer_ids = federation.peer_ids
         # Staged: what a round's step sends is delivered after every peer ran it (a relay's barrier).
-        self.transport = LoopbackTransport(self.peer_ids, staged=True)
+        self.transport: StagedTransport = LoopbackTransport(self.peer_ids, staged=True)
         self.meter = TrafficMeter()  # every peer's channel counts what it sends here
         # [security] mode = "full": sealed envelopes, encrypted discovery, consent (secure_session.py)
         self.security = (
@@ -104,7 +105,9 @@ class Simulation:
     def _channel(self, peer_id: str) -> Channel:
         if self.security is not None:
             return self.security.make_channel(peer_id, self.transport)
-        return PlainChannel(peer_id, self.transport, meter=self.meter)
+        # the same message-size limit as a Flower site's channel and the secure envelope's
+        limit = self.cfg.security.max_message_bytes
+        return PlainChannel(peer_id, self.transport, limit, meter=self.meter)
 
     # ---- phases ----------------------------------------------------------------------------
     def _evaluate(

@@ -22,3 +22,17 @@ class Transport(Protocol):
     def receive(self, peer_id: str) -> list[tuple[str, bytes]]:
         """Drain and return everything queued for ``peer_id`` as (claimed sender, bytes)."""
         ...
+
+
+class StagedTransport(Transport, Protocol):
+    """A transport that holds a round's step until every peer ran it, as a relay does: what is sent
+    is delivered by :meth:`deliver` (the step barrier) and a fresh run starts from :meth:`reset`.
+    The loopback simulation drives one; a Flower deployment's relay plays this part."""
+
+    def deliver(self) -> None:
+        """Move everything sent since the last barrier into the recipients' mailboxes."""
+        ...
+
+    def reset(self) -> None:
+        """Drop everything queued or staged (a fresh run on the same peers)."""
+        ...

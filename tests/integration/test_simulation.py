@@ -197,3 +197,26 @@ def test_base_reference_logits_are_the_shared_base_models_and_a_bad_signature_is
     peer.collect()
     assert 1 not in peer.inbox.signatures
     assert peer.channel.rejections[-1].error == "MessageError"
+
+
+def test_plain_loopback_channels_enforce_the_configured_message_limit(
+    tiny_base: BaseModel, federation: Federation
+) -> None:
+    """The loopback runtime limits plain messages as a Flower site's channel does: by
+    [security] max_message_bytes, not by a built-in default."""
+    from secure_pcft.config import SecurityConfig
+
+    small = RunConfig(
+        data=DataConfig(block_size=16),
+        train=TRAIN,
+        strategy=StrategyConfig(name="fedavg", reference_batches=1),
+        security=SecurityConfig(max_message_bytes=256),  # smaller than any adapter message
+    )
+    sim = Simulation(small, federation, tiny_base)
+    assert all(p.channel.max_bytes == 256 for p in sim.peers)  # type: ignore[attr-defined]
+    sim.warmup()
+    strategy = make_strategy(small.strategy)
+    sim.run_rounds(strategy)
+    rejected = sim.result(strategy, 0.0).rejections
+    assert all(rejected[p] for p in sim.peer_ids)  # every peer refused its partners' adapters
+    assert all("over the 256-byte limit" in r["reason"] for rs in rejected.values() for r in rs)

@@ -15,3 +15,17 @@ def test_license_file_matches_the_declared_license() -> None:
     assert declared == {"text": "Apache-2.0"}
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_a_deprecation_our_own_code_raises_fails_the_tests_and_a_dependencys_does_not() -> None:
+    """pyproject's filterwarnings: DeprecationWarning / FutureWarning attributed to a secure_pcft
+    module is an error under pytest; the same from a third-party module stays ignored."""
+    import warnings
+
+    import pytest
+
+    with pytest.raises(DeprecationWarning):
+        warnings.warn_explicit("old API", DeprecationWarning, "x.py", 1, module="secure_pcft.x")
+    with pytest.raises(FutureWarning):
+        warnings.warn_explicit("will change", FutureWarning, "x.py", 1, module="secure_pcft.y")
+    warnings.warn_explicit("theirs", DeprecationWarning, "t.py", 1, module="transformers.t")

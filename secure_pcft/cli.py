@@ -72,9 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.output:
         cfg = replace(cfg, output=replace(cfg.output, dir=args.output))
+    refuse_spent_ledgers(cfg)  # first: a DP run's ledgers are never overwritten, whatever the flag
     if not args.overwrite:
         refuse_earlier_results(Path(cfg.output.dir))
-    refuse_spent_ledgers(cfg)
     load_federation(cfg.data)
     from secure_pcft.run import execute_run
 

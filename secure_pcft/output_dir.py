@@ -20,7 +20,8 @@ def refuse_earlier_results(output_dir: Path) -> None:
     if found:
         raise ConfigError(
             f"[output] dir: {output_dir} already holds the results of an earlier run "
-            f"({found[0]}); use a new --output, or --overwrite to replace them"
+            f"({found[0]}); --overwrite replaces them (a separate run goes to its own --output; "
+            "under DP, the site's budget store counts every run on the same data)"
         )
 
 
@@ -28,8 +29,8 @@ def refuse_spent_ledgers(cfg: RunConfig) -> None:
     """Refuse a DP run whose output or ledger folder already holds ledgers of an earlier run.
 
     Their spent ε would block every release, so the run would quietly become local-only and
-    overwrite the earlier results; a new run needs new ledgers (a fresh ``--output`` or
-    ``[privacy] ledger_dir``), and an earlier run's ledgers must stay as they are.
+    overwrite the earlier results; an earlier run's ledgers stay as they are. (A run into another
+    folder on the same data draws from the same budget: the site's budget store counts it.)
 
     Raises:
         ConfigError: a ``*.ledger.jsonl`` exists under the output dir or ``[privacy] ledger_dir``.

@@ -176,6 +176,7 @@ def collect_answers(peer: Peer, rnd: int, agent: PeerHe) -> torch.Tensor:
             if j == peer.index or not torch.isnan(cos[j]):
                 raise MessageError("unsolicited or duplicate similarity answer")
             cos[j] = min(1.0, max(-1.0, agent.asker.decrypt(tensor_bytes(msg))))
+            peer.keep_receipt(msg)  # a DP responder's signed ledger head rides on its answer
         except SecurePcftError as exc:
             _reject(peer, msg.sender, exc)
     cos[peer.index] = 1.0

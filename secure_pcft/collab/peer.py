@@ -47,6 +47,9 @@ from secure_pcft.transport.base import BROADCAST
 
 log = logging.getLogger(__name__)
 
+# what a DP peer sends with its signed ledger head attached (its receivers keep it as a receipt)
+HEAD_CARRYING_TYPES = frozenset({MessageType.ADAPTER, MessageType.HE_ANSWER})
+
 
 class SendOutcome(StrEnum):
     """What became of a message a peer tried to send (a fact, for logs and reports)."""
@@ -358,9 +361,9 @@ class Peer:
         if self.privacy is not None and not self.privacy.authorize(str(msg_type), to):
             return SendOutcome.REFUSED_BUDGET
         sign = getattr(self.channel, "sign", None)
-        if msg_type is MessageType.ADAPTER and self.privacy is not None and callable(sign):
-            # the release is in the ledger now: its signed head travels with the adapter, and the
-            # receiver keeps it (a later rewrite of this ledger contradicts it; TM-06)
+        if msg_type in HEAD_CARRYING_TYPES and self.privacy is not None and callable(sign):
+            # the release is in the ledger now: its signed head travels with the adapter (or the
+            # similarity answer), and the receiver keeps it (a later rewrite contradicts it; TM-06)
             meta = {**(meta or {}), "ledger_head": self.privacy.signed_head(sign)}
         self.channel.send(
             Message(
@@ -413,6 +416,15 @@ class Peer:
                     "%s rejected %s from %s: %s", self.peer_id, msg.msg_type, msg.sender, exc
                 )
 
+    def keep_receipt(self, msg: Message) -> None:
+        """Keep the sender's signed ledger head that came with an accepted message, for the
+        report's cross-check (verified there against the roster and the sender's ledger)."""
+        head = msg.meta.get("ledger_head")
+        if isinstance(head, dict):
+            self.receipts.append(
+                {"from": msg.sender, "round": msg.round, "type": str(msg.msg_type), "head": head}
+            )
+
     def _file(self, msg: Message) -> None:
         if msg.sender not in self.peer_ids:
             raise MessageError("sender is not a peer of this run")
@@ -421,9 +433,7 @@ class Peer:
         j = self.peer_ids.index(msg.sender)
         if msg.msg_type is MessageType.ADAPTER:
             self.inbox.adapters[j] = self.check_adapter(msg.tensors)
-            head = msg.meta.get("ledger_head")
-            if isinstance(head, dict):  # a receipt of the sender's ledger, kept for the report
-                self.receipts.append({"from": msg.sender, "round": msg.round, "head": head})
+            self.keep_receipt(msg)
         elif msg.msg_type is MessageType.SIGNATURE:
             try:
                 check_signature(msg.tensors)

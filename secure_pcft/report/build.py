@@ -34,7 +34,7 @@ from secure_pcft.report.policy import (
     peer_policy_checks,
     policy_checks,
 )
-from secure_pcft.report.receipts import receipt_checks
+from secure_pcft.report.receipts import held_receipts, receipt_checks
 from secure_pcft.report.scope import scope_section
 from secure_pcft.report.sources import RunFiles, load_run
 from secure_pcft.versions import library_versions
@@ -248,9 +248,21 @@ def build_report(
             "kept": _kept(run, i),
             "adapter": _adapter(run, peer_id),
         })  # fmt: skip
+    renewed = None
     if run.config.privacy.enabled:
         checks += unaccounted_ledgers(run)
-        checks += receipt_checks(run, _roster(run))
+        receipts = receipt_checks(run, _roster(run))
+        checks += receipts
+        held = held_receipts(run)
+        status = {c.peer: c.status for c in receipts}
+        reported = run.extra("privacy")
+        for p in peers:
+            pid = p["peer_id"]
+            p["receipts"] = {"held_by_partners": len(held.get(pid, [])),
+                             "status": status.get(pid)}  # fmt: skip
+            own = reported.get(pid) if isinstance(reported, dict) else None
+            prior = own.get("epsilon_prior") if isinstance(own, dict) else None
+            p["privacy"]["epsilon_prior"] = prior if isinstance(prior, int | float) else None
         extra = run.results.get("extra")
         renewed = (extra.get("new_budget") if isinstance(extra, dict) else None) or run.results.get(
             "new_budget"
@@ -285,6 +297,7 @@ def build_report(
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "verdict": verdict(checks),
         "policy": policy.describe(),
+        "budget_renewed": None if renewed is None else str(renewed),
         "run": run_section,
         "versions": library_versions(),
         "security": security,

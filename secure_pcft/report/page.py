@@ -56,6 +56,16 @@ def _status(s: str) -> str:
     return f'<span class="s-{esc(s)}">{esc(s.upper())}</span>'
 
 
+def _ledger_status(status: str) -> str:
+    """A ledger's state in the privacy table: a run without DP has none to verify (neutral; the
+    run's DP check carries the verdict), anything but a verified ledger is a failure."""
+    if status == "verified":
+        return _status("pass") + " verified"
+    if status == "not-applicable":
+        return "— (no DP: no ledger)"
+    return _status("fail") + " " + esc(status)
+
+
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     """``rows`` are already-escaped HTML cells; ``head`` is plain text."""
     th = "".join(f"<th>{esc(h)}</th>" for h in head)
@@ -196,8 +206,7 @@ def _privacy(doc: dict[str, Any]) -> str:
             _td(esc(p["peer_id"])),
             _td(f"{_num(pr['epsilon_spent'])} / {_num(pr['budget_epsilon'], 'g')}", num=True),
             _td(_num(pr["delta"], ".3g"), num=True), _td(esc(pr["accountant"] or "—")),
-            _td(_status("pass") + " verified" if status == "verified" else _status("fail")
-                + " " + esc(status)),
+            _td(_ledger_status(status)),
             _td(str(ledger["events"]), num=True),
             _td("—" if pr["stopped_sharing_round"] is None else f"round {pr['stopped_sharing_round']}"),
             _td(_bounds(pr)),

@@ -22,8 +22,8 @@ from secure_pcft.report.ledgers import find_ledger
 from secure_pcft.report.sources import RunFiles
 
 
-def receipt_checks(run: RunFiles, roster: Roster | None) -> list[Check]:
-    """One check per peer whose signed heads others hold (none without receipts)."""
+def held_receipts(run: RunFiles) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Per peer, the signed heads its partners hold: (holder, head), from results.json."""
     raw = run.extra("receipts") if run.complete else {}
     about: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for holder, receipts in raw.items():
@@ -31,8 +31,13 @@ def receipt_checks(run: RunFiles, roster: Roster | None) -> list[Check]:
             head = r.get("head") if isinstance(r, dict) else None
             if isinstance(head, dict) and isinstance(head.get("peer"), str):
                 about[head["peer"]].append((str(holder), head))
+    return dict(about)
+
+
+def receipt_checks(run: RunFiles, roster: Roster | None) -> list[Check]:
+    """One check per peer whose signed heads others hold (none without receipts)."""
     out = []
-    for peer, held in sorted(about.items()):
+    for peer, held in sorted(held_receipts(run).items()):
         cid, title = f"receipts.{peer}", f"{peer}'s ledger holds every head it signed and sent"
         if roster is None or peer not in roster:
             out.append(Check(cid, title, "warn", f"{len(held)} signed heads held by its partners, "

@@ -70,6 +70,9 @@ _PRIVACY = _obj({
     "mu_exact": {"type": ["boolean", "null"]},
     "tpr_bounds": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": {
         "type": "number", "minimum": 0, "maximum": 1}}]},
+}, {
+    # DP runs: what earlier runs on the same data spent (results.json, from the site's budget store)
+    "epsilon_prior": _REAL_OR_NULL,
 })  # fmt: skip
 
 _COUNTS_BY_PEER = {"type": "object", "additionalProperties": _COUNT}
@@ -94,6 +97,9 @@ _PEER = _obj({
         "start_test_ppl": _REAL, "base_test_ppl": _REAL})]},
     "adapter": {"anyOf": [{"type": "null"}, _obj({
         "file": {"type": "string"}, "bytes": _COUNT, "sha256": _SHA256})]},
+}, {
+    # DP runs: how many of its signed ledger heads its partners hold, and whether they match
+    "receipts": _obj({"held_by_partners": _COUNT, "status": {"enum": ["pass", "warn", "fail", None]}}),
 })  # fmt: skip
 
 _ATTACK = _obj({
@@ -184,6 +190,8 @@ REPORT_SCHEMA: dict[str, Any] = {
         "verdict": {"enum": ["pass", "fail"]},
         "policy": _obj({"name": {"type": "string"}, "sha256": _SHA256,
                         "rules": {"type": "object"}}),
+        # the reason given with --new-budget when a DP run started a fresh budget, else null
+        "budget_renewed": _STR_OR_NULL,
         "run": _RUN,
         "versions": {"type": "object", "required": ["python", "secure-pcft"],
                      "additionalProperties": {"type": "string"}},

@@ -198,3 +198,20 @@ def test_ctrl_c_says_in_one_line_what_was_kept_and_exits_130(
         f"({tmp_path / 'out'} holds only the run's configuration, if anything)"
     ]
     assert "Traceback" not in err
+
+
+def test_a_finished_dp_runs_folder_is_refused_even_when_overwriting_and_no_way_around_is_offered(
+    tmp_path: Path, tiny_base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, tiny_base_dir, "local")
+    cfg.write_text(cfg.read_text() + "[privacy]\nenabled = true\nnoise_multiplier = 1.0\n")
+    out = tmp_path / "out"
+    (out / "ledgers").mkdir(parents=True)
+    (out / "results.json").write_text("{}")
+    (out / "ledgers" / "peer-0.ledger.jsonl").write_text("{}\n")
+
+    for extra in ([], ["--overwrite"]):
+        assert main(["run", str(cfg), *extra]) == 3
+        err = capsys.readouterr().err
+        assert "holds an earlier run's ledgers" in err and "--output" not in err
+    assert (out / "ledgers" / "peer-0.ledger.jsonl").read_text() == "{}\n"

@@ -35,7 +35,7 @@ from secure_pcft.model.loading import load_base
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.ledger import PrivacyLedger, ledger_path, read_ledger
 from secure_pcft.report import REPORT_SCHEMA, build_report, render_html, write_report
-from secure_pcft.report.policy import DEFAULT_POLICY, ReviewPolicy, load_policy
+from secure_pcft.report.policy import DEFAULT_POLICY, ReviewPolicy, load_policy, policy_checks
 from secure_pcft.report.schema import schema_json
 from secure_pcft.runtime.loopback import Simulation
 from tests.conftest import tiny_federation
@@ -153,6 +153,10 @@ def test_report_json_validates_against_the_documented_schema(dp_run: Path, tmp_p
 
     validator.validate(doc)
     assert len(doc["audits"]) == 2 and doc["audits"][0]["attacks"][0]["roc"]
+    assert doc["budget_renewed"] is None  # no --new-budget
+    receipts = [p["receipts"] for p in doc["peers"]]
+    assert any(r["held_by_partners"] > 0 and r["status"] == "pass" for r in receipts)
+    assert all(p["privacy"]["epsilon_prior"] == 0 for p in doc["peers"])  # no earlier run
     # the schema has teeth: each of these breaks it
     for path, value in [
         (("verdict",), "maybe"),
@@ -324,7 +328,9 @@ def test_a_run_without_dp_fails_and_plain_channels_are_flagged(
     assert not any(k.startswith(("ledger.", "dp.peer")) for k in checks)
     assert checks["security.mode"] == "fail"  # the default policy requires full mode
     assert all(p["privacy"]["epsilon_spent"] is None for p in report.document["peers"])
-    assert 'id="plot-trust-final"' in render_html(report.document)
+    page = render_html(report.document)
+    assert 'id="plot-trust-final"' in page
+    assert "NOT-APPLICABLE" not in page and "(no DP: no ledger)" in page  # no red FAIL per peer
     lenient = ReviewPolicy(name="simulation review", require_dp=False, security_mode="off")
     relaxed = _checks(build_report(run, policy=lenient))
     assert "policy.dp" not in relaxed and relaxed["security.mode"] == "warn"
@@ -359,6 +365,32 @@ def test_an_epsilon_above_the_policy_fails(dp_run: Path) -> None:
 
     assert report.verdict == "fail"
     assert "fail" in {_checks(report)[f"policy.epsilon.peer-{i}"] for i in range(3)}
+
+
+def test_a_delta_too_large_for_the_data_or_a_required_audit_not_given_fails(dp_run: Path) -> None:
+    genuine = _checks(build_report(dp_run))
+    assert all(genuine[f"policy.delta.peer-{i}"] == "pass" for i in range(3))
+    # dp_run's δ is 1e-4, so δ·n ≥ 1e-4 for every peer: a policy of δ·n ≤ 1e-6 fails them all
+    tight = ReviewPolicy(name="tight delta", max_delta_times_n=1e-6)
+    report = build_report(dp_run, policy=tight)
+    assert report.verdict == "fail"
+    assert all(_checks(report)[f"policy.delta.peer-{i}"] == "fail" for i in range(3))
+
+    wants_audit = ReviewPolicy(name="audited", required_audits=("mia-dp",))
+    checks = {c.id: c for c in build_report(dp_run, policy=wants_audit).checks}
+    missing = [c for c in checks.values() if c.status == "fail" and "mia-dp" in c.id]
+    assert missing and "not given to the report" in missing[0].detail
+
+
+def test_an_unsafe_switch_fails_the_report_in_red() -> None:
+    from secure_pcft.config import RunConfig
+
+    cfg = RunConfig(privacy=PrivacyConfig(enabled=True, noise_multiplier=0.0,
+                                          unsafe_zero_noise=True, secure_rng=True))  # fmt: skip
+    unsafe = [c for c in policy_checks(DEFAULT_POLICY, cfg) if c.id == "policy.unsafe"]
+    assert [c.status for c in unsafe] == ["fail"] and "unsafe_zero_noise" in unsafe[0].detail
+    safe = RunConfig(privacy=PrivacyConfig(enabled=True, noise_multiplier=1.0, secure_rng=True))
+    assert not [c for c in policy_checks(DEFAULT_POLICY, safe) if c.id == "policy.unsafe"]
 
 
 def test_no_noise_fails_the_report(dp_run: Path, tmp_path: Path) -> None:
@@ -761,6 +793,8 @@ def test_a_consistent_rewrite_of_a_ledger_contradicts_the_heads_its_partners_kep
     genuine = _checks(build_report(dp_run))
     results = json.loads((dp_run / "results.json").read_text())
     held = [r["head"]["peer"] for rs in results["extra"]["receipts"].values() for r in rs]
+    kinds = {r["type"] for rs in results["extra"]["receipts"].values() for r in rs}
+    assert kinds == {"adapter", "he-answer"}  # adapters and encrypted similarity answers carry one
     target = max(set(held), key=held.count)  # a peer whose signed heads others hold
     run = _copy(dp_run, tmp_path)
     path = ledger_path(run / "ledgers", target)

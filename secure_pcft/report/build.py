@@ -306,7 +306,8 @@ def build_report(
                   "rounds": [{"round": r.round, "matrix": r.trust} for r in run.rounds if r.trust]},
         "audits": audit_docs,
         "checks": [c.to_json() for c in checks],
-        "scope": scope_section(run_section["config"], peers),
+        "scope": scope_section(run_section["config"], peers,
+                               {pid: _train_blocks(run, pid) for pid in run.peer_ids}),
     }  # fmt: skip
     return Report(json_safe(doc), tuple(checks))
 

@@ -22,8 +22,12 @@ THREAT_MODELS = {
 }
 
 
-def scope_section(config: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The report's ``scope`` object: the privacy unit, δ, what the relay sees, what is left out."""
+def scope_section(
+    config: dict[str, Any], peers: list[dict[str, Any]], blocks: dict[str, int | None] | None = None
+) -> dict[str, Any]:
+    """The report's ``scope`` object: the privacy unit, δ (per peer, against its 1/n where the
+    number ``blocks[peer]`` of its training blocks is known), what the relay sees, what is left
+    out."""
     block = int(config.get("data", {}).get("block_size", 0))
     dp = bool(config.get("privacy", {}).get("enabled", False))
     secure = config.get("security", {}).get("mode") == "full"
@@ -35,10 +39,17 @@ def scope_section(config: dict[str, Any], peers: list[dict[str, Any]]) -> dict[s
         if dp
         else "none: differential privacy is off, so no record is protected by an ε."
     )
+    per_peer = []
+    for p in peers:
+        d, n = p.get("privacy", {}).get("delta"), (blocks or {}).get(p["peer_id"])
+        if d:
+            per_peer.append(
+                f"{p['peer_id']} {d:g}" + (f" (n = {n}, δ·n = {d * n:.2g})" if n else "")
+            )
     delta = (
-        f"δ = {', '.join(f'{d:g}' for d in deltas)}: the probability with which the ε guarantee may "
-        "fail outright. It should be well below 1 / n, n = a peer's number of training blocks "
-        "(about the expected batch size divided by the sampling rate q of the DP-SGD row)."
+        f"δ per peer: {'; '.join(per_peer)}. δ is the probability with which the ε guarantee may "
+        "fail outright; it should be well below 1 / n, n = the peer's number of training blocks "
+        "(δ·n well below 1; the policy's max_delta_times_n is checked per peer)."
         if deltas
         else "no δ (no ledger was verified)."
     )

@@ -650,10 +650,17 @@ def test_report_says_what_it_does_not_cover(dp_run: Path) -> None:
     block = report.document["run"]["config"]["data"]["block_size"]
     assert f"one training block of {block} tokens" in scope["privacy_unit"]
     assert "k·ε" in scope["privacy_unit"]
-    for peer in report.document["peers"]:
-        assert f"{peer['privacy']['delta']:g}" in scope["delta"].split(":")[0]
+    for peer in report.document["peers"]:  # δ per peer, set against its 1/n
+        assert f"{peer['peer_id']} {peer['privacy']['delta']:g} (n = " in scope["delta"]
     assert "sender, recipient, round" in scope["relay_sees"]
-    assert any("base model" in item for item in scope["not_covered"])
+    not_covered = " ".join(scope["not_covered"])
+    for trusted in (
+        "base model",
+        "receipt can be withheld",
+        "budget store",
+        "model each peer keeps",
+    ):
+        assert trusted in not_covered
     assert "What this report does not cover" in html and "TM-07" in html
 
 

@@ -41,7 +41,7 @@ from secure_pcft.privacy.dp_trainer import DpTrainer, resolve_delta
 from secure_pcft.privacy.peer_privacy import PeerPrivacy
 from secure_pcft.privacy.selection import SelectionPlan, plan_selection
 from secure_pcft.privacy.validation_scores import validation_losses
-from secure_pcft.train.evaluate import LmScore, evaluate_lm
+from secure_pcft.train.evaluate import LmScore, evaluate_lm, last_position_logits
 from secure_pcft.train.local import LocalTrainer
 from secure_pcft.transport.base import BROADCAST
 
@@ -320,17 +320,7 @@ class Peer:
             finally:
                 for param, flag in flags:
                     param.requires_grad_(flag)
-        was = self.model.training
-        self.model.train(False)
-        tokens = reference.to(self.device)
-        try:
-            try:  # only the last position's logits: skips the LM head on the other T-1
-                out = self.model(input_ids=tokens, logits_to_keep=1)
-            except TypeError:  # a model class without ``logits_to_keep``
-                out = self.model(input_ids=tokens)
-            return out.logits[:, -1, :].float().cpu()
-        finally:
-            self.model.train(was)
+        return last_position_logits(self.model, reference.to(self.device))
 
     # ---- messages ---------------------------------------------------------------------------
     def begin_round(self, rnd: int) -> None:

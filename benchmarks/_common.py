@@ -94,7 +94,9 @@ def git_state() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # result files are what benchmarks write, not code: a run in progress must not count as dirty
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":(exclude)benchmarks/results", ":(exclude)audits/results")  # fmt: skip
     return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(status)}
 
 

@@ -26,7 +26,8 @@ adopted and how many peer-rounds a peer spent alone. Test splits choose nothing.
     python benchmarks/generalisation.py                                   # small base, all cells
     python benchmarks/generalisation.py --settings embedded --privacy off --attacks none --seeds 1
     python benchmarks/generalisation.py --base smollm2 --peers 6 --seeds 1 --settings \
-        leipzig-specific --lr 3e-4 --merge                                # reduced SmolLM2 cells
+        leipzig-specific --privacy off --attacks none --schedule quick --lr <tuned> --jobs 1 \
+        --threads 2 --merge                                  # reduced SmolLM2 cell (lr: tune)
 
 Results: ``benchmarks/results/generalisation.json`` (``--merge`` adds cells to it; a cell given
 again is replaced), written after every finished job with the commit, command, config and machine
@@ -80,16 +81,20 @@ DP_LOCAL_LRS = (3e-3, 5e-3, 1e-2)  # DP-local's own recipe search (chosen on val
 BASELINES = {"local": "local", "fedavg": "fedavg", "oracle": "oracle"}
 
 
-def recipe(privacy: str, lr: float | None) -> TrainConfig:
+def recipe(privacy: str, lr: float | None = None, schedule: str = "default") -> TrainConfig:
     """The training recipe of a privacy regime (the same on every setting of a base).
 
     ``off``: the strategies benchmark's (batch 8, lr 3e-3, 30 warm-up steps then 3 rounds of 10).
     ``eps8``: the README's DP recipe — the whole split in each step (batch 64 ≥ every peer's
     blocks here, so q = 1), lr 1e-2, 2 warm-up steps then 9 rounds of 2 (20 DP-SGD steps).
-    ``lr`` overrides the learning rate (a base's own, from ``secure-pcft tune``).
+    ``lr`` overrides the learning rate (a base's own, from ``secure-pcft tune``). ``schedule =
+    "quick"`` (the reduced CPU setting of a large base, labelled in the results): ``off`` runs 10
+    warm-up steps then 2 rounds of 10.
     """
     if privacy == "off":
         t = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=30, local_steps=10, total_steps=60)
+        if schedule == "quick":
+            t = replace(t, warmup_steps=10, total_steps=30)
     else:
         t = TrainConfig(batch_size=64, lr=1e-2, warmup_steps=2, local_steps=2, total_steps=20)
     return replace(t, lr=lr) if lr else t
@@ -107,6 +112,8 @@ class Job:
     peers: int
     lr: float | None
     shared_data_dir: str
+    schedule: str = "default"
+    threads: int = 1
 
     @property
     def name(self) -> str:
@@ -129,7 +136,7 @@ def config(job: Job, *, security: str, strategy: StrategyConfig, ledgers: Path) 
             seed=job.seed,
             shared_data_dir=job.shared_data_dir,
         ),
-        train=replace(recipe(job.privacy, job.lr), seed=job.seed),
+        train=replace(recipe(job.privacy, job.lr, job.schedule), seed=job.seed),
         strategy=strategy,
         privacy=privacy,
         security=SecurityConfig(mode=security),  # type: ignore[arg-type]
@@ -204,8 +211,8 @@ def dp_local_best(job: Job, base: BaseModel, work: Path) -> dict[str, Any]:
 
 
 def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
-    """Every label of one job (in its own process, single-threaded)."""
-    torch.set_num_threads(1)
+    """Every label of one job (in its own process, ``job.threads`` torch threads)."""
+    torch.set_num_threads(job.threads)
     t0 = time.perf_counter()
     base = load_base(resolve_base_path(ModelConfig(base=job.base)), device="cpu")
     default = RECOMMENDED_STRATEGY
@@ -291,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", type=int, default=0, help="peers per setting; 0 = the setting's")
     ap.add_argument("--lr", type=float, default=0.0, help="the base's lr (0 = the recipe's)")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    ap.add_argument(
+        "--schedule",
+        default="default",
+        choices=("default", "quick"),
+        help="quick: 10 warm-up steps + 2 rounds of 10 without DP (large bases on CPU)",
+    )
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--merge", action="store_true", help="add cells to the existing JSON")
     args = ap.parse_args(argv)
@@ -301,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         for privacy in args.privacy:
             if "none" in args.attacks:
                 jobs += [Job(setting, privacy, ("none",), s, args.base, args.peers,
-                             args.lr or None, args.shared_data_dir) for s in range(args.seeds)]  # fmt: skip
+                             args.lr or None, args.shared_data_dir, args.schedule, args.threads)
+                         for s in range(args.seeds)]  # fmt: skip
             poisonings = tuple(a for a in args.attacks if a != "none")
             if poisonings and privacy == "off":
                 jobs += [Job(setting, privacy, poisonings, s, args.base, args.peers,
-                             args.lr or None, args.shared_data_dir)
+                             args.lr or None, args.shared_data_dir, args.schedule, args.threads)
                          for s in range(args.attack_seeds)]  # fmt: skip
     # one job of each kind first, so that a failing kind shows within minutes; long ones early
     jobs.sort(key=lambda j: (j.seed, j.attacks == ("none",), j.privacy == "off"))
@@ -347,10 +362,13 @@ def main(argv: list[str] | None = None) -> int:
                 # with --merge one file holds cells of several invocations: each names its own
                 payload[key]["_commit"] = stamp["commit"] + ("-dirty" if stamp["dirty"] else "")
                 payload[key]["_command"] = stamp["command"]
+                payload[key]["_recipe"] = recipe(job.privacy, job.lr, job.schedule).__dict__
             meta = {
                 "default": RECOMMENDED_STRATEGY.label,
                 **stamp,
-                "recipes": {p: recipe(p, args.lr or None).__dict__ for p in args.privacy},
+                "recipes": {
+                    p: recipe(p, args.lr or None, args.schedule).__dict__ for p in args.privacy
+                },
                 "base": args.base,
                 "seconds": time.perf_counter() - started,
             }

@@ -185,13 +185,8 @@ def branches(
             make_poisoner(sim.peers[ATTACKER], attacker)
         for label, scfg in labels.items():
             t0 = time.perf_counter()
-            sim.restore(warm)
-            sim.cfg = replace(cfg, strategy=scfg)
-            for p in sim.peers:
-                if p.privacy is not None:
-                    p.privacy.open_ledger(work / "ledgers" / f"{security}-{label}-{attacker}")
-            sim.run_rounds(make_strategy(scfg), first_trained=warm.first_round_trained,
-                           evaluate_every_round=False)  # fmt: skip
+            sim.run_branch(warm, scfg, evaluate_every_round=False,
+                           ledger_dir=work / "ledgers" / f"{security}-{label}-{attacker}")  # fmt: skip
             out[label] = _figures(sim, label, kept=scfg.accept, seconds=time.perf_counter() - t0)
     finally:
         sim.close()

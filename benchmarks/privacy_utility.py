@@ -205,17 +205,9 @@ def run_cell(
         warm_ppl = statistics.fmean(warm.record.test_ppl)
         out: dict[str, dict[str, Any]] = {}
         for label in labels:
-            scfg = StrategyConfig.from_label(label)
-            sim.restore(warm)
-            sim.cfg = replace(cfg, strategy=scfg)
-            for p in sim.peers:
-                if p.privacy is not None:
-                    p.privacy.open_ledger(ledger_root / label)
             t0 = time.perf_counter()
-            sim.run_rounds(
-                make_strategy(scfg), first_trained=warm.first_round_trained,
-                evaluate_every_round=False,
-            )  # fmt: skip
+            sim.run_branch(warm, StrategyConfig.from_label(label), ledger_dir=ledger_root / label,
+                           evaluate_every_round=False)  # fmt: skip
             final = sim.records[-1]
             out[label] = {
                 "test_ppl": statistics.fmean(final.test_ppl),

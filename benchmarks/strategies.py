@@ -72,13 +72,8 @@ def run_setting(
         "strategies": {},
     }
     for label, scfg in strategies.items():
-        sim.restore(warm)
-        sim.cfg = replace(cfg, strategy=scfg)
-        strategy = make_strategy(scfg)
         t0 = time.perf_counter()
-        sim.run_rounds(
-            strategy, first_trained=warm.first_round_trained, evaluate_every_round=curves
-        )
+        sim.run_branch(warm, scfg, evaluate_every_round=curves)
         final = sim.records[-1]
         out["strategies"][label] = {
             "test_ppl": sum(final.test_ppl) / len(final.test_ppl),

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from secure_pcft.collab.results import RunResult
-from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import (
     RECOMMENDED_STRATEGY,
     DataConfig,
@@ -164,18 +163,15 @@ def _run_branch(
 ) -> RunResult:
     """One strategy from the snapshot ``warm``; writes its results (and adapters)."""
     t0 = time.perf_counter()
-    sim.restore(warm)
-    sim.cfg = replace(cfg, strategy=scfg)
+    sim.cfg = cfg
     out_root = Path(cfg.output.dir)
     out = out_root / scfg.label if several else out_root
+    ledgers = None
     if several:
         # each strategy is its own (hypothetical) run: its releases go to its own ledgers
-        ledgers = Path(cfg.privacy.ledger_dir) / scfg.label if cfg.privacy.ledger_dir else None
-        for p in sim.peers:
-            if p.privacy is not None:
-                p.privacy.open_ledger(ledgers or out / "ledgers")
-    strategy = make_strategy(scfg)
-    sim.run_rounds(strategy, progress, first_trained=warm.first_round_trained)
+        own = Path(cfg.privacy.ledger_dir) / scfg.label if cfg.privacy.ledger_dir else None
+        ledgers = own or out / "ledgers"
+    strategy = sim.run_branch(warm, scfg, ledger_dir=ledgers, progress=progress)
     res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
     if new_budget:
         res.extra["new_budget"] = new_budget  # the recorded act, for the compliance report

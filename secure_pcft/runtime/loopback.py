@@ -22,10 +22,8 @@ from secure_pcft.collab.results import RoundRecord, RunResult, outcome_lists
 from secure_pcft.collab.round import PeerRound, drive_round, reference_batch
 from secure_pcft.collab.secure_session import SecureSession
 from secure_pcft.collab.selection import round_log
-from secure_pcft.collab.strategy import (
-    TrustStrategy,
-)
-from secure_pcft.config import RunConfig
+from secure_pcft.collab.strategy import TrustStrategy, make_strategy
+from secure_pcft.config import RunConfig, StrategyConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation
 from secure_pcft.errors import ConfigError
@@ -213,6 +211,30 @@ class Simulation:
         snap = self.snapshot()
         snap.first_round_trained = trained
         return snap
+
+    def run_branch(
+        self,
+        warm: Snapshot,
+        scfg: StrategyConfig,
+        *,
+        ledger_dir: Path | None = None,
+        progress: ProgressFn | None = None,
+        evaluate_every_round: bool | None = None,
+    ) -> TrustStrategy:
+        """Run the strategy ``scfg`` from ``warm`` (a :meth:`branch_point`): the one way every
+        "many strategies from one warm-up" caller (``compare_strategies``, the benchmarks) runs a
+        branch. ``ledger_dir``: where this branch's releases are recorded (each branch is its own
+        hypothetical run, with ledgers of its own). Returns the strategy object it ran."""
+        self.restore(warm)
+        self.cfg = replace(self.cfg, strategy=scfg)
+        if ledger_dir is not None:
+            for p in self.peers:
+                if p.privacy is not None:
+                    p.privacy.open_ledger(ledger_dir)
+        strategy = make_strategy(scfg)
+        self.run_rounds(strategy, progress, first_trained=warm.first_round_trained,
+                        evaluate_every_round=evaluate_every_round)  # fmt: skip
+        return strategy
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

@@ -165,8 +165,8 @@ def test_branching_after_the_first_local_phase_equals_a_fresh_run(
     branch = shared.branch_point()
     assert branch.first_round_trained
     shared.run_rounds(make_strategy(StrategyConfig(name="local")), first_trained=True)
-    shared.restore(branch)
-    shared.run_rounds(strategy, first_trained=True, evaluate_every_round=False)
+    ran = shared.run_branch(branch, cfg(name).strategy, evaluate_every_round=False)
+    assert ran.name == strategy.name and shared.cfg.strategy == cfg(name).strategy
 
     assert [r.trust for r in shared.records] == [r.trust for r in alone.records]
     assert shared.records[-1].test_ppl == alone.records[-1].test_ppl

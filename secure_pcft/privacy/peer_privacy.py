@@ -17,7 +17,7 @@ from torch import nn
 
 from secure_pcft.config import PrivacyConfig, TrainConfig
 from secure_pcft.crypto.ledger_heads import HeadStatement, sign_head
-from secure_pcft.errors import BudgetExhaustedError
+from secure_pcft.errors import BudgetExhaustedError, PrivacyError
 from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.budget import BudgetGuard, budget_epsilon
 from secure_pcft.privacy.budget_store import BudgetStore
@@ -33,8 +33,14 @@ from secure_pcft.privacy.validation_scores import (
 
 log = logging.getLogger(__name__)
 
-# Message types whose content is derived from the peer's private data (via its DP model).
+# Message types whose content is derived from the peer's private data (via its DP model): each is
+# a release, recorded in the ledger before it leaves.
 RELEASE_TYPES = frozenset({"adapter", "signature", "he-answer"})
+# Message types that carry nothing of the private data beyond what a release already carries:
+# requests and declines (post-processing of released or encrypted scores), the public CKKS context,
+# a query encrypted under the asker's own key (only the asker can read it). Every message type is
+# in exactly one of the two sets (tested); one in neither is refused, never waved through.
+NON_RELEASE_TYPES = frozenset({"adapter-request", "decline", "he-context", "he-query"})
 
 
 class PeerPrivacy:
@@ -152,9 +158,18 @@ class PeerPrivacy:
         """Record the release in the ledger (fsync'd) and say whether it may leave.
 
         Non-release messages (requests, declines, HE contexts and queries) always may.
+
+        Raises:
+            PrivacyError: ``msg_type`` is classified neither as a release nor as a non-release
+                (a new message type must be classified before it can leave a DP peer).
         """
-        if msg_type not in RELEASE_TYPES:
+        if msg_type in NON_RELEASE_TYPES:
             return True
+        if msg_type not in RELEASE_TYPES:
+            raise PrivacyError(
+                f"message type {msg_type!r} is not classified as a release or a non-release "
+                "(privacy/peer_privacy.py): refused, so nothing leaves unaccounted"
+            )
         if not self.sharing:
             return False
         try:

@@ -157,3 +157,22 @@ def test_discovery_serialises_one_adapter_once_for_all_recipients() -> None:
     assert first is not None and all(enc is first for _, enc in sent)
     decoded = decode_tensors(first)
     assert all(torch.equal(decoded[k], adapter[k]) for k in adapter)
+
+
+def test_every_message_type_is_classified_as_a_release_or_not_and_an_unknown_one_is_refused() -> (
+    None
+):
+    """A DP peer's ledger records releases by message type: a type in neither set would otherwise
+    leave unaccounted (fail closed, tested here and in PeerPrivacy.authorize)."""
+    from unittest.mock import MagicMock
+
+    from secure_pcft.errors import PrivacyError
+    from secure_pcft.privacy.peer_privacy import NON_RELEASE_TYPES, RELEASE_TYPES, PeerPrivacy
+
+    kinds = {str(t) for t in MessageType}
+    assert RELEASE_TYPES | NON_RELEASE_TYPES == kinds
+    assert not RELEASE_TYPES & NON_RELEASE_TYPES
+    privacy = MagicMock(spec=PeerPrivacy)  # class attributes only: touching the ledger would fail
+    with pytest.raises(PrivacyError, match="not classified"):
+        PeerPrivacy.authorize(privacy, "model-dump", "peer-1")
+    assert PeerPrivacy.authorize(privacy, "he-context", "peer-1") is True

@@ -170,7 +170,7 @@ def test_every_message_type_is_classified_as_a_release_or_not_and_an_unknown_one
     from secure_pcft.privacy.peer_privacy import NON_RELEASE_TYPES, RELEASE_TYPES, PeerPrivacy
 
     kinds = {str(t) for t in MessageType}
-    assert RELEASE_TYPES | NON_RELEASE_TYPES == kinds
+    assert kinds == RELEASE_TYPES | NON_RELEASE_TYPES
     assert not RELEASE_TYPES & NON_RELEASE_TYPES
     privacy = MagicMock(spec=PeerPrivacy)  # class attributes only: touching the ledger would fail
     with pytest.raises(PrivacyError, match="not classified"):

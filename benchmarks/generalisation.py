@@ -302,7 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--merge", action="store_true", help="add cells to the existing JSON")
+    ap.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the README's table from the existing JSON and exit (runs nothing)",
+    )
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(load_results(RESULTS / "generalisation.json")))
+        return 0
 
     resolve_base_path(ModelConfig(base=args.base))  # build/convert once, before the workers
     jobs = []
@@ -403,6 +411,42 @@ def targets(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
             t["victims_within_3pct"] = d["vs_without_attack"] <= 1.03
         out[key] = t
     return out
+
+
+def markdown_table(payload: dict[str, Any]) -> str:
+    """The README's table: per cell, mean test ppl of each label (± std over seeds), the default's
+    ratio to the best of local and FedAvg (attack cells: victims' ratio to the run without the
+    attacker), its worst kept-vs-start ratio, the peer-rounds it spent alone, seeds and wall time."""
+
+    def fig(cell: dict[str, Any], label: str) -> str:
+        if label not in cell:
+            return "—"
+        c = cell[label]
+        sd = f" ± {c['test_ppl_std']:.1f}" if len(cell.get("_seeds", [])) > 1 else ""
+        return f"{c['test_ppl_mean']:.1f}{sd}"
+
+    head = ("| cell | base | local | FedAvg | oracle | **default** | default, other mode | "
+            "default / min(local, FedAvg) | worst kept / start | peer-rounds alone | seeds | "
+            "wall (one job, one seed) |")  # fmt: skip
+    rows = [head, "|" + "---|" * 12]
+    for key, cell in payload.items():
+        if key.startswith("_") or DEFAULT not in cell:
+            continue
+        d, t = cell[DEFAULT], payload.get("_targets", {}).get(key, {})
+        other = next((k for k in cell if k.startswith(f"{DEFAULT}-")), None)
+        if key.endswith("/none"):
+            ratio = f"{t.get('vs_min_local_fedavg', float('nan')):.3f}"
+        else:
+            ratio = f"victims ×{d['vs_without_attack']:.3f} (FedAvg ×{cell['fedavg']['vs_without_attack']:.2f})"
+        alone = sum(d.get("peer_rounds_alone", [0]))
+        secs = cell.get("_job_seconds", [0.0])[0]
+        rows.append(
+            f"| `{key}` | {fig(cell, 'base')} | {fig(cell, 'local')} | {fig(cell, 'fedavg')} | "
+            f"{fig(cell, 'oracle')} | **{fig(cell, DEFAULT)}** | "
+            f"{fig(cell, other) if other else '—'} | {ratio} | {d['worst_peer_vs_start']:.3f} | "
+            f"{alone} | {len(cell.get('_seeds', []))} | {secs / 60:.0f} min |"
+        )
+    return "\n".join(rows)
 
 
 def print_table(payload: dict[str, Any]) -> None:

@@ -69,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from secure_pcft.data.settings import load_federation
     from secure_pcft.output_dir import refuse_earlier_results, refuse_spent_ledgers
 
+    load_plugins(args.plugin)  # a config may name a plugin's strategy or data source
     cfg = load_config(args.config)
     if args.output:
         cfg = replace(cfg, output=replace(cfg.output, dir=args.output))
@@ -142,6 +143,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from secure_pcft.config import load_config
     from secure_pcft.recipe import search_recipe, write_search
 
+    load_plugins(args.plugin)
     cfg = load_config(args.config)
     search = search_recipe(cfg, args.lr, args.steps, data=args.data, progress=_progress_bar())  # type: ignore[arg-type]
     print(f"{'lr':>10}{'steps':>8}{'mean val ppl':>15}")
@@ -188,6 +190,14 @@ def cmd_keys_roster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugin_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE",
+        help=f"import MODULE (dotted name or .py file; repeatable) first, after every installed "
+        f"plugin (entry points '{PLUGIN_GROUP}'): a module that registers {what}",
+    )  # fmt: skip
+
+
 def _import_plugin(plugin: str) -> None:
     """Import a plugin module by dotted name, or a ``.py`` file by path (the user's own code).
 
@@ -211,11 +221,40 @@ def _import_plugin(plugin: str) -> None:
         raise ConfigError(f"--plugin {plugin}: cannot import it ({exc})") from None
 
 
+PLUGIN_GROUP = "secure_pcft.plugins"  # entry-point group of installed plugin packages
+
+
+def load_plugins(explicit: Sequence[str]) -> list[str]:
+    """Import every installed plugin (entry points of group ``secure_pcft.plugins``), then each
+    ``--plugin`` given: modules that register strategies, attacks, data sources or accountants
+    (``register_strategy``, ``register_attack``, ``register_data_source``,
+    ``register_accountant``), so that a config or campaign can name them. Returns what was loaded.
+
+    Raises:
+        ConfigError: a plugin cannot be found or fails to import.
+    """
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken installed plugin is the user's input, not our bug
+            raise ConfigError(
+                f"plugin {ep.name!r} ({ep.value}, entry point group {PLUGIN_GROUP}) fails to "
+                f"load: {type(exc).__name__}: {exc}"
+            ) from None
+        loaded.append(ep.name)
+    for plugin in explicit:
+        _import_plugin(plugin)
+        loaded.append(plugin)
+    return loaded
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from secure_pcft.audit.runner import run_campaign_files
 
-    for plugin in args.plugin:
-        _import_plugin(plugin)
+    load_plugins(args.plugin)
 
     results = run_campaign_files(
         args.campaigns,
@@ -401,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         "spent from it (DP runs draw from the site's budget store otherwise); the reason is "
         "recorded in the store and results and shown on the compliance report",
     )
+    _plugin_option(run, "strategies, data sources or accountants the config names")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
@@ -447,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="checkpoints (local steps) at which validation is scored")  # fmt: skip
     tune.add_argument("--data", choices=["private", "public"], default="private")
     tune.add_argument("--out", type=Path, help="JSON of the trials (default <output>/recipe.json)")
+    _plugin_option(tune, "strategies or data sources the config names")
     tune.set_defaults(func=cmd_tune)
 
     base = sub.add_parser("base", help="build (or find) a ready base model and print its path")
@@ -474,14 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--output", default="audits/results", help="results directory")
     audit.add_argument("--base", help="override [target.model] base of every campaign")
-    audit.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first (repeatable): a module that registers custom attacks with "
-        "secure_pcft.audit.register_attack, usable by name in [[attacks]]",
-    )
+    _plugin_option(audit, "attacks (secure_pcft.audit.register_attack), usable by name in "
+                   "[[attacks]]")  # fmt: skip
     audit.set_defaults(func=cmd_audit)
 
     report = sub.add_parser(

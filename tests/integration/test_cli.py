@@ -215,3 +215,58 @@ def test_a_finished_dp_runs_folder_is_refused_even_when_overwriting_and_no_way_a
         err = capsys.readouterr().err
         assert "holds an earlier run's ledgers" in err and "--output" not in err
     assert (out / "ledgers" / "peer-0.ledger.jsonl").read_text() == "{}\n"
+
+
+PLUGIN = '''
+import torch
+from secure_pcft.collab.strategy import TrustStrategy, register_strategy
+
+
+@register_strategy
+class HalfSelf(TrustStrategy):
+    """Half the weight on itself, the rest spread equally (a user's own rule)."""
+
+    name = "half-self"
+
+    def row(self, ctx):
+        n = ctx.num_peers
+        row = torch.full((n,), 0.5 / (n - 1), dtype=torch.float64)
+        row[ctx.self_index] = 0.5
+        return row
+'''
+
+
+def test_a_users_own_strategy_reaches_secure_pcft_run_through_a_plugin(
+    tmp_path: Path, tiny_base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path, tiny_base_dir, "half-self")
+    plugin = tmp_path / "my_rule.py"
+    plugin.write_text(PLUGIN)
+
+    assert main(["run", str(cfg)]) == 3  # without the plugin the name is unknown
+    assert "unknown strategy 'half-self'" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--plugin", str(plugin)]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["strategy"].startswith("half-self")
+    trust = results["rounds"][-1]["trust"]
+    assert all(abs(row[i] - 0.5) < 1e-9 for i, row in enumerate(trust))
+
+
+def test_installed_plugins_load_from_their_entry_points_and_a_broken_one_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    import secure_pcft.cli as cli
+    from secure_pcft.collab.strategy import available_strategies
+    from secure_pcft.errors import ConfigError
+
+    (tmp_path / "site_rule.py").write_text(PLUGIN.replace("half-self", "site-rule"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    good = EntryPoint(name="site", value="site_rule", group=cli.PLUGIN_GROUP)
+    broken = EntryPoint(name="broken", value="no_such_module_here", group=cli.PLUGIN_GROUP)
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [good])
+    assert cli.load_plugins([]) == ["site"] and "site-rule" in available_strategies()
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [broken])
+    with pytest.raises(ConfigError, match=r"plugin 'broken'.*fails to load"):
+        cli.load_plugins([])

@@ -15,12 +15,12 @@ from pathlib import Path
 from secure_pcft.errors import (
     BudgetExhaustedError,
     BudgetInfeasibleError,
-    ConfigError,
     CorruptFileError,
     CryptoError,
     MessageError,
     SecurePcftError,
 )
+from secure_pcft.plugins import PLUGIN_GROUP, load_plugins
 from secure_pcft.third_party import quiet_third_party
 
 
@@ -196,59 +196,6 @@ def _plugin_option(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"import MODULE (dotted name or .py file; repeatable) first, after every installed "
         f"plugin (entry points '{PLUGIN_GROUP}'): a module that registers {what}",
     )  # fmt: skip
-
-
-def _import_plugin(plugin: str) -> None:
-    """Import a plugin module by dotted name, or a ``.py`` file by path (the user's own code).
-
-    Raises:
-        ConfigError: it cannot be found or fails to import.
-    """
-    import importlib.util
-
-    try:
-        if plugin.endswith(".py"):
-            path = Path(plugin)
-            spec = importlib.util.spec_from_file_location(f"secure_pcft_plugin_{path.stem}", path)
-            if spec is None or spec.loader is None or not path.is_file():
-                raise ImportError(f"no such file {path}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        else:
-            importlib.import_module(plugin)
-    except ImportError as exc:
-        raise ConfigError(f"--plugin {plugin}: cannot import it ({exc})") from None
-
-
-PLUGIN_GROUP = "secure_pcft.plugins"  # entry-point group of installed plugin packages
-
-
-def load_plugins(explicit: Sequence[str]) -> list[str]:
-    """Import every installed plugin (entry points of group ``secure_pcft.plugins``), then each
-    ``--plugin`` given: modules that register strategies, attacks, data sources or accountants
-    (``register_strategy``, ``register_attack``, ``register_data_source``,
-    ``register_accountant``), so that a config or campaign can name them. Returns what was loaded.
-
-    Raises:
-        ConfigError: a plugin cannot be found or fails to import.
-    """
-    from importlib.metadata import entry_points
-
-    loaded = []
-    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken installed plugin is the user's input, not our bug
-            raise ConfigError(
-                f"plugin {ep.name!r} ({ep.value}, entry point group {PLUGIN_GROUP}) fails to "
-                f"load: {type(exc).__name__}: {exc}"
-            ) from None
-        loaded.append(ep.name)
-    for plugin in explicit:
-        _import_plugin(plugin)
-        loaded.append(plugin)
-    return loaded
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

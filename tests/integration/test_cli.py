@@ -257,7 +257,7 @@ def test_installed_plugins_load_from_their_entry_points_and_a_broken_one_is_a_co
 ) -> None:
     from importlib.metadata import EntryPoint
 
-    import secure_pcft.cli as cli
+    import secure_pcft.plugins as cli
     from secure_pcft.collab.strategy import available_strategies
     from secure_pcft.errors import ConfigError
 

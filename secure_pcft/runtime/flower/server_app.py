@@ -27,6 +27,7 @@ from secure_pcft.config import load_config
 from secure_pcft.crypto.consortium import ROSTER_FILE
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import ConfigError
+from secure_pcft.plugins import load_plugins
 from secure_pcft.runtime.flower.relay import Relay, RelaySettings, run_result, write_result
 from secure_pcft.runtime.flower.site import run_peer_ids
 
@@ -49,6 +50,7 @@ def relay_main(grid: Grid, run_config: Mapping[str, Any]) -> Path:
     config = run_config.get("config")
     if not isinstance(config, str) or not config:
         raise ConfigError("run config 'config': path of the run TOML")
+    load_plugins(())  # installed plugins: a config may name what they register
     cfg = load_config(config)
     roster = None
     if cfg.security.mode == "full":

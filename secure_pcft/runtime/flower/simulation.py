@@ -21,6 +21,7 @@ from flwr.app import Context
 from flwr.simulation import run_simulation
 
 from secure_pcft.config import load_config
+from secure_pcft.plugins import load_plugins
 from secure_pcft.runtime.flower.client_app import make_client_app
 from secure_pcft.runtime.flower.errors import DeploymentError
 from secure_pcft.runtime.flower.server_app import make_server_app
@@ -56,6 +57,7 @@ def simulate(
         DeploymentError: the simulation ended without a results file.
     """
     config = Path(config).resolve()
+    load_plugins(())  # installed plugins: a config may name what they register
     cfg = load_config(config)
     peer_ids = run_peer_ids(cfg, config)
     output = Path(output).resolve()

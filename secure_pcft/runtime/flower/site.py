@@ -39,6 +39,7 @@ from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import ConfigError, SecurePcftError
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+from secure_pcft.plugins import load_plugins
 from secure_pcft.privacy.budget_store import BudgetStore, default_store_dir
 from secure_pcft.runtime.assembly import RunPlan, build_peer
 from secure_pcft.runtime.flower.errors import RelayRecordError
@@ -126,6 +127,7 @@ class Site:
 
     def __init__(self, spec: SiteSpec) -> None:
         self.spec = spec
+        load_plugins(())  # installed plugins: a config may name what they register
         cfg = load_config(spec.config)
         self.cfg = cfg
         peer_ids = run_peer_ids(cfg, spec.config)

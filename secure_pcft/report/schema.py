@@ -60,7 +60,9 @@ _PRIVACY = _obj({
     "epsilon_spent": _REAL_OR_NULL,
     "budget_epsilon": {"type": ["number", "null"]},
     "delta": {"type": ["number", "null"]},
-    "accountant": {"enum": ["rdp", "prv", "gdp", None]},
+    # built-in rdp / prv / gdp, or a name given to register_accountant (a plugin's)
+    "accountant": {"anyOf": [{"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,63}$"},
+                             {"type": "null"}]},
     "epsilon_by_round": {"type": "array", "items": _obj({"round": _COUNT, "epsilon": _REAL})},
     "mechanisms": {"type": "array", "items": _MECHANISM},
     "releases": {"type": "array", "items": _obj({

@@ -154,6 +154,9 @@ def test_report_json_validates_against_the_documented_schema(dp_run: Path, tmp_p
     validator.validate(doc)
     assert len(doc["audits"]) == 2 and doc["audits"][0]["attacks"][0]["roc"]
     assert doc["budget_renewed"] is None  # no --new-budget
+    registered = json.loads(json.dumps(doc))  # a plugin's accountant name is a valid report too
+    registered["peers"][0]["privacy"]["accountant"] = "my-accountant"
+    validator.validate(registered)
     receipts = [p["receipts"] for p in doc["peers"]]
     assert any(r["held_by_partners"] > 0 and r["status"] == "pass" for r in receipts)
     assert all(p["privacy"]["epsilon_prior"] == 0 for p in doc["peers"])  # no earlier run

@@ -15,6 +15,11 @@ class ConfigError(SecurePcftError, ValueError):
     """A configuration value is missing, malformed or out of range (the message names field and unit)."""
 
 
+class RegistryError(ConfigError):
+    """A registration was refused: a name a config could not spell, or one already taken (a
+    strategy, attack, data source or accountant; ``force=True`` replaces on purpose)."""
+
+
 class DataError(SecurePcftError):
     """A corpus or data file cannot be read or split as asked."""
 

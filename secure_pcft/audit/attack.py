@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from secure_pcft.audit.metrics import membership_metrics, roc_points
 from secure_pcft.errors import AuditError, ConfigError
+from secure_pcft.registry import claim
 from secure_pcft.validation import require_int
 
 if TYPE_CHECKING:
@@ -122,15 +123,13 @@ def register_attack(cls: type[Attack], *, force: bool = False) -> type[Attack]:
     """Register ``cls`` under ``cls.name``; usable as a class decorator.
 
     Raises:
-        AuditError: no name / threat models, or the name is taken and ``force`` is false.
+        AuditError: no threat models.
+        RegistryError: no valid name, or the name is taken and ``force`` is false.
     """
     name = getattr(cls, "name", "")
-    if not name or not getattr(cls, "threat_models", ()):
+    if not getattr(cls, "threat_models", ()):
         raise AuditError(f"{cls.__name__}: an attack needs a name and its threat-model ids")
-    if name in _ATTACKS and not force:
-        raise AuditError(f"attack {name!r} is already registered (pass force=True to replace it)")
-    _ATTACKS[name] = cls
-    return cls
+    return claim(_ATTACKS, "attack", name, cls, force)
 
 
 def attack_names() -> tuple[str, ...]:

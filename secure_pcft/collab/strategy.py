@@ -35,6 +35,7 @@ from secure_pcft.collab.ranking import rank_others
 from secure_pcft.config import RunConfig, StrategyConfig
 from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import ConfigError, StrategyError
+from secure_pcft.registry import claim
 
 if TYPE_CHECKING:
     from secure_pcft.collab.peer import Peer
@@ -210,12 +211,9 @@ def register_strategy(cls: type[TrustStrategy], *, force: bool = False) -> type[
     """Register a strategy class under ``cls.name``.
 
     Raises:
-        ConfigError: the name is taken and ``force`` is False.
+        RegistryError: a name a config cannot spell, or the name is taken and ``force`` is False.
     """
-    if cls.name in _REGISTRY and not force and _REGISTRY[cls.name] is not cls:
-        raise ConfigError(f"strategy {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return claim(_REGISTRY, "strategy", cls.name, cls, force)
 
 
 def available_strategies() -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.data.readers import read_documents
 from secure_pcft.data.splits import split_documents, take, unique_documents
 from secure_pcft.errors import ConfigError, DataError
+from secure_pcft.registry import claim
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +30,10 @@ def register_data_source(name: str, loader: DataSourceLoader, *, force: bool = F
     """Make ``loader`` available as ``[data] source = name``.
 
     Raises:
-        DataError: empty name, or ``name`` already registered and ``force`` is false.
+        RegistryError: a name a config cannot spell, or ``name`` already registered and
+            ``force`` is false.
     """
-    if not name:
-        raise DataError("a data source needs a non-empty name")
-    if name in _SOURCES and not force:
-        raise DataError(
-            f"data source {name!r} is already registered (pass force=True to replace it)"
-        )
-    _SOURCES[name] = loader
+    claim(_SOURCES, "data source", name, loader, force)
 
 
 def data_sources() -> tuple[str, ...]:

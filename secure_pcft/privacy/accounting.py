@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from secure_pcft.errors import BudgetInfeasibleError, ConfigError, PrivacyError
 from secure_pcft.privacy.events import DpEvent
+from secure_pcft.registry import claim
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,9 @@ def register_accountant(name: str, fn: AccountantFn, *, force: bool = False) -> 
     """Register an accountant under ``name``; refuses to overwrite one unless ``force``.
 
     Raises:
-        PrivacyError: ``name`` is taken and ``force`` is False.
+        RegistryError: a name a config cannot spell, or ``name`` is taken and ``force`` is False.
     """
-    if name in _ACCOUNTANTS and not force:
-        raise PrivacyError(f"accountant {name!r} is already registered")
-    _ACCOUNTANTS[name] = fn
+    claim(_ACCOUNTANTS, "accountant", name, fn, force)
 
 
 def registered_accountants() -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from secure_pcft.audit.mia_signature_twin import locate_rows
 from secure_pcft.config import DataConfig, LoraSettings, PrivacyConfig, RunConfig, TrainConfig
 from secure_pcft.data.blocks import encode_blocks
 from secure_pcft.data.corpus import Federation, PeerCorpus
-from secure_pcft.errors import AuditError, ConfigError
+from secure_pcft.errors import AuditError, ConfigError, RegistryError
 from secure_pcft.model.loading import BaseModel, load_base
 from tests.conftest import _sentences, build_tiny_base
 
@@ -272,7 +272,7 @@ def test_registry_refuses_a_silent_overwrite_and_allows_force() -> None:
             raise NotImplementedError
 
     original = type(make_attack("loss"))
-    with pytest.raises(AuditError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
         register_attack(Fake)
     try:
         register_attack(Fake, force=True)

@@ -16,7 +16,7 @@ from secure_pcft.data.settings import (
     load_federation,
     register_data_source,
 )
-from secure_pcft.errors import ConfigError, DataError
+from secure_pcft.errors import ConfigError, DataError, RegistryError
 
 
 def _peer_file(path: Path, tag: str, n: int = 30) -> Path:
@@ -81,7 +81,7 @@ def test_registry_refuses_silent_overwrite(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(settings, "_SOURCES", dict(settings._SOURCES))
     fed = Federation((PeerCorpus("p", ("a",), ("b",), ("c",)),), ("r",))
 
-    with pytest.raises(DataError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
         register_data_source("embedded", lambda cfg: fed)
     register_data_source("embedded", lambda cfg: fed, force=True)
 

@@ -10,7 +10,7 @@ from opacus.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from scipy import optimize, stats
 
-from secure_pcft.errors import BudgetInfeasibleError, PrivacyError
+from secure_pcft.errors import BudgetInfeasibleError, PrivacyError, RegistryError
 from secure_pcft.privacy import (
     DpEvent,
     calibrate_noise_multiplier,
@@ -146,8 +146,10 @@ def test_edge_cases_no_events_zero_noise_bad_arguments() -> None:
 
 
 def test_registry_refuses_silent_overwrite() -> None:
-    with pytest.raises(PrivacyError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
         register_accountant("rdp", lambda history, delta: 0.0)
+    with pytest.raises(RegistryError, match="what a config can name"):  # one rule, every registry
+        register_accountant("My Accountant", lambda history, delta: 0.0)
 
 
 def test_calibration_is_opacus_get_noise_multiplier() -> None:

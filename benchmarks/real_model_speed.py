@@ -23,8 +23,10 @@ this one run, and as a fraction of the machine's fp32 matmul peak measured here 
 matmul loop). Model FLOPs are estimated as 2·P per token for a forward pass and 4·P for a training step
 with a frozen base (forward + the activation gradients; LoRA's weight gradients are negligible), P =
 the base's parameters outside the embedding table. From the per-piece times, the composition of one
-collaboration round at the toolkit's default schedule (``--local-steps`` training steps, validation
-and test scoring of ``--eval-batches`` batches, reference signatures of ``--reference-blocks`` blocks).
+collaboration round at the toolkit's default schedule (``--local-steps`` training steps,
+``--candidates`` validation passes over ``--val-blocks`` blocks (acceptance), test scoring of
+``--test-blocks`` blocks (every round unless ``[train] eval_every``), reference signatures of
+``--reference-blocks`` blocks, the peer's and the base's).
 
     python benchmarks/real_model_speed.py                       # SmolLM2-135M, 2 threads
     python benchmarks/real_model_speed.py --base small --steps 10   # the toolkit's small base
@@ -141,7 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4, help="measured repetitions per piece")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--local-steps", type=int, default=10, help="training steps in one round")
-    ap.add_argument("--eval-batches", type=int, default=8, help="scoring batches (val and test)")
+    ap.add_argument(
+        "--test-blocks",
+        type=int,
+        default=128,
+        help="test blocks scored per round (eval_batches 8 × 16)",
+    )
+    ap.add_argument("--val-blocks", type=int, default=16, help="a peer's validation blocks")
+    ap.add_argument(
+        "--candidates",
+        type=int,
+        default=5,
+        help="validation passes per round (acceptance: self, trust, nearest-k)",
+    )
     ap.add_argument("--reference-blocks", type=int, default=64)
     args = ap.parse_args(argv)
     stamp = provenance(argv if argv is not None else sys.argv[1:], "real_model_speed.py")
@@ -210,11 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     per_block = {r["piece"]: r["toolkit_s"] / args.eval_blocks for r in rows
                  if r["piece"] in ("validation", "scoring", "reference")}  # fmt: skip
     train_s = args.local_steps * times["train/toolkit"]["median_s"]
-    score_blocks = args.eval_batches * args.eval_batch
     round_parts = {
         "training": train_s,
-        "validation": score_blocks * per_block["validation"],
-        "test_scoring": score_blocks * per_block["scoring"],
+        "validation": args.candidates * args.val_blocks * per_block["validation"],
+        "test_scoring": args.test_blocks * per_block["scoring"],
         "reference_signatures": 2 * args.reference_blocks * per_block["reference"],  # own + base
     }
     total = sum(round_parts.values())

@@ -255,6 +255,17 @@ def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
     return job, cells, time.perf_counter() - t0
 
 
+def seeds_kept(
+    earlier: dict[str, Any], key: str, jobs: list[Job], prefix: str
+) -> list[dict[str, Any]]:
+    """The per-seed records of an earlier invocation's cell ``key`` that this invocation's
+    ``jobs`` do not re-run (a re-run seed replaces its record)."""
+    setting_privacy, attack = key[len(prefix) :].rsplit("/", 1)
+    rerun = {j.seed for j in jobs
+             if f"{j.setting}/{j.privacy}" == setting_privacy and attack in j.attacks}  # fmt: skip
+    return [s for s in earlier.get("_per_seed", []) if s["seed"] not in rerun]
+
+
 def aggregate(per_seed: list[dict[str, dict[str, Any]]], attack: str) -> dict[str, Any]:
     """Mean ± std over seeds of each label's per-seed mean (victims' mean in attack cells)."""
     out: dict[str, Any] = {}
@@ -329,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs.sort(key=lambda j: (j.seed, j.attacks == ("none",), j.privacy == "off"))
     path = RESULTS / "generalisation.json"
     payload: dict[str, Any] = load_results(path) if args.merge else {}
-    # a merged cell given again is replaced, not extended (its seeds are re-run together)
+    # a merged cell keeps the seeds this invocation does not re-run (``_per_seed``, with the commit
+    # that produced each); a seed given again is replaced
     old = payload.get("_meta")
     previous_meta: list[dict[str, Any]] = []
     if isinstance(old, dict):
@@ -350,21 +362,28 @@ def main(argv: list[str] | None = None) -> int:
                 payload.setdefault("_failed", []).append(f"{type(exc).__name__}: {exc}")
                 continue
             print(f"[{job.name}] {secs:.0f} s", file=sys.stderr, flush=True)
+            commit = stamp["commit"] + ("-dirty" if stamp["dirty"] else "")
             for cell, labels in cells.items():
                 key = f"{prefix}{job.setting}/{cell}"
-                raw.setdefault(key, {}).setdefault("seeds", []).append(
-                    {"seed": job.seed, "seconds": secs, **labels}
+                if key not in raw:  # first result of this cell here: keep the seeds not re-run
+                    earlier = payload.get(key, {}) if args.merge else {}
+                    raw[key] = {"seeds": seeds_kept(earlier, key, jobs, prefix)}
+                raw[key]["seeds"].append(
+                    {"seed": job.seed, "seconds": secs, "commit": commit, **labels}
                 )
                 seeds = sorted(raw[key]["seeds"], key=lambda s: s["seed"])
+                skip = ("seed", "seconds", "commit")
                 payload[key] = aggregate(
-                    [{k: v for k, v in s.items() if k not in ("seed", "seconds")} for s in seeds],
+                    [{k: v for k, v in s.items() if k not in skip} for s in seeds],
                     cell.split("/")[1],
                 )
                 payload[key]["_seeds"] = [s["seed"] for s in seeds]
                 payload[key]["_job_seconds"] = [s["seconds"] for s in seeds]
                 # with --merge one file holds cells of several invocations: each names its own
-                payload[key]["_commit"] = stamp["commit"] + ("-dirty" if stamp["dirty"] else "")
+                payload[key]["_commit"] = commit
+                payload[key]["_commits_per_seed"] = [s.get("commit", "") for s in seeds]
                 payload[key]["_command"] = stamp["command"]
+                payload[key]["_per_seed"] = seeds
                 payload[key]["_recipe"] = recipe(job.privacy, job.lr, job.schedule).__dict__
             meta = {
                 "default": RECOMMENDED_STRATEGY.label,

@@ -1,0 +1,30 @@
+"""benchmarks/generalisation.py --merge: a cell keeps the seeds an invocation does not re-run (with
+the commit that produced each), and a seed given again replaces its record."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.conftest import load_script
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))  # the script imports its sibling _common
+gen = load_script(BENCH / "generalisation.py", "generalisation")
+
+
+def _job(setting: str, privacy: str, attacks: tuple[str, ...], seed: int) -> object:
+    return gen.Job(setting, privacy, attacks, seed, "small", 0, None, "")
+
+
+def test_a_merge_keeps_the_seeds_it_does_not_rerun_and_replaces_those_it_does() -> None:
+    earlier = {"_per_seed": [{"seed": 0, "commit": "a"}, {"seed": 1, "commit": "a"}]}
+    jobs = [_job("embedded", "off", ("none",), 1), _job("embedded", "off", ("none",), 2)]
+    kept = gen.seeds_kept(earlier, "embedded/off/none", jobs, "")
+    assert kept == [{"seed": 0, "commit": "a"}]
+    # jobs of another cell (attacks, other privacy, other setting) re-run nothing here
+    others = [_job("embedded", "off", ("signflip",), 0), _job("embedded", "eps8", ("none",), 0),
+              _job("agnews-specific", "off", ("none",), 0)]  # fmt: skip
+    assert gen.seeds_kept(earlier, "embedded/off/none", others, "") == earlier["_per_seed"]
+    assert gen.seeds_kept(earlier, "smollm2/embedded/off/none", jobs, "smollm2/") == kept
+    assert gen.seeds_kept({}, "embedded/off/none", jobs, "") == []  # a cell from before _per_seed

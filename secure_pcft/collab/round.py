@@ -250,6 +250,8 @@ class PeerRound:
             answer(self.peer)
             return
         n = len(self.peer.peer_ids)
+        # read this step's requests first: consent depends on them (who named us first choice)
+        self.peer.collect()
         allowed = consented(
             self.peer.settings.security, self.selected, self.willing, n,
             cosines=self.cosines, self_index=self.peer.index,

@@ -317,3 +317,35 @@ def test_logprob_shift_predictions_are_one_rule_in_plain_and_secure_mode(
     # the plain signatures on the wire are unit sketches, not logits
     sigs = [p.inbox.own_signature for p in plain.peers]
     assert all(s is not None and set(s) == {"shift"} for s in sigs)
+
+
+def test_consent_sees_the_requests_of_the_round_it_answers(
+    tmp_path: Path, tiny_base: BaseModel, federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reciprocal`` consent answers every asker's first choice: the ``rank = 1`` requests must be
+    read before consent is decided. (They were read only inside the answer step, after consent had
+    been computed from an empty set, so the first-choice rule never applied.)"""
+    import secure_pcft.collab.round as round_module
+
+    Consortium.create(tmp_path / "keys", federation.peer_ids)
+    security = SecurityConfig(
+        mode="full", key_dir=str(tmp_path / "keys"), select_top_k=1, consent="reciprocal"
+    )
+    sim = Simulation(cfg("weights", security), federation, tiny_base)
+    seen: list[set[int]] = []
+    real = round_module.consented
+
+    def spy(*args: Any, **kw: Any) -> set[int]:
+        seen.append(set(kw["first_choice_of"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(round_module, "consented", spy)
+    sim.warmup()
+    for p in sim.peers:
+        p.train(TRAIN.local_steps)
+    sim.aggregation_phase(make_strategy(sim.cfg.strategy), 1)
+
+    # top-1: each peer asks one peer, naming it its first choice; consent saw every such request
+    assert sum(len(s) for s in seen) == len(sim.peers)
+    assert seen == [p.inbox.first_choice_of for p in sim.peers]
+    assert sim.security.report()["rounds"][-1]["declined"] == []  # each got its first choice's

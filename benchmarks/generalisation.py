@@ -114,6 +114,7 @@ class Job:
     shared_data_dir: str
     schedule: str = "default"
     threads: int = 1
+    secure_default_only: bool = False  # re-run only the default's secure-mode labels
 
     @property
     def name(self) -> str:
@@ -220,6 +221,12 @@ def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
             headline = "full" if dp else "off"
             other = "off" if dp else "full"
             labels: dict[str, dict[str, Any]] = {}
+            if job.secure_default_only:  # what a change to secure mode alone can move
+                label = DEFAULT if dp else f"{DEFAULT}-secure"
+                labels[label] = branches(job, base, "full", default, {DEFAULT: default},
+                                         work / "default")[DEFAULT]  # fmt: skip
+                cells[f"{job.privacy}/none"] = labels
+                return job, cells, time.perf_counter() - t0
             if dp:  # each privacy plan its own warm-up (2 DP-SGD steps)
                 labels.update(branches(job, base, "full", baselines["fedavg"],
                                        {"fedavg": baselines["fedavg"], "oracle": baselines["oracle"]},
@@ -240,6 +247,8 @@ def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
             cells[f"{job.privacy}/none"] = labels
         else:
             pair = {DEFAULT: default, "fedavg": baselines["fedavg"]}
+            if job.secure_default_only:
+                pair = {DEFAULT: default}
             clean = branches(job, base, "full", default, pair, work / "clean")
             for attack in job.attacks:
                 hit = branches(job, base, "full", default, pair, work / attack, attacker=attack)
@@ -253,6 +262,25 @@ def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
                     hit[label]["victims_without_attack"] = clean[label]["victims"]
                 cells[f"{job.privacy}/{attack}"] = hit
     return job, cells, time.perf_counter() - t0
+
+
+def merge_labels(
+    payload: dict[str, Any], key: str, fresh: dict[str, Any], job: Job, commit: str, secs: float
+) -> None:
+    """Put re-run labels into an existing cell (``--secure-default-only``): the other labels keep
+    their figures and their commit; ``_label_commits`` says which code produced each."""
+    cell = payload.get(key)
+    if cell is None or cell.get("_seeds") != [job.seed]:
+        raise SystemExit(f"{key}: --secure-default-only needs an existing one-seed cell of seed "
+                         f"{job.seed} to merge into")  # fmt: skip
+    commits = cell.setdefault("_label_commits", {})
+    for label in cell:
+        if not label.startswith("_"):
+            commits.setdefault(label, cell.get("_commit", ""))
+    for label, figures in fresh.items():
+        cell[label] = figures
+        commits[label] = commit
+    cell["_rerun_seconds"] = {**cell.get("_rerun_seconds", {}), **dict.fromkeys(fresh, secs)}
 
 
 def seeds_kept(
@@ -313,12 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--merge", action="store_true", help="add cells to the existing JSON")
+    ap.add_argument("--secure-default-only", action="store_true",
+                    help="re-run only the default's secure-mode labels of existing cells and merge "
+                    "them in (after a change only secure mode sees; each label keeps its commit)")  # fmt: skip
     ap.add_argument(
         "--markdown",
         action="store_true",
         help="print the README's table from the existing JSON and exit (runs nothing)",
     )
     args = ap.parse_args(argv)
+    args.merge = args.merge or args.secure_default_only  # it only ever merges into cells
     if args.markdown:
         print(markdown_table(load_results(RESULTS / "generalisation.json")))
         return 0
@@ -329,12 +361,14 @@ def main(argv: list[str] | None = None) -> int:
         for privacy in args.privacy:
             if "none" in args.attacks:
                 jobs += [Job(setting, privacy, ("none",), s, args.base, args.peers,
-                             args.lr or None, args.shared_data_dir, args.schedule, args.threads)
+                             args.lr or None, args.shared_data_dir, args.schedule, args.threads,
+                             args.secure_default_only)
                          for s in range(args.seeds)]  # fmt: skip
             poisonings = tuple(a for a in args.attacks if a != "none")
             if poisonings and privacy == "off":
                 jobs += [Job(setting, privacy, poisonings, s, args.base, args.peers,
-                             args.lr or None, args.shared_data_dir, args.schedule, args.threads)
+                             args.lr or None, args.shared_data_dir, args.schedule, args.threads,
+                             args.secure_default_only)
                          for s in range(args.attack_seeds)]  # fmt: skip
     # one job of each kind first, so that a failing kind shows within minutes; long ones early
     jobs.sort(key=lambda j: (j.seed, j.attacks == ("none",), j.privacy == "off"))
@@ -365,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
             commit = stamp["commit"] + ("-dirty" if stamp["dirty"] else "")
             for cell, labels in cells.items():
                 key = f"{prefix}{job.setting}/{cell}"
+                if args.secure_default_only:
+                    merge_labels(payload, key, aggregate([labels], cell.split("/")[1]), job,
+                                 commit, secs)  # fmt: skip
+                    continue
                 if key not in raw:  # first result of this cell here: keep the seeds not re-run
                     earlier = payload.get(key, {}) if args.merge else {}
                     raw[key] = {"seeds": seeds_kept(earlier, key, jobs, prefix)}

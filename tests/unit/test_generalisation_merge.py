@@ -28,3 +28,19 @@ def test_a_merge_keeps_the_seeds_it_does_not_rerun_and_replaces_those_it_does() 
     assert gen.seeds_kept(earlier, "embedded/off/none", others, "") == earlier["_per_seed"]
     assert gen.seeds_kept(earlier, "smollm2/embedded/off/none", jobs, "smollm2/") == kept
     assert gen.seeds_kept({}, "embedded/off/none", jobs, "") == []  # a cell from before _per_seed
+
+
+def test_re_run_labels_replace_theirs_and_every_label_names_its_commit() -> None:
+    payload = {"embedded/eps8/none": {"default": {"test_ppl_mean": 2.0}, "local": {"test_ppl_mean": 3.0},
+                                      "_seeds": [0], "_commit": "old"}}  # fmt: skip
+    job = _job("embedded", "eps8", ("none",), 0)
+    gen.merge_labels(
+        payload, "embedded/eps8/none", {"default": {"test_ppl_mean": 1.0}}, job, "new", 5.0
+    )
+    cell = payload["embedded/eps8/none"]
+    assert cell["default"] == {"test_ppl_mean": 1.0} and cell["local"] == {"test_ppl_mean": 3.0}
+    assert cell["_label_commits"] == {"default": "new", "local": "old"}
+    import pytest
+
+    with pytest.raises(SystemExit, match="existing one-seed cell"):
+        gen.merge_labels(payload, "agnews-specific/eps8/none", {}, job, "new", 1.0)

@@ -115,6 +115,7 @@ class Job:
     schedule: str = "default"
     threads: int = 1
     secure_default_only: bool = False  # re-run only the default's secure-mode labels
+    other_mode: bool = True  # also the default in the other security mode
 
     @property
     def name(self) -> str:
@@ -237,9 +238,10 @@ def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
                                        work / "base"))  # fmt: skip
             labels[DEFAULT] = branches(job, base, headline, default, {DEFAULT: default},
                                        work / "default")[DEFAULT]  # fmt: skip
-            labels[f"{DEFAULT}-{'plain' if dp else 'secure'}"] = branches(
-                job, base, other, default, {DEFAULT: default}, work / "default-other"
-            )[DEFAULT]
+            if job.other_mode:
+                labels[f"{DEFAULT}-{'plain' if dp else 'secure'}"] = branches(
+                    job, base, other, default, {DEFAULT: default}, work / "default-other"
+                )[DEFAULT]
             first = next(iter(labels.values()))
             labels["base"] = {"test_ppl_per_peer": first["base_test_ppl_per_peer"],
                               "start_test_ppl_per_peer": first["start_test_ppl_per_peer"],
@@ -262,6 +264,26 @@ def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
                     hit[label]["victims_without_attack"] = clean[label]["victims"]
                 cells[f"{job.privacy}/{attack}"] = hit
     return job, cells, time.perf_counter() - t0
+
+
+def merge_from(target: Path, source: Path) -> None:
+    """Copy ``source``'s cells into ``target`` (two invocations that ran side by side write two
+    files); each copied cell keeps its ``_commit`` / ``_command``, and ``source``'s ``_meta``
+    joins ``target``'s ``earlier_invocations``."""
+    into, other = load_results(target), load_results(source)
+    if not other.get("_meta"):
+        raise SystemExit(f"{source}: no results of generalisation.py to merge")
+    for key, cell in other.items():
+        if not key.startswith("_"):
+            into[key] = cell
+    meta = into.setdefault("_meta", {})
+    meta.setdefault("earlier_invocations", []).append(
+        {**{k: v for k, v in other["_meta"].items() if k != "earlier_invocations"},
+         "merged_from": source.name}
+    )  # fmt: skip
+    into["_targets"] = targets(into)
+    write_json(target.name, into)
+    print(f"merged {sum(not k.startswith('_') for k in other)} cells of {source} into {target}")
 
 
 def merge_labels(
@@ -341,6 +363,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--shared-data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--merge", action="store_true", help="add cells to the existing JSON")
+    ap.add_argument(
+        "--skip-other-mode",
+        action="store_true",
+        help="leave out the default in the other security mode (a large base on CPU)",
+    )
+    ap.add_argument(
+        "--results",
+        default="generalisation.json",
+        help="results file under benchmarks/results/ (default generalisation.json)",
+    )
+    ap.add_argument(
+        "--merge-from",
+        metavar="FILE",
+        help="copy the cells of another results file (e.g. a SmolLM2 invocation run "
+        "beside this one) into --results, with its stamp, and exit",
+    )
     ap.add_argument("--secure-default-only", action="store_true",
                     help="re-run only the default's secure-mode labels of existing cells and merge "
                     "them in (after a change only secure mode sees; each label keeps its commit)")  # fmt: skip
@@ -351,8 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     args.merge = args.merge or args.secure_default_only  # it only ever merges into cells
+    if args.merge_from:
+        merge_from(RESULTS / args.results, Path(args.merge_from))
+        return 0
     if args.markdown:
-        print(markdown_table(load_results(RESULTS / "generalisation.json")))
+        print(markdown_table(load_results(RESULTS / args.results)))
         return 0
 
     resolve_base_path(ModelConfig(base=args.base))  # build/convert once, before the workers
@@ -362,17 +403,17 @@ def main(argv: list[str] | None = None) -> int:
             if "none" in args.attacks:
                 jobs += [Job(setting, privacy, ("none",), s, args.base, args.peers,
                              args.lr or None, args.shared_data_dir, args.schedule, args.threads,
-                             args.secure_default_only)
+                             args.secure_default_only, not args.skip_other_mode)
                          for s in range(args.seeds)]  # fmt: skip
             poisonings = tuple(a for a in args.attacks if a != "none")
             if poisonings and privacy == "off":
                 jobs += [Job(setting, privacy, poisonings, s, args.base, args.peers,
                              args.lr or None, args.shared_data_dir, args.schedule, args.threads,
-                             args.secure_default_only)
+                             args.secure_default_only, not args.skip_other_mode)
                          for s in range(args.attack_seeds)]  # fmt: skip
     # one job of each kind first, so that a failing kind shows within minutes; long ones early
     jobs.sort(key=lambda j: (j.seed, j.attacks == ("none",), j.privacy == "off"))
-    path = RESULTS / "generalisation.json"
+    path = RESULTS / args.results
     payload: dict[str, Any] = load_results(path) if args.merge else {}
     # a merged cell keeps the seeds this invocation does not re-run (``_per_seed``, with the commit
     # that produced each); a seed given again is replaced
@@ -435,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             earlier = previous_meta if args.merge else []
             payload["_meta"] = {**meta, "earlier_invocations": earlier}
             payload["_targets"] = targets(payload)
-            write_json("generalisation.json", payload)
+            write_json(args.results, payload)
     print_table(payload)
     return 0
 

@@ -44,3 +44,18 @@ def test_re_run_labels_replace_theirs_and_every_label_names_its_commit() -> None
 
     with pytest.raises(SystemExit, match="existing one-seed cell"):
         gen.merge_labels(payload, "agnews-specific/eps8/none", {}, job, "new", 1.0)
+
+
+def test_merge_from_copies_cells_with_their_stamps(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    target, source = tmp_path / "generalisation.json", tmp_path / "other.json"
+    target.write_text(json.dumps({"a/off/none": {"default": {}}, "_meta": {"commit": "t"}}))
+    cell = {"_commit": "s", "default": {"test_ppl_mean": 1.0, "worst_peer_vs_start": 1.0}}
+    source.write_text(json.dumps({"smollm2/a/off/signflip": cell, "_meta": {"commit": "s"}}))
+    written = {}
+    monkeypatch.setattr(gen, "write_json", lambda name, payload: written.update(payload))
+    monkeypatch.setattr(gen, "targets", lambda payload: {})
+    gen.merge_from(target, source)
+    assert written["smollm2/a/off/signflip"]["_commit"] == "s" and "a/off/none" in written
+    assert written["_meta"]["earlier_invocations"] == [{"commit": "s", "merged_from": "other.json"}]

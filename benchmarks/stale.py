@@ -63,15 +63,38 @@ def script_of(path: Path) -> str:
     return ""
 
 
+def cell_commits(path: Path) -> list[str]:
+    """Commits recorded by the parts of a merged result (``_commit``, ``_commits_per_seed``,
+    ``_label_commits`` of each cell, as ``benchmarks/generalisation.py --merge`` writes them)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    found: set[str] = set()
+    for key, cell in doc.items() if isinstance(doc, dict) else ():
+        if key.startswith("_") or not isinstance(cell, dict):
+            continue
+        values = [cell.get("_commit"), *cell.get("_commits_per_seed", []),
+                  *cell.get("_label_commits", {}).values()]  # fmt: skip
+        found |= {v.removesuffix("-dirty") for v in values if isinstance(v, str) and v}
+    return sorted(found)
+
+
 def status(path: Path) -> dict[str, Any]:
     commit, how = producing_commit(path)
     if not commit:
         return {"file": str(path.relative_to(REPO)), "commit": None, "known": how, "stale": True,
                 "changed": ["(not in git: no producing commit)"]}  # fmt: skip
     watched = ["secure_pcft"] + ([script_of(path)] if script_of(path) else [])
-    changed = _git("diff", "--name-only", commit, "HEAD", "--", *watched).splitlines()
-    return {"file": str(path.relative_to(REPO)), "commit": commit[:10], "known": how,
-            "stale": bool(changed), "changed": changed}  # fmt: skip
+    changed: set[str] = set()
+    oldest = commit
+    for c in [commit, *cell_commits(path)]:  # a merged file is as stale as its oldest part
+        diff = _git("diff", "--name-only", c, "HEAD", "--", *watched).splitlines()
+        if len(diff) > len(changed):
+            oldest = c
+        changed |= set(diff)
+    return {"file": str(path.relative_to(REPO)), "commit": oldest[:10], "known": how,
+            "stale": bool(changed), "changed": sorted(changed)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,3 +50,20 @@ def test_an_unrecorded_result_falls_back_to_the_commit_that_wrote_it() -> None:
     commit, how = stale.producing_commit(ROOT / "benchmarks" / "results" / "crypto.json")
 
     assert how == "last written" and len(commit) == 40
+
+
+def test_a_merged_result_is_as_stale_as_its_oldest_cell() -> None:
+    if _first_commit() == _head():
+        pytest.skip("a shallow clone: no older commit to compare with")
+    path = ROOT / "benchmarks" / "results" / "_test_merged.json"
+    try:
+        path.write_text(json.dumps({
+            "_meta": {"commit": _head(), "dirty": False},
+            "a/off/none": {"_commit": _head(), "_label_commits": {"local": _first_commit()}},
+        }))  # fmt: skip
+        merged = stale.status(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+    assert stale.cell_commits(ROOT / "benchmarks" / "results" / "crypto.json") == []
+    assert merged["stale"] is True and merged["commit"] == _first_commit()[:10]

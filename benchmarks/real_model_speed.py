@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import time
@@ -53,7 +54,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import provenance, write_json
+from _common import RESULTS, provenance, write_json
 
 from secure_pcft.config import LoraSettings, ModelConfig, PrivacyConfig, TrainConfig
 from secure_pcft.model.loading import load_base, resolve_base_path
@@ -156,8 +157,21 @@ def main(argv: list[str] | None = None) -> int:
         default=5,
         help="validation passes per round (acceptance: self, trust, nearest-k)",
     )
-    ap.add_argument("--reference-blocks", type=int, default=64)
+    ap.add_argument(
+        "--reference-blocks",
+        type=int,
+        default=32,
+        help="public reference blocks a peer scores per round (reference_batches 4 × 8)",
+    )
+    ap.add_argument(
+        "--round-only",
+        action="store_true",
+        help="recompute the round composition of the saved results with these round "
+        "arguments (measures nothing)",
+    )
     args = ap.parse_args(argv)
+    if args.round_only:
+        return recompute_round(args)
     stamp = provenance(argv if argv is not None else sys.argv[1:], "real_model_speed.py")
 
     peak = matmul_peak(args.threads)
@@ -221,15 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"piece": piece, "toolkit_s": tk, "bare_s": bare, "toolkit_over_bare": tk / bare,
                      "toolkit_gflops": f / tk / 1e9, "toolkit_fraction_of_peak": f / tk / 1e9 / peak,
                      "bare_fraction_of_peak": f / bare / 1e9 / peak})  # fmt: skip
-    per_block = {r["piece"]: r["toolkit_s"] / args.eval_blocks for r in rows
-                 if r["piece"] in ("validation", "scoring", "reference")}  # fmt: skip
-    train_s = args.local_steps * times["train/toolkit"]["median_s"]
-    round_parts = {
-        "training": train_s,
-        "validation": args.candidates * args.val_blocks * per_block["validation"],
-        "test_scoring": args.test_blocks * per_block["scoring"],
-        "reference_signatures": 2 * args.reference_blocks * per_block["reference"],  # own + base
-    }
+    one_round = round_model(rows, args)
+    round_parts = one_round["seconds"]
     total = sum(round_parts.values())
     print(f"{args.base}: {params / 1e6:.1f}M parameters outside the embedding, {len(targets)} "
           f"LoRA target types, {args.threads} threads, matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
@@ -245,8 +252,45 @@ def main(argv: list[str] | None = None) -> int:
                   "lora_targets": list(targets), "args": vars(args),
                   "matmul_peak_gflops": peak, "flops_model": "forward 2P/token, train 4P/token"},
         "pieces": rows, "raw": times,
-        "round": {"seconds": round_parts, "training_fraction": train_s / total},
+        "round": one_round,
     })  # fmt: skip
+    return 0
+
+
+ROUND_ARGS = ("local_steps", "candidates", "val_blocks", "test_blocks", "reference_blocks")
+
+
+def round_model(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """One collaboration round's time per part, from the measured per-piece times."""
+    piece = {r["piece"]: r["toolkit_s"] for r in rows}
+    per_block = {k: piece[k] / args.eval_blocks for k in ("validation", "scoring", "reference")}
+    parts = {
+        "training": args.local_steps * piece["train"],
+        "validation": args.candidates * args.val_blocks * per_block["validation"],
+        "test_scoring": args.test_blocks * per_block["scoring"],
+        "reference_signatures": 2 * args.reference_blocks * per_block["reference"],  # own + base
+    }
+    return {"seconds": parts, "training_fraction": parts["training"] / sum(parts.values()),
+            "with": {k: getattr(args, k) for k in ROUND_ARGS}}  # fmt: skip
+
+
+def recompute_round(args: argparse.Namespace) -> int:
+    """Re-derive the round composition of the saved results with this call's round arguments
+    (nothing is measured again; the measured pieces and their stamp stay)."""
+    path = RESULTS / "real_model_speed.json"
+    doc = json.loads(path.read_text())
+    saved = argparse.Namespace(
+        **{**doc["_meta"]["args"], **{k: getattr(args, k) for k in ROUND_ARGS}}
+    )
+    doc["round"] = round_model(doc["pieces"], saved)
+    doc["_meta"]["round_recomputed"] = " ".join(
+        ["python", "benchmarks/real_model_speed.py", *sys.argv[1:]]
+    )
+    write_json(path.name, doc)
+    print(
+        {k: f"{v:.1f} s" for k, v in doc["round"]["seconds"].items()},
+        f"training {100 * doc['round']['training_fraction']:.0f} %",
+    )
     return 0
 
 

@@ -175,8 +175,8 @@ class Exchange:
 
 
 def answer_with_consent(peer: Peer, consented: set[int]) -> Exchange:
-    """Send this peer's adapter to each requester it consents to; DECLINE the others."""
-    peer.collect()
+    """Send this peer's adapter to each requester it consents to; DECLINE the others. The round's
+    requests are already in ``peer.inbox`` (the caller read them first: consent depends on them)."""
     sent, declined, refused = [], [], []
     for j in sorted(peer.inbox.requests):
         outcome = peer.answer_request(j, consent=j in consented)

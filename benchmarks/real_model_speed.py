@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -54,7 +53,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, provenance, write_json
+from _common import RESULTS, load_results, provenance, write_json
 
 from secure_pcft.config import LoraSettings, ModelConfig, PrivacyConfig, TrainConfig
 from secure_pcft.model.loading import load_base, resolve_base_path
@@ -278,7 +277,9 @@ def recompute_round(args: argparse.Namespace) -> int:
     """Re-derive the round composition of the saved results with this call's round arguments
     (nothing is measured again; the measured pieces and their stamp stay)."""
     path = RESULTS / "real_model_speed.json"
-    doc = json.loads(path.read_text())
+    doc = load_results(path)
+    if not doc:
+        raise SystemExit(f"{path}: no saved measurement to re-derive a round from")
     saved = argparse.Namespace(
         **{**doc["_meta"]["args"], **{k: getattr(args, k) for k in ROUND_ARGS}}
     )

@@ -163,7 +163,6 @@ def _run_branch(
 ) -> RunResult:
     """One strategy from the snapshot ``warm``; writes its results (and adapters)."""
     t0 = time.perf_counter()
-    sim.cfg = cfg
     out_root = Path(cfg.output.dir)
     out = out_root / scfg.label if several else out_root
     ledgers = None

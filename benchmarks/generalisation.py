@@ -17,6 +17,10 @@ recipe depends on the base (chosen on validation by ``secure-pcft tune``) and on
   (``secure_pcft/audit/poisoning.py``); its ``test_ppl_mean`` is the victims' mean, compared with
   the same 6 peers without the attacker.
 
+``--unit document`` / ``subject`` runs the cells with ``[privacy] unit`` of that name (the ε protects
+a whole document / a speaker's documents; data/blocks.py, privacy/dp_trainer.py) and keys them
+``<setting>@<unit>/<privacy>/<attack>``; the same recipe and δ as the block unit's cells.
+
 Per label: ``test_ppl_mean`` / ``_std`` over seeds (mean over peers first; the default's is its kept
 model, the baselines' their last round, as the paper measures them), ``worst_peer_vs_start`` (the
 largest ratio of a peer's test perplexity to its starting point's, the model it held after the
@@ -28,6 +32,8 @@ adopted and how many peer-rounds a peer spent alone. Test splits choose nothing.
     python benchmarks/generalisation.py --base smollm2 --peers 6 --seeds 1 --settings \
         leipzig-specific --privacy off --attacks none --schedule quick --lr <tuned> --jobs 1 \
         --threads 2 --merge                                  # reduced SmolLM2 cell (lr: tune)
+    python benchmarks/generalisation.py --settings embedded --privacy eps8 --attacks none \
+        --unit document --skip-other-mode --results privacy_unit.json --merge   # issue 27, item 4
 
 Results: ``benchmarks/results/generalisation.json`` (``--merge`` adds cells to it; a cell given
 again is replaced), written after every finished job with the commit, command, config and machine
@@ -116,19 +122,29 @@ class Job:
     threads: int = 1
     secure_default_only: bool = False  # re-run only the default's secure-mode labels
     other_mode: bool = True  # also the default in the other security mode
+    unit: str = "block"  # [privacy] unit of the eps8 cells
+
+    @property
+    def setting_key(self) -> str:
+        """The setting part of the cell key: ``embedded``, or ``embedded@document`` for a
+        privacy unit other than the block."""
+        return self.setting if self.unit == "block" else f"{self.setting}@{self.unit}"
 
     @property
     def name(self) -> str:
         prefix = "" if self.base == "small" else f"{self.base}/"
-        return f"{prefix}{self.setting}/{self.privacy}/{'+'.join(self.attacks)}/seed{self.seed}"
+        return f"{prefix}{self.setting_key}/{self.privacy}/{'+'.join(self.attacks)}/seed{self.seed}"
 
 
 def config(job: Job, *, security: str, strategy: StrategyConfig, ledgers: Path) -> RunConfig:
     peers = 6 if job.attacks != ("none",) else job.peers
+    unit: Any = job.unit  # one of PRIVACY_UNITS (argparse choices)
     privacy = (
-        PrivacyConfig(enabled=True, target_epsilon=EPSILON, delta=DELTA, ledger_dir=str(ledgers))
+        PrivacyConfig(
+            enabled=True, target_epsilon=EPSILON, delta=DELTA, ledger_dir=str(ledgers), unit=unit
+        )
         if job.privacy == "eps8"
-        else PrivacyConfig()
+        else PrivacyConfig(unit=unit)
     )
     return RunConfig(
         model=ModelConfig(base=job.base, device="cpu"),
@@ -312,7 +328,7 @@ def seeds_kept(
     ``jobs`` do not re-run (a re-run seed replaces its record)."""
     setting_privacy, attack = key[len(prefix) :].rsplit("/", 1)
     rerun = {j.seed for j in jobs
-             if f"{j.setting}/{j.privacy}" == setting_privacy and attack in j.attacks}  # fmt: skip
+             if f"{j.setting_key}/{j.privacy}" == setting_privacy and attack in j.attacks}  # fmt: skip
     return [s for s in earlier.get("_per_seed", []) if s["seed"] not in rerun]
 
 
@@ -379,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         help="copy the cells of another results file (e.g. a SmolLM2 invocation run "
         "beside this one) into --results, with its stamp, and exit",
     )
+    ap.add_argument(
+        "--unit",
+        default="block",
+        choices=("block", "document", "subject"),
+        help="[privacy] unit of the runs (cells keyed '<setting>@<unit>/...' unless block)",
+    )
     ap.add_argument("--secure-default-only", action="store_true",
                     help="re-run only the default's secure-mode labels of existing cells and merge "
                     "them in (after a change only secure mode sees; each label keeps its commit)")  # fmt: skip
@@ -403,13 +425,13 @@ def main(argv: list[str] | None = None) -> int:
             if "none" in args.attacks:
                 jobs += [Job(setting, privacy, ("none",), s, args.base, args.peers,
                              args.lr or None, args.shared_data_dir, args.schedule, args.threads,
-                             args.secure_default_only, not args.skip_other_mode)
+                             args.secure_default_only, not args.skip_other_mode, args.unit)
                          for s in range(args.seeds)]  # fmt: skip
             poisonings = tuple(a for a in args.attacks if a != "none")
             if poisonings and privacy == "off":
                 jobs += [Job(setting, privacy, poisonings, s, args.base, args.peers,
                              args.lr or None, args.shared_data_dir, args.schedule, args.threads,
-                             args.secure_default_only, not args.skip_other_mode)
+                             args.secure_default_only, not args.skip_other_mode, args.unit)
                          for s in range(args.attack_seeds)]  # fmt: skip
     # one job of each kind first, so that a failing kind shows within minutes; long ones early
     jobs.sort(key=lambda j: (j.seed, j.attacks == ("none",), j.privacy == "off"))
@@ -439,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{job.name}] {secs:.0f} s", file=sys.stderr, flush=True)
             commit = stamp["commit"] + ("-dirty" if stamp["dirty"] else "")
             for cell, labels in cells.items():
-                key = f"{prefix}{job.setting}/{cell}"
+                key = f"{prefix}{job.setting_key}/{cell}"
                 if args.secure_default_only:
                     merge_labels(payload, key, aggregate([labels], cell.split("/")[1]), job,
                                  commit, secs)  # fmt: skip

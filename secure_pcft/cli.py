@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Everything that can refuse the run is checked before torch and the model libraries load
     # (seconds of CPU): the config, the output folder, the data.
     from secure_pcft.config import load_config
-    from secure_pcft.data.settings import load_federation
+    from secure_pcft.data.settings import check_unit_data, load_federation
     from secure_pcft.output_dir import refuse_earlier_results, refuse_spent_ledgers
 
     load_plugins(args.plugin)  # a config may name a plugin's strategy or data source
@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     refuse_spent_ledgers(cfg)  # first: a DP run's ledgers are never overwritten, whatever the flag
     if not args.overwrite:
         refuse_earlier_results(Path(cfg.output.dir))
-    load_federation(cfg.data)
+    check_unit_data(cfg.privacy.unit, load_federation(cfg.data))
     from secure_pcft.run import execute_run
 
     result = execute_run(cfg, progress=_progress_bar(), new_budget=args.new_budget)  # type: ignore[arg-type]

@@ -133,6 +133,9 @@ class DataConfig:
         reference_docs: documents in the public reference set (never anyone's private data).
         block_size: tokens per training/evaluation sequence.
         seed: seed of the deterministic splits.
+        subject_field: for ``files`` with ``.jsonl``/``.csv`` input: the field (column) naming
+            each record's data subject (``[privacy] unit = "subject"`` protects all records of
+            one subject together); empty = none. The embedded corpus names the speaker.
     """
 
     source: str = "embedded"
@@ -146,6 +149,7 @@ class DataConfig:
     reference_docs: int = 64
     block_size: int = 64
     seed: int = 0
+    subject_field: str = ""
 
     def __post_init__(self) -> None:
         require(
@@ -179,6 +183,12 @@ class DataConfig:
         )
         require_range(self.reference_docs, "data", "reference_docs", 1, MAX_COUNT, "documents")
         require_range(self.block_size, "data", "block_size", 8, 4096, "tokens")
+        require(
+            isinstance(self.subject_field, str) and len(self.subject_field) <= 256,
+            "data", "subject_field", "a field or column name",
+        )  # fmt: skip
+        if self.subject_field:
+            require(self.source == "files", "data", "subject_field", "only for source='files'")
 
 
 @dataclass(frozen=True)
@@ -404,6 +414,11 @@ split supports among its own adapter, that aggregate and the equal average of wh
 keeps the best model it has seen (docs/design.md, "Acceptance")."""
 
 
+PrivacyUnit = Literal["block", "document", "subject"]
+PRIVACY_UNITS: tuple[str, ...] = get_args(PrivacyUnit)
+MAX_UNIT_BLOCKS = 4096
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
     """Differential privacy on everything a peer releases (docs/design.md, "Privacy closure").
@@ -437,6 +452,16 @@ class PrivacyConfig:
         unsafe_zero_noise: allow ``noise_multiplier = 0`` (clipping without noise, ε = ∞) for
             known-answer tests of the clipping. Never for a release: the budget refuses every
             release it would cost, and a compliance report of such a run fails.
+        unit: what (ε, δ) protects — ``block`` (one training block of ``[data] block_size``
+            tokens; a longer document only as a group), ``document`` (all blocks of one document,
+            which never shares a block with another) or ``subject`` (all documents of one data
+            subject, named by ``[data] subject_field``). DP-SGD samples units and clips each
+            unit's averaged gradient to C; validation scores average per unit; δ defaults to
+            1/(10·units). See privacy/dp_trainer.py.
+        max_unit_blocks: ``document``/``subject``: at most this many of a sampled unit's blocks
+            go into a step (a fresh random subset each step when it holds more). It bounds a
+            step's compute, not privacy: a unit's contribution is one clipped gradient whatever
+            its size.
     """
 
     enabled: bool = False
@@ -454,6 +479,8 @@ class PrivacyConfig:
     secure_rng: bool = False
     selection_epsilon_share: float = 0.1
     unsafe_zero_noise: bool = False
+    unit: PrivacyUnit = "block"
+    max_unit_blocks: int = 8
 
     def __post_init__(self) -> None:
         s = "privacy"
@@ -511,6 +538,10 @@ class PrivacyConfig:
             self.selection_epsilon_share, s, "selection_epsilon_share", 0, 0.5,
             "fraction of target_epsilon",
         )  # fmt: skip
+        require(self.unit in PRIVACY_UNITS, s, "unit", f"one of {PRIVACY_UNITS}")
+        require_range(
+            self.max_unit_blocks, s, "max_unit_blocks", 1, MAX_UNIT_BLOCKS, "blocks per unit"
+        )
 
 
 SecurityMode = Literal["off", "full"]

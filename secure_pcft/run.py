@@ -20,7 +20,7 @@ from secure_pcft.config import (
 )
 from secure_pcft.data.corpus import Federation
 from secure_pcft.data.manifest import write_manifests
-from secure_pcft.data.settings import load_federation
+from secure_pcft.data.settings import check_unit_data, load_federation
 from secure_pcft.errors import ConfigError
 from secure_pcft.fileio import write_json_atomic
 from secure_pcft.model.export import base_fingerprint, export_adapter, lora_facts
@@ -79,6 +79,7 @@ def compare_strategies(
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads
+    check_unit_data(cfg.privacy.unit, federation)
     store = site_budget_store(cfg, federation, new_budget) if len(strategies) == 1 else None
     write_run_record(cfg, federation.peer_ids, labels, new_budget)
     write_manifests(federation, Path(cfg.output.dir) / "manifests")

@@ -98,10 +98,23 @@ class Attack(ABC):
     """One attack. Subclasses set ``name`` and ``threat_models`` and implement :meth:`run`.
 
     Randomness (shadow data halves, candidate sampling) comes only from the ``rng`` passed in.
+
+    ``candidate_scores``: the attack's member / non-member scores are one per block of
+    ``target.members`` / ``target.nonmembers``, in order. On a target whose privacy unit is a
+    document or a subject the campaign runner then averages them per unit (:func:`in_unit`), so
+    the attack measures whole units — what the target's ε protects. ``units``: the privacy units
+    the attack can measure in (a candidate-scoring attack: every unit; others only the block,
+    unless they say otherwise).
     """
 
     name: ClassVar[str]
     threat_models: ClassVar[tuple[str, ...]]
+    candidate_scores: ClassVar[bool] = False
+    units: ClassVar[tuple[str, ...]] = ("block",)
+
+    @classmethod
+    def measures_unit(cls, unit: str) -> bool:
+        return cls.candidate_scores or unit in cls.units
 
     @abstractmethod
     def run(self, target: AuditTarget, rng: np.random.Generator) -> AttackResult:
@@ -114,6 +127,38 @@ class Attack(ABC):
     def params(self) -> dict[str, Any]:
         """The attack's parameters (for result files)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def in_unit(result: AttackResult, target: AuditTarget) -> AttackResult:
+    """A candidate-scoring attack's result on a document / subject target, with each unit's
+    score the mean of its blocks' scores (metrics recomputed over units); unchanged otherwise.
+
+    Raises:
+        AuditError: the scores do not line up with the target's candidate blocks.
+    """
+    if target.unit == "block" or target.member_units is None or target.nonmember_units is None:
+        return result
+    pos = _unit_means(result.member_scores, target.member_units, "member")
+    neg = _unit_means(result.nonmember_scores, target.nonmember_units, "non-member")
+    details = {k: v for k, v in result.details.items() if k != "roc"}
+    details["unit"] = {
+        "name": target.unit, "score": "mean of the unit's block scores",
+        "member_blocks": len(result.member_scores), "nonmember_blocks": len(result.nonmember_scores),
+    }  # fmt: skip
+    extra = {k: v for k, v in result.metrics.items() if k not in membership_metrics(pos, neg)}
+    return membership_result(
+        result.name, result.threat_models, pos, neg, extra_metrics=extra, details=details
+    )
+
+
+def _unit_means(scores: tuple[float, ...], units: Any, what: str) -> npt.NDArray[np.float64]:
+    owner = np.asarray(units, dtype=np.int64)
+    values = np.asarray(scores, dtype=np.float64)
+    if values.shape != owner.shape:
+        raise AuditError(f"{len(values)} {what} scores for {len(owner)} candidate blocks")
+    count = int(owner.max()) + 1 if owner.size else 0
+    sums = np.bincount(owner, weights=values, minlength=count)
+    return sums / np.bincount(owner, minlength=count)
 
 
 _ATTACKS: dict[str, type[Attack]] = {}

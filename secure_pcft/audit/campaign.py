@@ -149,6 +149,19 @@ class Campaign:
         labels = [a.label for a in self.attacks]
         if len(set(labels)) != len(labels):
             raise ConfigError("[[attacks]] label: labels must be unique (set label = ...)")
+        unit = self.target.run.privacy.unit
+        for a in self.attacks:
+            if not type(make_attack(a.name, **dict(a.params))).measures_unit(unit):
+                raise ConfigError(
+                    f"[[attacks]] {a.label}: {a.name!r} measures token blocks, but [target.privacy] "
+                    f"unit = {unit!r}; in that unit use a candidate-scoring attack (loss, "
+                    "reference, lira, rmia) or canary-exposure"
+                )
+        if unit != "block" and self.update is not None:
+            raise ConfigError(
+                f"[target.update] observes one update on token blocks; [target.privacy] unit = "
+                f"{unit!r} is audited on trained adapters"
+            )
         for key, refs in self.summary.items():
             for ref in refs:
                 head = ref.split(".", 1)[0]

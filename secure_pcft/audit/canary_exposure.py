@@ -35,6 +35,7 @@ class CanaryExposure(Attack):
 
     name = "canary"
     threat_models = ("TM-01", "TM-03", "TM-04", "TM-05", "TM-06")
+    units = ("block", "document", "subject")  # each inserted canary is a document of its own
 
     def run(self, target: AuditTarget, rng: np.random.Generator) -> AttackResult:
         model = target.require_model()

@@ -10,7 +10,8 @@ left the peers — the attacked peer's and those of the peers whose data the att
 
 The attacker of ``reference`` with ``reference = "peer"`` is such a peer: it scores a block by
 the loss gap between the adapter it received from a same-domain peer in the same round and the
-target's. Members are the target's training blocks, non-members its held-out blocks.
+target's. Members are the target's training blocks, non-members its held-out blocks (whole
+documents or subjects when the run's ``[privacy] unit`` says so).
 
 Campaign file: ``[target.collaboration] strategy = "fedavg"`` (a strategy label, see
 ``StrategyConfig.label``) next to the ordinary ``[target.*]`` run sections.
@@ -30,9 +31,10 @@ from secure_pcft.audit.target import (
     AuditTarget,
     Recipe,
     TargetSpec,
-    cap_blocks,
+    cap_units,
     encode_docs,
     select_peers,
+    split_candidates,
 )
 from secure_pcft.collab.strategy import make_strategy
 from secure_pcft.config import OutputConfig, StrategyConfig
@@ -109,12 +111,13 @@ def build_collaboration_target(
     _check_released(peer.peer_id, privacy, rounds)
     recipe = Recipe.from_run(cfg)
     model = _model_with(base, recipe, released[peer.peer_id], seed)
-    bs = cfg.data.block_size
-    train_blocks = encode_docs(base, peer.train, bs)
-    nonmembers = encode_docs(base, (*peer.val, *peer.test), bs)
+    bs, unit = cfg.data.block_size, cfg.privacy.unit
+    (train_blocks, train_units), (nonmembers, nonmember_units) = split_candidates(
+        base, peer, bs, unit
+    )
     population = encode_docs(base, [d for p in pop for d in (*p.train, *p.val, *p.test)], bs)
-    members = cap_blocks(train_blocks, spec.max_candidates, rng)
-    nonmembers = cap_blocks(nonmembers, spec.max_candidates, rng)
+    members, member_units = cap_units(train_blocks, train_units, spec.max_candidates, rng)
+    nonmembers, nonmember_units = cap_units(nonmembers, nonmember_units, spec.max_candidates, rng)
     epsilon = _number(privacy, "epsilon_spent", float("inf"))
     delta = _number(privacy, "delta", float("nan")) if privacy else None
     sigma = _number(privacy, "noise_multiplier", 0.0)
@@ -144,6 +147,9 @@ def build_collaboration_target(
             "noise_multiplier": sigma,
             "released_round": rounds,
         },
+        unit=unit,
+        member_units=member_units,
+        nonmember_units=nonmember_units,
     )
 
 

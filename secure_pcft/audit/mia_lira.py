@@ -39,6 +39,7 @@ class LiraOffline(Attack):
 
     name = "lira-offline"
     threat_models = ("TM-01", "TM-03", "TM-04", "TM-05", "TM-06")
+    candidate_scores = True  # one score per candidate block (averaged per unit by the runner)
 
     def __init__(self, shadows: int = 4, global_variance: bool = True) -> None:
         self.shadows = require_positive_int(shadows, "shadows", "number of shadow adapters")

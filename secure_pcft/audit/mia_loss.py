@@ -22,6 +22,7 @@ class LossAttack(Attack):
 
     name = "loss"
     threat_models = ("TM-01", "TM-03", "TM-04", "TM-05", "TM-06")
+    candidate_scores = True  # one score per candidate block (averaged per unit by the runner)
 
     def run(self, target: AuditTarget, rng: np.random.Generator) -> AttackResult:
         model = target.require_model()

@@ -38,6 +38,7 @@ class ReferenceAttack(Attack):
 
     name = "reference"
     threat_models = ("TM-01", "TM-03", "TM-04", "TM-05", "TM-06")
+    candidate_scores = True  # one score per candidate block (averaged per unit by the runner)
 
     def __init__(self, reference: str = "base") -> None:
         if reference not in ("base", "population", "peer"):

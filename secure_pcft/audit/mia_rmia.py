@@ -46,6 +46,7 @@ class Rmia(Attack):
 
     name = "rmia"
     threat_models = ("TM-01", "TM-03", "TM-04", "TM-05", "TM-06")
+    candidate_scores = True  # one score per candidate block (averaged per unit by the runner)
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from secure_pcft import bounded_json
-from secure_pcft.audit.attack import AttackResult, make_attack
+from secure_pcft.audit.attack import AttackResult, in_unit, make_attack
 from secure_pcft.audit.campaign import AttackSpec, Campaign, load_campaign
 from secure_pcft.audit.collab_target import build_collaboration_target
 from secure_pcft.audit.metrics import HEADLINE_METRICS, across_trials
@@ -33,6 +33,7 @@ from secure_pcft.errors import CorruptFileError
 from secure_pcft.fileio import json_safe, write_json_atomic
 from secure_pcft.model.cache import base_identity
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
+from secure_pcft.privacy.attack_bounds import tpr_bound_eps_delta
 from secure_pcft.versions import library_versions
 
 # pass / fail against the campaign's thresholds; none: the campaign set no thresholds (measured only).
@@ -152,6 +153,23 @@ class CampaignResult:
             out[key] = max(values) if values else math.nan
         return out
 
+    @property
+    def tpr_bounds(self) -> dict[str, float | None]:
+        """``tpr_bound_at_fpr_<f>`` for FPR 1 % and 0.1 %: the bound (ε, δ) of the first trial's
+        target implies on any membership test (1 without DP; None without a δ)."""
+        first = self.targets[0] if self.targets else {}
+        eps, delta = float(first.get("epsilon", math.inf)), first.get("delta")
+        out: dict[str, float | None] = {}
+        for fpr in (0.01, 0.001):
+            bound: float | None = 1.0
+            if math.isfinite(eps):
+                if isinstance(delta, float) and math.isfinite(delta):
+                    bound = tpr_bound_eps_delta(eps, delta, fpr)
+                else:
+                    bound = None
+            out[f"tpr_bound_at_fpr_{fpr:g}"] = bound
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         c = self.campaign
         return json_safe(
@@ -164,6 +182,10 @@ class CampaignResult:
                 "seed": c.seed,
                 "base_model": self.base_model,
                 "targets": self.targets,
+                # what the candidates are, and the largest TPR any attack may reach at these
+                # FPRs against the first target's (ε, δ) (privacy/attack_bounds.py)
+                "unit": c.target.run.privacy.unit,
+                **self.tpr_bounds,
                 "attacks": [a.to_dict() for a in self.attacks],
                 "summary": self.summary,
                 "verdict": self.verdict,
@@ -227,7 +249,10 @@ def _target_facts(target: AuditTarget) -> dict[str, Any]:
     facts.update(target.notes)
     facts.update({"members": int(target.members.shape[0]),
                   "nonmembers": int(target.nonmembers.shape[0]),
-                  "population": int(target.population.shape[0])})  # fmt: skip
+                  "population": int(target.population.shape[0]), "unit": target.unit})  # fmt: skip
+    if target.member_units is not None and target.nonmember_units is not None:
+        facts.update({"member_units": int(target.member_units.max()) + 1,
+                      "nonmember_units": int(target.nonmember_units.max()) + 1})  # fmt: skip
     return facts
 
 
@@ -262,6 +287,8 @@ def run_campaign(
         for index, outcome in enumerate(outcomes):
             attack = make_attack(outcome.spec.name, **dict(outcome.spec.params))
             result = attack.run(target, np.random.default_rng([seed, index, 1_000_003]))
+            if attack.candidate_scores:  # a document / subject target: one score per unit
+                result = in_unit(result, target)
             outcome.results.append(result)
             log.info("%s/%s trial %d: %s", campaign.name, outcome.spec.label, trial,
                      {k: round(v, 4) for k, v in result.metrics.items()})  # fmt: skip

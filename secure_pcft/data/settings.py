@@ -15,7 +15,7 @@ from pathlib import Path
 from secure_pcft.config import DataConfig
 from secure_pcft.data import agnews, embedded, leipzig
 from secure_pcft.data.corpus import Federation, PeerCorpus
-from secure_pcft.data.readers import read_documents
+from secure_pcft.data.readers import read_documents, read_subjects
 from secure_pcft.data.splits import split_documents, take, unique_documents
 from secure_pcft.errors import ConfigError, DataError
 from secure_pcft.registry import claim
@@ -66,6 +66,19 @@ def load_federation(cfg: DataConfig) -> Federation:
     return check_data_source(cfg.source)(cfg)
 
 
+def check_unit_data(unit: str, federation: Federation) -> None:
+    """Refuse data that cannot carry ``[privacy] unit``, before any model loads: the ``subject``
+    unit needs a data subject for every training and validation document.
+
+    Raises:
+        DataError: a peer's document names no subject (the message says how to name them).
+    """
+    if unit == "subject":
+        for peer in federation.peers:
+            peer.subjects("train")
+            peer.subjects("val")
+
+
 def _shared_dir(cfg: DataConfig) -> Path:
     path = Path(cfg.shared_data_dir).expanduser()
     if not path.is_dir():
@@ -89,6 +102,7 @@ def files_federation(
     test_fraction: float = 0.2,
     reference_docs: int = 64,
     seed: int = 0,
+    subject_field: str = "",
 ) -> Federation:
     """One peer per path (peer id = file stem or folder name), split by fractions.
 
@@ -96,7 +110,8 @@ def files_federation(
     ``docs_per_peer > 0`` the training split is capped at that many documents (val/test keep
     their fractions of the whole file). The public reference set comes from ``reference_path``
     (public text the consortium agrees on) or, if empty, from chunks of the embedded BBC News
-    corpus. Reference documents that equal any peer's document are refused.
+    corpus. Reference documents that equal any peer's document are refused. With
+    ``subject_field``, each document's data subject is read from that field or column.
 
     Raises:
         DataError: unreadable paths, duplicate peer ids, too few documents, a reference set that is
@@ -122,7 +137,12 @@ def files_federation(
         train = split.train
         if 0 < docs_per_peer < len(train):
             train = take(train, docs_per_peer, seed=f"{seed}|files|{peer_id}")
-        peers.append(PeerCorpus(peer_id=peer_id, train=train, val=split.val, test=split.test))
+        subject_of = read_subjects(path, subject_field=subject_field) if subject_field else {}
+        peers.append(
+            PeerCorpus(
+                peer_id=peer_id, train=train, val=split.val, test=split.test, subject_of=subject_of
+            )
+        )
     reference, ref_note = _files_reference(reference_path, reference_docs, seed)
     private = {doc for p in peers for doc in (*p.train, *p.val, *p.test)}
     overlap = sum(doc in private for doc in reference)
@@ -195,6 +215,7 @@ def _load_files(cfg: DataConfig) -> Federation:
         test_fraction=cfg.test_fraction,
         reference_docs=cfg.reference_docs,
         seed=cfg.seed,
+        subject_field=cfg.subject_field,
     )
 
 

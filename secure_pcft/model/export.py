@@ -153,6 +153,14 @@ def _which_model(card: Mapping[str, Any]) -> list[str]:
     return out
 
 
+_UNIT_LINES = {
+    "block": "one training block (a fixed-length token window of the peer's text; a longer "
+    "document only as a group)",
+    "document": "one document of the peer's text, whatever its length",
+    "subject": "one data subject: all of the peer's documents of that subject",
+}
+
+
 def model_card(base: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     """The adapter's README.md: what it is, what trained it, what privacy it carries, how to load."""
     lora = card.get("lora", {})
@@ -182,7 +190,7 @@ def model_card(base: Mapping[str, Any], card: Mapping[str, Any]) -> str:
             f"- differential privacy (DP-SGD): ε = {privacy['epsilon_spent']:.4f} spent at "
             f"δ = {privacy['delta']:g} ({privacy['accountant']} accountant), budget "
             f"{privacy['budget_epsilon']}",
-            "- unit of privacy: one training block (a fixed-length token window of the peer's text)",
+            f"- unit of privacy: {_UNIT_LINES.get(str(privacy.get('unit', 'block')), '?')}",
             f"- ledger: `{Path(str(privacy['ledger'])).name}` (verify with `secure-pcft ledger`)",
         ]
         if privacy.get("stopped_sharing_round") is not None:
@@ -190,7 +198,7 @@ def model_card(base: Mapping[str, Any], card: Mapping[str, Any]) -> str:
         if card.get("role") == "kept":
             lines.append(
                 "- this kept model was chosen with exact scores on the peer's private validation "
-                "split: it is DP with respect to the training blocks, not the validation blocks. "
+                "split: it is DP with respect to the training data, not the validation data. "
                 "It is for the site's own use; the DP release is the last round's adapter (`last/`)"
             )
     else:

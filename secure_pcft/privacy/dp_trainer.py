@@ -1,16 +1,25 @@
-"""DP-SGD on a peer's LoRA parameters with Opacus (per-example clipping, Gaussian noise, Poisson).
+"""DP-SGD on a peer's LoRA parameters with Opacus (per-unit clipping, Gaussian noise, Poisson).
 
 Mitigates TM-01 / TM-05 (recipients of the adapter running membership inference, canary
-extraction or reconstruction on it): the adapter is an (ε, δ)-DP function of the training blocks.
+extraction or reconstruction on it): the adapter is an (ε, δ)-DP function of the training data,
+with neighbouring datasets differing in one *privacy unit* (``[privacy] unit``):
 
-Each example is one token block of shape (T,). Every step samples each of the N training blocks
-independently with probability q = batch_size / N (Poisson sampling, which the accountants
-assume), computes per-example gradients with Opacus's ``GradSampleModule`` (hooks on the LoRA
-``nn.Linear`` layers; the frozen base layers need no per-sample gradients), clips each example's
-gradient over all trainable tensors to L2 norm ``max_grad_norm`` = C, sums, adds N(0, σ²C²) per
-coordinate and divides by the *expected* batch size q·N (Opacus's ``DPOptimizer``), then steps
-AdamW (post-processing). An empty Poisson batch still gets a noise-only step, as the analysis
-assumes.
+* ``block`` — one token block of shape (T,) (the stream of all documents cut into blocks).
+* ``document`` — one document: all of its blocks (data/blocks.py:encode_unit_blocks).
+* ``subject`` — one data subject: all blocks of all of its documents.
+
+Every step samples each of the U units independently with probability q = batch_size / U
+(Poisson sampling over units, which the accountants assume), computes per-block gradients with
+Opacus's ``GradSampleModule`` (hooks on the LoRA ``nn.Linear`` layers; the frozen base layers need
+no per-sample gradients), averages each sampled unit's per-block gradients into one per-unit
+gradient (its blocks in the step: at most ``max_unit_blocks``, drawn afresh each step when it holds
+more), clips each unit's gradient over all trainable tensors to L2 norm ``max_grad_norm`` = C,
+sums, adds N(0, σ²C²) per coordinate and divides by the *expected* batch q·U (Opacus's
+``DPOptimizer``), then steps AdamW (post-processing). A unit's whole contribution to a step is one
+vector of norm ≤ C whatever the number of its blocks or documents, so the Gaussian mechanism's
+sensitivity — and the accountant's ε at sampling rate q — hold for the unit. With the ``block``
+unit each block is its own unit and nothing is averaged. An empty Poisson batch still gets a
+noise-only step, as the analysis assumes.
 
 The optimiser state stays with the peer, as in :class:`~secure_pcft.train.local.LocalTrainer`.
 """
@@ -73,8 +82,9 @@ class SourcedDPOptimizer(DPOptimizer):
             _mark_as_processed(p.summed_grad)
 
 
-def resolve_delta(delta: float | None, n_train: int) -> float:
-    """δ for a peer with ``n_train`` training blocks: the configured one, else 1/(10·n_train).
+def resolve_delta(delta: float | None, n_train: int, unit: str = "block") -> float:
+    """δ for a peer with ``n_train`` training units (blocks, documents or subjects): the
+    configured one, else 1/(10·n_train).
 
     Raises:
         ConfigError: a configured δ is not below 1/n_train (it would allow publishing a record).
@@ -84,9 +94,24 @@ def resolve_delta(delta: float | None, n_train: int) -> float:
     if delta >= 1.0 / n_train:
         raise ConfigError(
             f"[privacy] delta: δ={delta:g} must be < 1/n_train = {1.0 / n_train:g} per peer "
-            f"({n_train} training blocks)"
+            f"({n_train} training {unit}s)"
         )
     return delta
+
+
+def unit_groups(units: torch.Tensor) -> list[torch.Tensor]:
+    """The block indices of each unit, ``groups[u]`` (k_u,), for units numbered 0..U-1.
+
+    Raises:
+        DataError: ``units`` is not a 1-D tensor numbering every unit 0..U-1 at least once.
+    """
+    if units.ndim != 1 or units.numel() == 0:
+        raise DataError("units must be a non-empty 1-D tensor (one unit per block)")
+    order = torch.argsort(units, stable=True)
+    counts = torch.bincount(units)
+    if int(units.min()) < 0 or bool((counts == 0).any()):
+        raise DataError("units must number every unit 0..U-1 with at least one block each")
+    return list(torch.split(order, counts.tolist()))
 
 
 class DpTrainer:
@@ -100,25 +125,31 @@ class DpTrainer:
     Args:
         model: the peer's peft model; only parameters with ``requires_grad`` train.
         blocks: the peer's private training token blocks, shape (N, T).
-        train_cfg: batch size (the *expected* Poisson batch), learning rate, weight decay,
-            ``total_steps`` (the planned run, for calibration).
+        train_cfg: batch size (the *expected* Poisson batch, in units), learning rate, weight
+            decay, ``total_steps`` (the planned run, for calibration).
         privacy_cfg: σ or target ε, δ, C, accountant, secure RNG.
         generator: the peer's RNG; drives Poisson sampling and (seeded mode) the noise seed.
         reserved: events planned besides DP-SGD (e.g. validation releases) that a target ε
             must leave room for when σ is calibrated.
         optimizer: ``adamw`` (runs) or ``sgd`` (white-box audits: plain SGD on the noisy
             gradient, so an audit canary's effect on a coordinate adds up step by step).
+        units: the privacy unit of each block, shape (N,), numbered 0..U-1
+            (:func:`~secure_pcft.data.blocks.encode_unit_blocks`); None = each block its own
+            unit (``[privacy] unit = "block"``).
 
     Attributes:
-        sample_rate: q = expected batch / N.
+        unit: ``privacy_cfg.unit``.
+        num_units: U, the training units held (= N for the block unit).
+        sample_rate: q = expected batch / U.
         noise_multiplier: σ (given, or calibrated for ``train_cfg.total_steps`` steps).
-        delta: δ of the peer (configured, else 1/(10·N)).
-        expected_batch_size: q·N, the denominator of the noisy mean gradient.
+        delta: δ of the peer (configured, else 1/(10·U)).
+        expected_batch_size: q·U, the denominator of the noisy mean gradient.
         steps_released: steps already covered by a recorded release (see :meth:`pending_event`).
-        last_batch: indices of the blocks sampled in the last step, shape (B,), B may be 0.
+        last_batch: indices of the blocks in the last step, shape (B,), B may be 0.
 
     Raises:
-        DataError: ``blocks`` is not a non-empty (N, T>=2) tensor.
+        DataError: ``blocks`` is not a non-empty (N, T>=2) tensor, or ``units`` does not number
+            its blocks' units.
         ConfigError: DP is not enabled, δ >= 1/N, or (BudgetInfeasibleError) the target ε is
             unreachable for the planned steps.
         ModelError: nothing trainable, or a trainable layer Opacus cannot handle.
@@ -134,6 +165,7 @@ class DpTrainer:
         *,
         reserved: Sequence[DpEvent] = (),
         optimizer: str = "adamw",
+        units: torch.Tensor | None = None,
     ) -> None:
         if blocks.ndim != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
             raise DataError("training blocks must be a non-empty (N, T) tensor with T >= 2")
@@ -143,10 +175,21 @@ class DpTrainer:
             )
         self.model, self.blocks, self.cfg, self.privacy = model, blocks, train_cfg, privacy_cfg
         self.generator = generator
-        n = int(blocks.shape[0])
+        self.unit = privacy_cfg.unit
+        if (units is None) != (self.unit == "block"):
+            raise ConfigError(
+                f"[privacy] unit = {self.unit!r}: the trainer needs "
+                + ("no unit tags" if units is None else "each block's unit")
+                + " (data/blocks.py:encode_unit_blocks)"
+            )
+        if units is not None and units.shape != (blocks.shape[0],):
+            raise DataError(f"units must tag each of the {blocks.shape[0]} blocks once")
+        self._groups = None if units is None else unit_groups(units.cpu())
+        n = int(blocks.shape[0]) if self._groups is None else len(self._groups)
+        self.num_units = n
         self.expected_batch_size = min(train_cfg.batch_size, n)
         self.sample_rate = self.expected_batch_size / n
-        self.delta = resolve_delta(privacy_cfg.delta, n)
+        self.delta = resolve_delta(privacy_cfg.delta, n, self.unit)
         self.max_grad_norm = privacy_cfg.max_grad_norm
         check_accountant(privacy_cfg.accountant)
         self.accountant = privacy_cfg.accountant
@@ -217,12 +260,30 @@ class DpTrainer:
 
     # ---- training -----------------------------------------------------------------------------
     def _sample(self) -> torch.Tensor:
-        take = self._sampling.uniform(self.blocks.shape[0]) < self.sample_rate  # (N,)
-        return take.nonzero().flatten()  # (B,), B ~ Binomial(N, q)
+        take = self._sampling.uniform(self.num_units) < self.sample_rate  # (U,)
+        return take.nonzero().flatten()  # (B,), B ~ Binomial(U, q)
 
-    def _update(self, idx: torch.Tensor) -> float:
-        """One DP step on the blocks ``idx`` (B may be 0); returns their mean loss (NaN if B = 0)."""
+    def _unit_batch(self, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The blocks of the sampled units and, for document/subject units, the position in
+        ``sampled`` of each block's unit (None for the block unit: block i is unit i)."""
+        if self._groups is None or sampled.numel() == 0:
+            return sampled, None
+        cap = self.privacy.max_unit_blocks
+        picked: list[torch.Tensor] = []
+        owner: list[torch.Tensor] = []
+        for pos, u in enumerate(sampled.tolist()):
+            group = self._groups[u]
+            if group.numel() > cap:  # a fresh random subset each step (compute bound only)
+                group = group[torch.argsort(self._sampling.uniform(group.numel()))[:cap]]
+            picked.append(group)
+            owner.append(torch.full((group.numel(),), pos, dtype=torch.long))
+        return torch.cat(picked), torch.cat(owner)
+
+    def _update(self, sampled: torch.Tensor) -> float:
+        """One DP step on the sampled units (B may be 0); returns the mean loss of their blocks
+        (NaN if B = 0)."""
         self.model.train()
+        idx, owner = self._unit_batch(sampled)
         self.last_batch = idx
         self.optimizer.zero_grad(set_to_none=True)
         loss = math.nan
@@ -238,12 +299,26 @@ class DpTrainer:
                 # "mean" reduction: Opacus rescales by B, so grad_sample[i] = ∇ loss_i.
                 per_example.mean().backward()
             loss = float(per_example.detach().mean())
+            if owner is not None:
+                self._per_unit_gradients(owner.to(batch.device), int(sampled.numel()))
         self.optimizer.step()
         self.steps_done += 1
         return loss
 
+    def _per_unit_gradients(self, owner: torch.Tensor, units: int) -> None:
+        """Replace each parameter's per-block gradients (B, ...) by per-unit means (units, ...):
+        the rows Opacus then clips to C, one per unit."""
+        sizes = torch.bincount(owner, minlength=units)
+        for p in self.params:
+            per_block = p.grad_sample  # type: ignore[attr-defined]
+            summed = per_block.new_zeros((units, *per_block.shape[1:])).index_add_(
+                0, owner, per_block
+            )
+            shape = (units,) + (1,) * (per_block.ndim - 1)
+            p.grad_sample = summed / sizes.to(summed.dtype).view(shape)  # type: ignore[attr-defined]
+
     def step(self) -> float:
-        """One DP-SGD step; returns the sampled batch's mean next-token loss (nats), NaN if empty."""
+        """One DP-SGD step; returns the sampled blocks' mean next-token loss (nats), NaN if none."""
         return self._update(self._sample())
 
     def train(self, steps: int) -> list[float]:

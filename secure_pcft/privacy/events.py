@@ -118,6 +118,9 @@ class Genesis:
         accountant: ``rdp``, ``prv`` or ``gdp``.
         timestamp: creation time, ISO 8601 UTC.
         hash: SHA-256 of the canonical record (its ``prev_hash`` is 64 zeros).
+        unit: what the guarantee protects — ``block``, ``document`` or ``subject``
+            (``[privacy] unit``); written into the record unless ``block``, so ledgers from before
+            the unit existed verify unchanged.
     """
 
     peer_id: str
@@ -126,9 +129,12 @@ class Genesis:
     accountant: str
     timestamp: str
     hash: str = ""
+    unit: str = "block"
 
     def body(self) -> dict[str, Any]:
+        unit = {} if self.unit == "block" else {"unit": self.unit}
         return {
+            **unit,
             "kind": "genesis",
             "format": LEDGER_FORMAT,
             "seq": 0,
@@ -178,6 +184,10 @@ def encode_line(record: Genesis | LedgerEntry) -> bytes:
     return canonical({**record.body(), "hash": record.hash}) + b"\n"
 
 
+#: the privacy units a ledger can account for (``[privacy] unit``)
+LEDGER_UNITS: tuple[str, ...] = ("block", "document", "subject")
+
+
 def seal_genesis(g: Genesis) -> Genesis:
     """Check the genesis fields and return it with its hash filled in.
 
@@ -194,6 +204,8 @@ def seal_genesis(g: Genesis) -> Genesis:
         raise PrivacyError(f"ledger accountant: a name matching {REGISTRY_NAME.pattern}")
     if not isinstance(g.timestamp, str):
         raise PrivacyError("ledger timestamp: an ISO 8601 string")
+    if g.unit not in LEDGER_UNITS:
+        raise PrivacyError(f"ledger unit: one of {LEDGER_UNITS}")
     budget = None if g.budget_epsilon is None else float(g.budget_epsilon)
     fixed = replace(g, delta=float(g.delta), budget_epsilon=budget, hash="")
     return replace(fixed, hash=record_hash(fixed.body()))
@@ -238,8 +250,9 @@ def parse_genesis(line: bytes) -> Genesis:
         raise LedgerError("ledger line 1: genesis must chain from the zero hash")
     try:
         draft = Genesis(
-            obj["peer_id"], obj["delta"], obj["budget_epsilon"], obj["accountant"], obj["timestamp"]
-        )
+            obj["peer_id"], obj["delta"], obj["budget_epsilon"], obj["accountant"], obj["timestamp"],
+            unit=obj.get("unit", "block"),
+        )  # fmt: skip
         g = seal_genesis(draft)
     except (KeyError, TypeError, PrivacyError) as exc:
         raise LedgerError(f"ledger line 1: invalid genesis ({exc})") from exc

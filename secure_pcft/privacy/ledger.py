@@ -235,13 +235,15 @@ class PrivacyLedger:
         budget_epsilon: float | None,
         accountant: str,
         create: bool = True,
+        unit: str = "block",
     ) -> PrivacyLedger:
         """Lock, verify (and repair a torn final append of) the ledger, creating it if absent.
 
         Args:
             path: the ledger file (see :func:`ledger_path`).
-            peer_id, delta, budget_epsilon, accountant: must equal the genesis of an existing
-                ledger (δ, budget and accountant are fixed for the life of a ledger).
+            peer_id, delta, budget_epsilon, accountant, unit: must equal the genesis of an
+                existing ledger (δ, budget, accountant and privacy unit are fixed for the life of
+                a ledger).
             create: create a new ledger when none exists (else raise).
 
         Raises:
@@ -250,7 +252,9 @@ class PrivacyLedger:
                 ledger is missing while its high-water mark says releases were recorded.
         """
         p = Path(path)
-        wanted = seal_genesis(Genesis(peer_id, delta, budget_epsilon, accountant, utc_now()))
+        wanted = seal_genesis(
+            Genesis(peer_id, delta, budget_epsilon, accountant, utc_now(), unit=unit)
+        )
         p.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(p)
         try:
@@ -387,7 +391,7 @@ def _open_contents(path: Path, wanted: Genesis, create: bool) -> LedgerContents:
 
 
 def _check_genesis(found: Genesis, wanted: Genesis, name: str) -> None:
-    for field in ("peer_id", "delta", "budget_epsilon", "accountant"):
+    for field in ("peer_id", "delta", "budget_epsilon", "accountant", "unit"):
         if getattr(found, field) != getattr(wanted, field):
             raise LedgerError(
                 f"{name}: ledger was created with {field}={getattr(found, field)!r}, "

@@ -28,7 +28,6 @@ from secure_pcft.privacy.validation_scores import (
     noise_source,
     noisy_validation_gaps,
     noisy_validation_scores,
-    validation_losses,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,8 @@ class PeerPrivacy:
             None (experiments that compare alternatives): earlier runs' events on the same data
             are reserved in the calibration and counted by the guard; every ledger opened here is
             registered.
+        units: the privacy unit of each training block (``[privacy] unit`` document/subject;
+            None for blocks), passed to the DP-SGD trainer.
 
     Attributes:
         scoring_queries: the plan's scores per round (a run may only use a strategy with this plan).
@@ -80,6 +81,7 @@ class PeerPrivacy:
         scoring_queries: int,
         selection: Sequence[DpEvent] = (),
         budget: tuple[BudgetStore, str] | None = None,
+        units: torch.Tensor | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.privacy_cfg = pc = privacy
@@ -100,8 +102,9 @@ class PeerPrivacy:
         ] + list(selection)  # fmt: skip
         # earlier runs on the same data count too: σ is calibrated with them reserved
         self.trainer = DpTrainer(
-            model, train_blocks, train, pc, generator, reserved=[*self.prior, *reserved]
-        )
+            model, train_blocks, train, pc, generator, reserved=[*self.prior, *reserved],
+            units=units,
+        )  # fmt: skip
         self.planned_epsilon = epsilon_spent(
             [self.trainer.planned_event(), *reserved], self.trainer.delta, pc.accountant
         )
@@ -127,6 +130,7 @@ class PeerPrivacy:
             delta=self.trainer.delta,
             budget_epsilon=self.budget,
             accountant=pc.accountant,
+            unit=self.trainer.unit,
         )
         if self.store is not None:
             store, key = self.store
@@ -187,29 +191,26 @@ class PeerPrivacy:
             self.stopped_round = self.round
             log.warning("%s stops sharing at round %d: %s", self.peer_id, self.round, reason)
 
-    def noisy_validation_perplexity(self, model: nn.Module, val_blocks: torch.Tensor) -> float:
-        """Accounted validation score of the adapter currently loaded in ``model``.
+    def noisy_validation_perplexity(self, losses: torch.Tensor) -> float:
+        """Accounted validation score of an adapter from its exact validation ``losses`` (n,),
+        one per privacy unit (the loss of a block, or the mean over a document's or subject's).
 
         Raises:
             BudgetExhaustedError: the score's ε would exceed the budget (nothing recorded).
         """
-        losses = validation_losses(model, val_blocks, max_blocks=None)
         noisy = noisy_validation_scores(
             {0: losses}, self.privacy_cfg, round=self.round, generator=self._validation_generator
         )
         self.guard.record_release([noisy.event])
         return float(noisy.perplexities[0])
 
-    def noisy_validation_gap(
-        self, model: nn.Module, val_blocks: torch.Tensor, own_losses: torch.Tensor
-    ) -> float:
-        """Accounted mean loss gap (nats) of the adapter loaded in ``model`` to the own adapter,
-        whose per-block losses on ``val_blocks`` are ``own_losses`` (n,).
+    def noisy_validation_gap(self, losses: torch.Tensor, own_losses: torch.Tensor) -> float:
+        """Accounted mean loss gap (nats) of an adapter to the own adapter, from both adapters'
+        exact validation losses per privacy unit (n,) each.
 
         Raises:
             BudgetExhaustedError: the score's ε would exceed the budget (nothing recorded).
         """
-        losses = validation_losses(model, val_blocks, max_blocks=None)
         noisy = noisy_validation_gaps(
             {0: losses},
             own_losses,
@@ -252,6 +253,8 @@ class PeerPrivacy:
             "noise_multiplier": self.trainer.noise_multiplier,
             "sample_rate": self.trainer.sample_rate,
             "train_blocks": int(self.trainer.blocks.shape[0]),
+            "unit": self.trainer.unit,
+            "train_units": self.trainer.num_units,
             "accountant": self.privacy_cfg.accountant,
             "events": len(events),
             "stopped_sharing_round": self.stopped_round,

@@ -158,6 +158,8 @@ def load_audit(path: str | Path) -> dict[str, Any]:
         "target_epsilon": None if eps is None else _metric_json(real(eps, f"{where}.targets[0].epsilon")),
         "target_delta": None if delta is None else _metric_json(real(delta, f"{where}.targets[0].delta")),
         "target_peer": str(target.get("peer", "")),
+        # the privacy unit its candidates are (audits from before the unit existed: blocks)
+        "unit": str(obj.get("unit", target.get("unit", "block"))),
         "attacks": attacks,
         "recorded_passed": obj.get("passed") if isinstance(obj.get("passed"), bool) else None,
         "versions": {str(k): str(v) for k, v in obj.get("versions", {}).items()}
@@ -186,6 +188,7 @@ def audit_checks(
     run_base_model: str = "",
     *,
     required: bool = False,
+    run_unit: str | None = None,
 ) -> list[Check]:
     """One check that the audit measured this run's base model, one per threshold, one if the
     file's own verdict disagrees, one that the thresholds are the campaign file's, a warning if
@@ -196,6 +199,13 @@ def audit_checks(
     an attack to *succeed* on a target without DP is a positive control and never counts."""
     name = audit["campaign"]
     out = [_same_base(audit, run_base_model), _provenance(audit)]
+    if run_unit is not None:
+        same = audit["unit"] == run_unit
+        out.append(Check(f"audit.{name}.unit", f"audit {name} measured the run's privacy unit",
+                         "pass" if same else "warn",
+                         f"both in {run_unit}s" if same else
+                         f"the audit's candidates are {audit['unit']}s, the run protects "
+                         f"{run_unit}s: its figures are not in the unit this run's ε covers"))  # fmt: skip
     control_target = audit["target_epsilon"] in (None, "inf")
     for a in audit["attacks"]:
         for t in a["thresholds"]:

@@ -283,8 +283,9 @@ def build_report(
     for a in audit_docs:
         required = a["campaign"] in policy.required_audits
         checks += audit_checks(
-            a, run_eps, str(run.results.get("base_model", "")), required=required
-        )
+            a, run_eps, str(run.results.get("base_model", "")), required=required,
+            run_unit=run.config.privacy.unit if run.config.privacy.enabled else None,
+        )  # fmt: skip
     given = {str(a["campaign"]): all(at["passed"] for at in a["attacks"]) for a in audit_docs}
     for name in policy.required_audits:
         ok = given.get(name, False)
@@ -342,8 +343,10 @@ def _roster(run: RunFiles) -> Roster | None:
 
 
 def _train_blocks(run: RunFiles, peer_id: str) -> int | None:
+    """n of a peer's δ·n: its training units (blocks, documents or subjects) as results.json
+    records them (``train_units``; ``train_blocks`` in results from before the unit existed)."""
     info = run.extra("privacy").get(peer_id)
-    n = info.get("train_blocks") if isinstance(info, dict) else None
+    n = info.get("train_units", info.get("train_blocks")) if isinstance(info, dict) else None
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 

@@ -103,7 +103,7 @@ def _empty(enabled: bool, status: str, path: Path | None, error: str | None) -> 
         "ledger": {"path": None if path is None else str(path), "status": status, "error": error,
                    "events": 0, "head_hash": None},
         "epsilon_spent": None, "budget_epsilon": None, "delta": None, "accountant": None,
-        "epsilon_by_round": [], "mechanisms": [], "releases": [], "stopped_sharing_round": None,
+        "unit": None, "epsilon_by_round": [], "mechanisms": [], "releases": [], "stopped_sharing_round": None,
         "mu": None, "mu_exact": None, "tpr_bounds": None,
     }  # fmt: skip
 
@@ -151,7 +151,8 @@ def _summarise(
         "ledger": {"path": str(path), "status": "verified", "error": None,
                    "events": len(events), "head_hash": contents.head.hash},
         "epsilon_spent": _json_eps(eps), "budget_epsilon": g.budget_epsilon, "delta": g.delta,
-        "accountant": g.accountant, "epsilon_by_round": epsilon_by_round(contents, last_round),
+        "accountant": g.accountant, "unit": g.unit,
+        "epsilon_by_round": epsilon_by_round(contents, last_round),
         "mechanisms": mechanisms(events), "releases": releases(events),
         "stopped_sharing_round": stopped if isinstance(stopped, int) else None,
         **_attack_bounds(events, g.accountant),

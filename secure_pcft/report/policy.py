@@ -181,7 +181,7 @@ def peer_policy_checks(
         parts = [f"{peer_id}: δ = {delta:.3g} (policy ≤ {policy.max_delta:g})"]
         ok = delta <= policy.max_delta
         if n:
-            parts.append(f"δ·n = {delta * n:.3g} with n = {n} training blocks "
+            parts.append(f"δ·n = {delta * n:.3g} with n = {n} training units "
                          f"(policy ≤ {policy.max_delta_times_n:g}, i.e. δ ≤ "
                          f"{policy.max_delta_times_n:g}/n)")  # fmt: skip
             ok = ok and delta * n <= policy.max_delta_times_n

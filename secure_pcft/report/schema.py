@@ -63,6 +63,8 @@ _PRIVACY = _obj({
     # built-in rdp / prv / gdp, or a name given to register_accountant (a plugin's)
     "accountant": {"anyOf": [{"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,63}$"},
                              {"type": "null"}]},
+    # what (ε, δ) protects, from the verified ledger genesis ([privacy] unit); null without one
+    "unit": {"enum": ["block", "document", "subject", None]},
     "epsilon_by_round": {"type": "array", "items": _obj({"round": _COUNT, "epsilon": _REAL})},
     "mechanisms": {"type": "array", "items": _MECHANISM},
     "releases": {"type": "array", "items": _obj({
@@ -136,6 +138,7 @@ _AUDIT = _obj({
     "target_epsilon": _REAL_OR_NULL,
     "target_delta": _REAL_OR_NULL,
     "target_peer": {"type": "string"},
+    "unit": {"enum": ["block", "document", "subject"]},
     "attacks": {"type": "array", "minItems": 1, "items": _ATTACK},
     "recorded_passed": {"type": ["boolean", "null"]},
     "versions": {"type": "object", "additionalProperties": {"type": "string"}},

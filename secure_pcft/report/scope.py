@@ -22,6 +22,21 @@ THREAT_MODELS = {
 }
 
 
+_UNIT_TEXT = {
+    "block": "one training block of {block} tokens of a peer's text. A document longer than one "
+    "block is protected only as a group: k blocks of one document carry at most k·ε (group "
+    "privacy), and a fact repeated across blocks is repeated evidence.",
+    "document": "one document of a peer's text, whatever its length: its blocks (of {block} "
+    "tokens, never shared with another document) contribute one clipped gradient per DP-SGD step "
+    "and one averaged loss per validation score. A data subject with k documents is protected "
+    "only as a group (k·ε).",
+    "subject": "one data subject: all documents a peer holds of that subject (named by the "
+    "data's subject field) contribute one clipped gradient per DP-SGD step and one averaged loss "
+    "per validation score, whatever their number. A subject named differently in two records "
+    "counts as two subjects.",
+}
+
+
 def scope_section(
     config: dict[str, Any], peers: list[dict[str, Any]], blocks: dict[str, int | None] | None = None
 ) -> dict[str, Any]:
@@ -32,13 +47,15 @@ def scope_section(
     dp = bool(config.get("privacy", {}).get("enabled", False))
     secure = config.get("security", {}).get("mode") == "full"
     deltas = sorted({p["privacy"]["delta"] for p in peers if p.get("privacy", {}).get("delta")})
+    units = sorted({str(p["privacy"]["unit"]) for p in peers if p.get("privacy", {}).get("unit")})
+    named = units[0] if len(units) == 1 else str(config.get("privacy", {}).get("unit", "block"))
     unit = (
-        f"one training block of {block} tokens of a peer's text. A document longer than one block "
-        "is protected only as a group: k blocks of one document carry at most k·ε (group privacy), "
-        "and a fact repeated across blocks is repeated evidence."
+        _UNIT_TEXT[named].format(block=block)
         if dp
-        else "none: differential privacy is off, so no record is protected by an ε."
+        else ("none: differential privacy is off, so no record is protected by an ε.")
     )
+    if dp and len(units) > 1:
+        unit += f" (the peers' ledgers name different units: {', '.join(units)})"
     per_peer = []
     for p in peers:
         d, n = p.get("privacy", {}).get("delta"), (blocks or {}).get(p["peer_id"])
@@ -48,7 +65,7 @@ def scope_section(
             )
     delta = (
         f"δ per peer: {'; '.join(per_peer)}. δ is the probability with which the ε guarantee may "
-        "fail outright; it should be well below 1 / n, n = the peer's number of training blocks "
+        f"fail outright; it should be well below 1 / n, n = the peer's number of training {named}s "
         "(δ·n well below 1; the policy's max_delta_times_n is checked per peer)."
         if deltas
         else "no δ (no ledger was verified)."

@@ -16,13 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from secure_pcft.collab.acceptance import selection_candidates
 from secure_pcft.collab.channel import Channel
 from secure_pcft.collab.peer import Peer, PeerBlocks, PeerSettings
 from secure_pcft.collab.round import round_steps
 from secure_pcft.collab.strategy import TrustStrategy, make_strategy, run_scoring_queries
 from secure_pcft.config import RunConfig
-from secure_pcft.data.blocks import encode_blocks
+from secure_pcft.data.blocks import encode_blocks, encode_unit_blocks
 from secure_pcft.data.corpus import PeerCorpus
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.budget_store import BudgetStore
@@ -84,17 +86,11 @@ def build_peer(
 ) -> Peer:
     """Peer ``index`` of ``plan``: its splits as token blocks (N, T) of ``[data] block_size``;
     with DP and a ``budget_store``, earlier runs on its training data count against its budget."""
-    tok, bs = base.tokenizer, plan.cfg.data.block_size
-    blocks = PeerBlocks(
-        encode_blocks(corpus.train, tok, bs),
-        encode_blocks(corpus.val, tok, bs),
-        encode_blocks(corpus.test, tok, bs),
-    )
     return Peer(
         index,
         peer_ids,
         corpus,
-        blocks,
+        peer_blocks(plan.cfg, corpus, base),
         base,
         PeerSettings.of(plan.cfg),
         channel,
@@ -103,3 +99,31 @@ def build_peer(
         selection_candidates=plan.selection_candidates,
         budget_store=budget_store if plan.cfg.privacy.enabled else None,
     )
+
+
+def peer_blocks(cfg: RunConfig, corpus: PeerCorpus, base: BaseModel) -> PeerBlocks:
+    """A peer's splits as token blocks of ``[data] block_size``, in its privacy unit.
+
+    ``[privacy] unit = "block"``: each split is one EOS-separated stream cut into full blocks.
+    ``document``/``subject``: the training and validation splits are cut per document, every
+    block tagged with its unit (its document, or its document's subject); the test split stays a
+    stream, so test perplexities compare across units.
+
+    Raises:
+        DataError: too little text for a block, or (``subject``) a document naming no subject.
+    """
+    tok, bs, unit = base.tokenizer, cfg.data.block_size, cfg.privacy.unit
+    test = encode_blocks(corpus.test, tok, bs)
+    if unit == "block":
+        return PeerBlocks(
+            encode_blocks(corpus.train, tok, bs), encode_blocks(corpus.val, tok, bs), test
+        )
+
+    def tagged(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        docs: tuple[str, ...] = getattr(corpus, split)
+        keys = corpus.subjects(split) if unit == "subject" else tuple(map(str, range(len(docs))))
+        encoded = encode_unit_blocks(docs, keys, tok, bs)
+        return encoded.ids, encoded.units
+
+    (train, train_units), (val, val_units) = tagged("train"), tagged("val")
+    return PeerBlocks(train, val, test, train_units=train_units, val_units=val_units)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from secure_pcft.data.blocks import PAD, model_inputs
+
 
 @dataclass(frozen=True)
 class LmScore:
@@ -25,7 +27,8 @@ def evaluate_lm(
 ) -> LmScore:
     """Score ``model`` on ``blocks`` (shape (N, T)) with teacher forcing.
 
-    Every block contributes T-1 predicted tokens. ``max_batches`` caps the work (the first batches
+    Every block contributes T-1 predicted tokens (fewer where it ends in
+    :data:`~secure_pcft.data.blocks.PAD` padding: padding is never a target). ``max_batches`` caps the work (the first batches
     are used, so repeated calls score the same tokens).
     """
     was_training = model.training
@@ -36,14 +39,15 @@ def evaluate_lm(
             if max_batches is not None and b >= max_batches:
                 break
             batch = blocks[start : start + batch_size]  # (B, T)
-            logits = model(input_ids=batch).logits[:, :-1, :]  # (B, T-1, V)
+            logits = model(input_ids=model_inputs(batch)).logits[:, :-1, :]  # (B, T-1, V)
             targets = batch[:, 1:]  # (B, T-1)
             loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
-            )
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum",
+                ignore_index=PAD,
+            )  # fmt: skip
             total_loss += float(loss)
-            total_correct += int((logits.argmax(-1) == targets).sum())
-            total_tokens += targets.numel()
+            total_correct += int((logits.argmax(-1) == targets).sum())  # PAD never matches
+            total_tokens += int((targets != PAD).sum())
     finally:
         model.train(was_training)
     mean = total_loss / max(total_tokens, 1)

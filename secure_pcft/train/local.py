@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from secure_pcft.config import TrainConfig
+from secure_pcft.data.blocks import model_inputs
 from secure_pcft.errors import DataError
 
 
@@ -20,7 +21,8 @@ class LocalTrainer:
 
     Args:
         model: the peer's peft model; only parameters with ``requires_grad`` train.
-        blocks: the peer's private training token blocks, shape (N, T).
+        blocks: the peer's private training token blocks, shape (N, T) (padding allowed:
+            :data:`~secure_pcft.data.blocks.PAD`).
         cfg: batch size, learning rate, weight decay.
         generator: the peer's own RNG for batch sampling.
     """
@@ -52,7 +54,8 @@ class LocalTrainer:
         self.model.train()
         batch = self._next_batch()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(input_ids=batch, labels=batch).loss
+        # labels keep the padding (-100, ignored by the loss); the inputs replace it
+        loss = self.model(input_ids=model_inputs(batch), labels=batch).loss
         loss.backward()
         self.optimizer.step()
         self.steps_done += 1

@@ -359,3 +359,48 @@ def test_report_shows_the_interval_of_a_figure() -> None:
     assert "[0.85, 0.95] 95 % bootstrap" in _interval(one, "roc_auc")
     assert "[0.7, 1] 95 % over trials" in _interval(several, "roc_auc")
     assert _interval({"roc_auc": 0.9}, "roc_auc") == ""
+
+
+# ---- audits in the privacy unit ---------------------------------------------------------------
+
+DOC_PRIVACY = (
+    '[target.privacy]\nenabled = true\nnoise_multiplier = 0.6\ndelta = 1e-3\nunit = "document"'
+)
+
+
+def test_a_document_level_campaign_scores_whole_documents(tmp_path: Path) -> None:
+    from secure_pcft.privacy.attack_bounds import tpr_bound_eps_delta
+
+    path = tmp_path / "c.toml"
+    text = campaign_toml(tmp_path, extra_target=DOC_PRIVACY)
+    path.write_text(text.replace("block_size = 16", "block_size = 8"))  # sentences: 1-2 blocks
+
+    (result,) = run_campaign_files([path], tmp_path / "out")
+
+    data = json.loads((tmp_path / "out" / "tiny-mia.json").read_text())
+    target = data["targets"][0]
+    assert data["unit"] == target["unit"] == "document"
+    # candidates are documents of one or more blocks: scores are one per document
+    assert target["members"] > target["member_units"] > 10
+    scores = json.loads((tmp_path / "out" / "tiny-mia.scores.json").read_text())
+    for attack in scores["attacks"]:
+        trial = attack["trials"][0]
+        assert len(trial["member_scores"]) == target["member_units"]
+        assert len(trial["nonmember_scores"]) == target["nonmember_units"]
+    eps, delta = float(target["epsilon"]), float(target["delta"])
+    assert data["tpr_bound_at_fpr_0.01"] == pytest.approx(tpr_bound_eps_delta(eps, delta, 0.01))
+    assert data["tpr_bound_at_fpr_0.001"] == pytest.approx(tpr_bound_eps_delta(eps, delta, 0.001))
+    assert data["attacks"][0]["per_trial"][0]["details"]["unit"]["name"] == "document"
+    assert result.campaign.target.run.privacy.unit == "document"
+
+
+@pytest.mark.parametrize(
+    "attack", ['[[attacks]]\nname = "signature-mia"', '[[attacks]]\nname = "whitebox-dirac"']
+)
+def test_an_attack_that_measures_blocks_is_refused_in_a_coarser_unit(
+    tmp_path: Path, attack: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(campaign_toml(tmp_path, extra_target=DOC_PRIVACY, attacks=attack))
+    with pytest.raises(ConfigError, match="measures token blocks"):
+        load_campaign(path)

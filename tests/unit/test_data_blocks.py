@@ -7,7 +7,14 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from secure_pcft.data.blocks import encode_blocks
+from secure_pcft.data.blocks import (
+    PAD,
+    encode_blocks,
+    encode_unit_blocks,
+    has_padding,
+    model_inputs,
+    unit_means,
+)
 from secure_pcft.errors import DataError, ModelError
 
 EOS = "<|endoftext|>"
@@ -62,3 +69,43 @@ def test_too_little_text_for_one_block_raises() -> None:
 def test_tokenizer_without_eos_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="eos"):
         encode_blocks(CORPUS, _tokenizer(eos=None), block_size=4)
+
+
+# ---- unit blocks: one document (or subject) per block, padded ---------------------------------
+
+
+def test_unit_blocks_never_span_two_documents_and_pad_the_last_block() -> None:
+    tok = _tokenizer()
+    eos = tok.eos_token_id
+    texts = ["the pump moves water", "the tank is full", "water"]  # 5, 5 and 2 tokens with EOS
+
+    out = encode_unit_blocks(texts, ["a", "b", "a"], tok, block_size=3)
+
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    assert out.ids.tolist() == [
+        ids[0][:3], [*ids[0][3:], eos, PAD],  # document 0: 3 + 2 real tokens
+        ids[1][:3], [*ids[1][3:], eos, PAD],  # document 1 starts a fresh block
+        [*ids[2], eos, PAD],  # document 2: one padded block
+    ]  # fmt: skip
+    assert out.units.tolist() == [0, 0, 1, 1, 0]  # subjects "a" and "b", numbered as they appear
+    assert out.keys == ("a", "b") and out.num_units == 2
+
+
+def test_unit_blocks_drop_a_tail_with_nothing_to_predict() -> None:
+    tok = _tokenizer()
+    # 4 tokens + EOS = 5 with block_size 4: the tail [EOS] alone has no target and is dropped
+    out = encode_unit_blocks(["the pump moves water"], ["0"], tok, block_size=4)
+    assert out.ids.shape == (1, 4) and not has_padding(out.ids)
+    with pytest.raises(DataError, match="no block"):
+        encode_unit_blocks([], [], tok, block_size=4)
+    with pytest.raises(DataError, match="unit keys"):
+        encode_unit_blocks(["water"], [], tok, block_size=4)
+    with pytest.raises(ModelError):
+        encode_unit_blocks(CORPUS, ["0", "1", "2"], _tokenizer(eos=None), block_size=4)
+
+
+def test_unit_means_average_each_units_blocks() -> None:
+    values = torch.tensor([1.0, 3.0, 10.0, 5.0])
+    assert unit_means(values, torch.tensor([0, 0, 1, 0])).tolist() == [3.0, 10.0]
+    assert unit_means(values, None) is values
+    assert torch.equal(model_inputs(torch.tensor([[4, PAD]])), torch.tensor([[4, 0]]))

@@ -116,3 +116,9 @@ def test_embedded_federation_one_language_per_peer_and_disjoint() -> None:
     assert set(fed.peers[0].train) <= german
     assert not set(fed.peers[1].train) & german
     assert "ParlSpeech" in fed.description
+    # every document names its speaker as its data subject; a speaker holds several documents
+    for p in fed.peers:
+        lang = next(iter(p.domain_mix))
+        subjects = p.subjects("train")
+        assert all(s.startswith(f"{lang}:") for s in subjects)
+        assert len(set(subjects)) < len(subjects)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from secure_pcft.data.readers import (
     read_csv,
     read_documents,
     read_jsonl,
+    read_subjects,
     read_txt,
     shared_corpus_folder,
 )
@@ -142,3 +144,36 @@ def test_shared_corpus_folder_returns_the_folder_or_names_the_missing_path(tmp_p
         f"Leipzig corpus folder not found: {(tmp_path / 'leipzig').resolve()} (set [data] "
         "shared_data_dir to the folder that holds leipzig/)"
     )
+
+
+def test_subjects_come_from_a_named_jsonl_field_or_csv_column(tmp_path: Path) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(
+        json.dumps({"text": "pump report one", "author": "op-7"}) + "\n"
+        + json.dumps({"text": "valve report", "author": 12}) + "\n"
+        + json.dumps({"text": "  ", "author": "op-7"}) + "\n",  # no document: skipped
+        encoding="utf-8",
+    )  # fmt: skip
+    (folder / "b.csv").write_text('text,author\n"pump report two",op-7\n', encoding="utf-8")
+    assert read_subjects(folder, subject_field="author") == {
+        "pump report one": "op-7", "valve report": "12", "pump report two": "op-7",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.jsonl", '{"text": "x"}\n', "a.jsonl:1: missing subject field 'author'"),
+        ("a.jsonl", '{"text": "x", "author": ["op"]}\n', "string or an integer"),
+        ("a.jsonl", '{"text": "x", "author": " "}\n', "is empty"),
+        ("a.csv", "text,who\nx,op\n", "no subject column 'author'"),
+        ("a.txt", "x\n", "needs .jsonl or .csv"),
+    ],
+)
+def test_a_record_without_a_usable_subject_is_refused(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_subjects(tmp_path / name, subject_field="author")

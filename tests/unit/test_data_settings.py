@@ -185,3 +185,28 @@ def test_generated_setting_uses_config_sizes(tmp_path: Path) -> None:
     assert len(fed.peers) == 3
     assert all((len(p.train), len(p.val), len(p.test)) == (8, 20, 40) for p in fed.peers)
     assert len(fed.reference) == 6
+
+
+def test_files_source_reads_each_documents_subject_from_the_named_field(tmp_path: Path) -> None:
+    import json
+
+    site = tmp_path / "plant-a.jsonl"
+    site.write_text(
+        "".join(
+            json.dumps({"text": f"shift report {i} on pump {i % 5}", "operator": f"op-{i % 4}"})
+            + "\n"
+            for i in range(30)
+        ),
+        encoding="utf-8",
+    )
+    ref = _peer_file(tmp_path / "public.txt", "public", n=20)
+    cfg = DataConfig(
+        source="files", paths=(str(site),), reference_path=str(ref), reference_docs=10,
+        subject_field="operator",
+    )  # fmt: skip
+    peer = load_federation(cfg).peers[0]
+    subjects = peer.subjects("train") + peer.subjects("val")
+    assert set(subjects) == {f"op-{k}" for k in range(4)}
+    assert len(subjects) == len(peer.train) + len(peer.val) == 24  # test: the other 6
+    with pytest.raises(ConfigError, match="subject_field"):
+        DataConfig(subject_field="operator")  # only files name subjects by a field

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from secure_pcft.config import LoraSettings, PrivacyConfig, TrainConfig, load_config
+from secure_pcft.data.blocks import PAD
 from secure_pcft.errors import BudgetInfeasibleError, ConfigError, DataError, PrivacyError
 from secure_pcft.model.lora import adapter_state, attach_lora
 from secure_pcft.privacy import (
@@ -403,3 +404,170 @@ def test_a_registered_accountant_is_usable_from_toml_and_an_unknown_one_is_refus
         with pytest.raises(ConfigError, match="accountant"):
             cfg = dataclasses.replace(pcfg, accountant=bad)
             DpTrainer(tiny_model("gpt2"), blocks(400), tcfg, cfg, gen)
+
+
+# ---- privacy units: documents and data subjects ---------------------------------------------
+
+# 12 units of 1..6 blocks over the N = 40 blocks (unit u holds blocks of consecutive indices)
+UNIT_SIZES = [1, 6, 2, 5, 3, 4, 1, 6, 2, 4, 3, 3]
+UNITS = torch.repeat_interleave(torch.arange(len(UNIT_SIZES)), torch.tensor(UNIT_SIZES))
+
+
+def padded_blocks(seed: int = 0) -> torch.Tensor:
+    """blocks() whose every third block ends in 5 padding positions (a document's last block)."""
+    data = blocks(seed=seed).clone()
+    data[::3, -5:] = PAD
+    return data
+
+
+def make_units(model: nn.Module, *, unit: str = "document", **kw: object) -> DpTrainer:
+    sigma, clip = float(kw.pop("sigma", 0.0)), float(kw.pop("clip", 1.0))  # type: ignore[arg-type]
+    pcfg = PrivacyConfig(
+        enabled=True, noise_multiplier=sigma, max_grad_norm=clip, unit=unit,  # type: ignore[arg-type]
+        unsafe_zero_noise=sigma == 0, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    tcfg = TrainConfig(batch_size=4, lr=1e-2, total_steps=120)
+    return DpTrainer(
+        model, padded_blocks(), tcfg, pcfg, torch.Generator().manual_seed(3), units=UNITS
+    )
+
+
+def hand_written_unit_aggregate(
+    ref: nn.Module, data: torch.Tensor, used: torch.Tensor, clip: float, expected_batch: int
+) -> tuple[list[torch.Tensor], list[float]]:
+    """Σ_u clip_C( mean of unit u's per-block gradients ) / expected batch, one block at a time."""
+    params = [p for p in ref.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
+    norms = []
+    for u in dict.fromkeys(UNITS[used].tolist()):  # the sampled units, in order
+        mine = [i for i in used.tolist() if UNITS[i] == u]
+        mean = [torch.zeros_like(p) for p in params]
+        for i in mine:
+            ref.zero_grad(set_to_none=True)
+            per_example_lm_loss(ref, data[i : i + 1])[0].backward()
+            for acc, p in zip(mean, params, strict=True):
+                acc += p.grad.detach() / len(mine)  # type: ignore[union-attr]
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in mean)))
+        norms.append(norm)
+        factor = min(1.0, clip / (norm + 1e-6))
+        for acc, g in zip(total, mean, strict=True):
+            acc += factor * g
+    return [acc / expected_batch for acc in total], norms
+
+
+@pytest.mark.parametrize("clip", [1e-3, 1e3], ids=["all-clipped", "none-clipped"])
+def test_each_document_contributes_one_clipped_gradient(clip: float) -> None:
+    model = tiny_model("gpt2", torch.float64)
+    ref = copy.deepcopy(model)
+    trainer = make_units(model, clip=clip)
+
+    trainer.step()
+
+    used = trainer.last_batch
+    assert UNITS[used].unique().numel() > 1  # several documents, some of several blocks
+    expected, norms = hand_written_unit_aggregate(
+        ref, padded_blocks(), used, clip, trainer.expected_batch_size
+    )
+    if clip < 1:
+        assert min(norms) > clip  # every document's gradient was clipped to C
+    else:
+        assert max(norms) < clip
+    scale = max(float(e.abs().max()) for e in expected)
+    err = max(
+        float((p.grad - e).abs().max()) for p, e in zip(trainer.params, expected, strict=True)
+    )  # type: ignore[operator]
+    assert scale > 0 and err / scale < 1e-10, f"relative error {err / scale:.2e}"
+
+
+def test_a_documents_whole_contribution_is_bounded_by_the_clip_norm() -> None:
+    """With one document sampled alone and noise off, the step's summed gradient has norm ≤ C
+    however many blocks the document has (the bound DP's sensitivity rests on)."""
+    clip = 1e-3
+    trainer = make_units(tiny_model("gpt2", torch.float64), clip=clip)
+    big = int(torch.argmax(torch.tensor(UNIT_SIZES)))
+    trainer._update(torch.tensor([big]))
+    summed = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in trainer.params))  # type: ignore[union-attr]
+    assert float(summed) * trainer.expected_batch_size <= clip * (1 + 1e-9)
+    assert float(summed) * trainer.expected_batch_size == pytest.approx(clip, rel=1e-4)
+
+
+def test_a_large_unit_contributes_a_fresh_random_subset_of_at_most_max_unit_blocks() -> None:
+    trainer = make_units(tiny_model("gpt2"), max_unit_blocks=2)
+    big = int(torch.argmax(torch.tensor(UNIT_SIZES)))  # 6 blocks
+    seen = set()
+    for _ in range(6):
+        trainer._update(torch.tensor([big]))
+        assert trainer.last_batch.numel() == 2 and bool((UNITS[trainer.last_batch] == big).all())
+        seen.add(tuple(sorted(trainer.last_batch.tolist())))
+    assert len(seen) > 1
+
+
+def test_an_empty_poisson_batch_of_units_is_a_noise_only_step() -> None:
+    trainer = make_units(tiny_model("gpt2"), sigma=1.0)
+    before = [p.detach().clone() for p in trainer.params]
+    assert math.isnan(trainer._update(torch.empty(0, dtype=torch.long)))
+    assert trainer.last_batch.numel() == 0 and trainer.steps_done == 1
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.params, strict=True))
+
+
+def test_units_are_sampled_and_accounted_as_units() -> None:
+    pcfg = PrivacyConfig(enabled=True, target_epsilon=8.0, accountant="gdp", unit="document")
+    tcfg = TrainConfig(batch_size=4, total_steps=100, warmup_steps=20, local_steps=20)
+    trainer = DpTrainer(
+        tiny_model("gpt2"), padded_blocks(), tcfg, pcfg, torch.Generator().manual_seed(0),
+        units=UNITS,
+    )  # fmt: skip
+    units = len(UNIT_SIZES)
+    assert (trainer.num_units, trainer.sample_rate) == (units, 4 / units)
+    assert trainer.delta == 1 / (10 * units)
+    counts = [trainer._sample().numel() for _ in range(3000)]
+    assert sum(counts) / len(counts) == pytest.approx(4.0, abs=0.15)  # Poisson over 12 units
+    # ε of the planned run against an independent μ-GDP computation at q = units per step / units
+    sigma, q, steps = trainer.noise_multiplier, 4 / units, 100
+    mu = q * math.sqrt(steps * (math.exp(sigma**-2) - 1))
+
+    def delta_of(eps: float) -> float:
+        phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+        return phi(-eps / mu + mu / 2) - math.exp(eps) * phi(-eps / mu - mu / 2)
+
+    lo, hi = 0.0, 100.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if delta_of(mid) > trainer.delta else (lo, mid)
+    eps = epsilon_spent([trainer.planned_event()], trainer.delta, "gdp")
+    assert eps == pytest.approx(hi, rel=1e-6)
+    assert eps == pytest.approx(8.0, rel=1e-2)  # calibrated for the target over units
+
+
+def test_unit_configuration_errors() -> None:
+    model = tiny_model("gpt2")
+    tcfg = TrainConfig(total_steps=100, warmup_steps=20, local_steps=20)
+    doc = PrivacyConfig(enabled=True, noise_multiplier=1.0, unit="document")
+    gen = torch.Generator()
+    with pytest.raises(ConfigError, match="unit"):
+        DpTrainer(model, blocks(), tcfg, doc, gen)  # a document unit needs the blocks' units
+    with pytest.raises(ConfigError, match="unit"):
+        DpTrainer(model, blocks(), tcfg, PrivacyConfig(enabled=True, noise_multiplier=1.0), gen,
+                  units=UNITS)  # fmt: skip
+    with pytest.raises(DataError, match="tag each"):
+        DpTrainer(model, blocks(), tcfg, doc, gen, units=UNITS[:-1])
+    with pytest.raises(DataError, match="number every unit"):
+        DpTrainer(model, blocks(), tcfg, doc, gen, units=UNITS * 2)  # odd numbers unused
+    with pytest.raises(ConfigError, match="delta"):
+        DpTrainer(model, blocks(), tcfg, dataclasses.replace(doc, delta=0.09), gen, units=UNITS)
+    with pytest.raises(ConfigError, match="unit"):
+        PrivacyConfig(unit="paragraph")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_unit_blocks"):
+        PrivacyConfig(max_unit_blocks=0)
+
+
+def test_padding_is_never_a_target() -> None:
+    """A padded block's loss is the loss of its real tokens alone."""
+    model = tiny_model("gpt2", torch.float64)
+    row = blocks(1, seed=4)
+    padded = row.clone()
+    padded[0, -5:] = PAD
+    with torch.no_grad():
+        short = per_example_lm_loss(model, row[:, :-5])
+        assert float(per_example_lm_loss(model, padded)[0]) == pytest.approx(float(short[0]))
+        assert float(per_example_lm_loss(model, row)[0]) != pytest.approx(float(short[0]))

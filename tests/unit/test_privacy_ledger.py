@@ -237,9 +237,27 @@ def test_genesis_parameters_are_fixed_for_life(filled: Path) -> None:
         ("budget_epsilon", None),
         ("accountant", "prv"),
         ("peer_id", "peer-9"),
+        ("unit", "document"),
     ]:
         with pytest.raises(LedgerError, match=field):
             open_ledger(filled, **{field: value})
+
+
+def test_the_genesis_names_the_privacy_unit_and_block_ledgers_are_unchanged(path: Path) -> None:
+    with open_ledger(path) as ledger:
+        assert ledger.genesis.unit == "block"
+    assert b'"unit"' not in lines(path)[0]  # ledgers from before the unit verify as they were
+    other = ledger_path(path.parent, "peer-1")
+    with open_ledger(other, peer_id="peer-1", unit="subject") as ledger:
+        ledger.append([event()])
+    assert b'"unit":"subject"' in lines(other)[0]
+    assert read_ledger(other).genesis.unit == "subject"
+    with pytest.raises(PrivacyError, match="unit"):
+        open_ledger(ledger_path(path.parent, "peer-2"), peer_id="peer-2", unit="paragraph")
+    rows = lines(other)
+    write_lines(other, [rows[0].replace(b'"subject"', b'"document"'), *rows[1:]])
+    with pytest.raises(LedgerError, match="hash"):
+        read_ledger(other)  # the unit is under the genesis hash
 
 
 def test_missing_ledger_without_create_and_missing_ledger_with_records(path: Path) -> None:

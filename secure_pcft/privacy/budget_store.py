@@ -116,11 +116,18 @@ class BudgetStore:
             raise LedgerError("a new budget needs a reason (it is recorded and reported)")
         self._append(key, {"kind": "new-budget", "reason": reason.strip()})
 
-    def prior_events(self, key: str, own_ledger: Path) -> tuple[list[DpEvent], list[str]]:
+    def prior_events(
+        self, key: str, own_ledger: Path, unit: str = "block"
+    ) -> tuple[list[DpEvent], list[str]]:
         """The events of every other ledger registered since the last renewal, and their paths.
 
+        ``unit``: this run's privacy unit. An earlier run on the same data that accounted another
+        unit cannot be composed with it (a block's ε says nothing about a document without group
+        privacy), so it is refused, not silently added.
+
         Raises:
-            LedgerError: a registered ledger is missing or fails verification (fail closed).
+            LedgerError: a registered ledger is missing, fails verification, or accounted another
+                privacy unit (fail closed).
         """
         own = Path(own_ledger).resolve()
         events: list[DpEvent] = []
@@ -134,7 +141,15 @@ class BudgetStore:
                     f"budget store {self._file(key).name}: the ledger of an earlier run on this "
                     f"data, {path}, is missing; its spend cannot be counted"
                 )
-            events.extend(read_ledger(path).events)  # verified: chain and high-water mark
+            contents = read_ledger(path)  # verified: chain and high-water mark
+            if contents.genesis.unit != unit:
+                raise LedgerError(
+                    f"budget store {self._file(key).name}: an earlier run on this data, {path}, "
+                    f"accounted ε per {contents.genesis.unit}, this run per {unit}: the two do not "
+                    "compose; run in the earlier unit, or start a fresh budget with --new-budget "
+                    "(recorded and reported) if that is a reviewer's decision"
+                )
+            events.extend(contents.events)
             used.append(str(path))
         return events, used
 

@@ -93,7 +93,7 @@ class PeerPrivacy:
         if budget is not None:
             store, key = budget
             own = ledger_path(ledger_dir, peer_id)
-            self.prior, self.prior_ledgers = store.prior_events(key, own)
+            self.prior, self.prior_ledgers = store.prior_events(key, own, privacy.unit)
         reserved = [
             DpEvent("gaussian-validation", pc.validation_noise_multiplier, 1.0, scoring_queries, r,
                     "validation-scores")
@@ -135,7 +135,7 @@ class PeerPrivacy:
         if self.store is not None:
             store, key = self.store
             store.register(key, ledger.path, run=str(ledger_dir))
-            self.prior, self.prior_ledgers = store.prior_events(key, ledger.path)
+            self.prior, self.prior_ledgers = store.prior_events(key, ledger.path, pc.unit)
         self.guard = BudgetGuard(
             ledger, self.budget, self.trainer.delta, pc.accountant, prior=self.prior
         )

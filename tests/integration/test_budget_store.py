@@ -107,3 +107,16 @@ def test_a_missing_earlier_ledger_stops_the_next_run(tmp_path: Path, cfg: RunCon
 
     with pytest.raises(LedgerError, match="missing"):
         _run(roomy, tmp_path / "run-2")
+
+
+def test_earlier_spend_in_another_privacy_unit_is_refused_not_added(
+    tmp_path: Path, cfg: RunConfig
+) -> None:
+    roomy = replace(cfg, privacy=replace(cfg.privacy, budget_epsilon=50.0))
+    _run(roomy, tmp_path / "run-1")  # ε per block
+    per_document = replace(roomy, privacy=replace(roomy.privacy, unit="document"))
+
+    with pytest.raises(LedgerError, match="accounted ε per block, this run per document"):
+        _run(per_document, tmp_path / "run-2")
+    # a reviewer's fresh budget (recorded, reported) is the way out
+    _run(per_document, tmp_path / "run-3", new_budget="document-level review 2026-12")

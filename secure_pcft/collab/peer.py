@@ -48,6 +48,9 @@ from secure_pcft.transport.base import BROADCAST
 
 log = logging.getLogger(__name__)
 
+#: at most this many bytes of base-model reference logits are kept per base (Peer.reference_logits)
+BASE_LOGITS_CACHE_BYTES = 256 * 2**20
+
 # what a DP peer sends with its signed ledger head attached (its receivers keep it as a receipt)
 HEAD_CARRYING_TYPES = frozenset({MessageType.ADAPTER, MessageType.HE_ANSWER})
 
@@ -170,6 +173,7 @@ class Peer:
         self.blocks = blocks.to(self.device)
         self.settings = cfg = settings
         self.channel = channel
+        self._base_logits = base.reference_logits  # shared by every peer on this base
         self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
         self.spec = adapter_spec(self.model)
         generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + index)
@@ -337,20 +341,38 @@ class Peer:
         """Last-position logits on public reference blocks (R, T) → (R, V), on the CPU.
 
         ``base``: of the shared base model, with this peer's adapter switched off (public: every
-        peer computes the same logits).
+        peer computes the same logits). Those are kept per reference row on the base
+        (:attr:`BaseModel.reference_logits`): a row is computed once per process, not once per
+        peer and round (bounded by :data:`BASE_LOGITS_CACHE_BYTES`).
         """
-        if base:
-            # peft's disable_adapter() re-enables the adapter on exit by marking *every* LoRA
-            # tensor trainable, which would unfreeze A in frozen-a mode (and change the adapter's
-            # tensor set, so peers reject each other's adapters): restore the flags it touched.
-            flags = [(p, p.requires_grad) for p in self.model.parameters()]
-            try:
-                with self.model.disable_adapter():
-                    return self.reference_logits(reference)
-            finally:
-                for param, flag in flags:
-                    param.requires_grad_(flag)
-        return last_position_logits(self.model, reference.to(self.device))
+        if not base:
+            return last_position_logits(self.model, reference.to(self.device))
+        rows = reference.cpu()
+        keys = [row.numpy().tobytes() for row in rows]
+        cache = self._base_logits
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
+            fresh = self._base_forward(rows[todo])
+            size = fresh[0].numel() * fresh.element_size()
+            if (len(cache) + len(todo)) * size > BASE_LOGITS_CACHE_BYTES:
+                cache.clear()  # bounded: start over rather than grow without limit
+            for i, row in zip(todo, fresh, strict=True):
+                cache[keys[i]] = row
+            if any(k not in cache for k in keys):  # more rows than the bound holds at once
+                return self._base_forward(rows)
+        return torch.stack([cache[k] for k in keys])
+
+    def _base_forward(self, rows: torch.Tensor) -> torch.Tensor:
+        # peft's disable_adapter() re-enables the adapter on exit by marking *every* LoRA
+        # tensor trainable, which would unfreeze A in frozen-a mode (and change the adapter's
+        # tensor set, so peers reject each other's adapters): restore the flags it touched.
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        try:
+            with self.model.disable_adapter():
+                return last_position_logits(self.model, rows.to(self.device))
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
 
     # ---- messages ---------------------------------------------------------------------------
     def begin_round(self, rnd: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,11 +20,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BaseModel:
-    """A frozen base model, its tokenizer and where it came from."""
+    """A frozen base model, its tokenizer and where it came from.
+
+    ``reference_logits``: last-position logits of the frozen base on public reference rows, by
+    the row's token bytes — the same for every peer built on this base and in every round (the
+    base never changes), so each row is computed once per process (collab/peer.py).
+    """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     path: Path
+    reference_logits: dict[bytes, torch.Tensor] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def device(self) -> torch.device:

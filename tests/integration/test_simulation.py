@@ -189,6 +189,14 @@ def test_base_reference_logits_are_the_shared_base_models_and_a_bad_signature_is
     with torch.no_grad():
         assert torch.allclose(peer.reference_logits(ref, base=True), want, atol=1e-5)
         assert not torch.allclose(peer.reference_logits(ref), want, atol=1e-5)  # trained adapter
+    # computed once per row on the shared base: another peer and a later batch reuse the rows
+    cached = dict(tiny_base.reference_logits)
+    assert len(cached) >= 4
+    with torch.no_grad():
+        other = sim.peers[1].reference_logits(sim.reference[2:6], base=True)
+    assert torch.equal(other[:2], peer.reference_logits(ref, base=True)[2:])
+    assert torch.allclose(other, fresh(input_ids=sim.reference[2:6]).logits[:, -1, :], atol=1e-5)
+    assert len(tiny_base.reference_logits) == len(cached) + 2  # only the two new rows
     # a malformed signature from another peer is rejected at the door, typed, not filed
     peer.begin_round(1)
     sim.peers[1].begin_round(1)
@@ -220,3 +228,21 @@ def test_plain_loopback_channels_enforce_the_configured_message_limit(
     rejected = sim.result(strategy, 0.0).rejections
     assert all(rejected[p] for p in sim.peer_ids)  # every peer refused its partners' adapters
     assert all("over the 256-byte limit" in r["reason"] for rs in rejected.values() for r in rs)
+
+
+def test_the_base_logits_cache_stays_within_its_bound(
+    tiny_base: BaseModel, federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import secure_pcft.collab.peer as peer_module
+
+    sim = Simulation(cfg("predictions", "shared-init"), federation, tiny_base)
+    tiny_base.reference_logits.clear()
+    row_bytes = 4 * tiny_base.model.config.vocab_size
+    monkeypatch.setattr(peer_module, "BASE_LOGITS_CACHE_BYTES", 3 * row_bytes)
+    peer = sim.peers[0]
+    with torch.no_grad():
+        direct = peer._base_forward(sim.reference[:5])
+        assert torch.allclose(peer.reference_logits(sim.reference[:2], base=True), direct[:2])
+        # five rows do not fit a bound of three: computed directly, the cache never exceeds it
+        assert torch.allclose(peer.reference_logits(sim.reference[:5], base=True), direct)
+    assert len(tiny_base.reference_logits) <= 3

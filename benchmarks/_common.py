@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import statistics
-import subprocess
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +14,12 @@ import torch
 
 from secure_pcft.config import TrainConfig
 from secure_pcft.fileio import write_text_atomic
+
+# machine(), cpu_model() and git_state() are re-exported: the benchmark scripts import them from here
+from secure_pcft.provenance import cpu_model as cpu_model
+from secure_pcft.provenance import git_state as git_state
+from secure_pcft.provenance import machine as machine
+from secure_pcft.provenance import stamp
 from secure_pcft.third_party import quiet_third_party
 
 # Every benchmark (and scale.py's worker processes) prints its tables without the third-party
@@ -26,28 +28,6 @@ quiet_third_party()
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.is_available(),
-    }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), for quoting the machine of a timing."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 SCHEDULES = ("default", "quick", "paper")
@@ -84,34 +64,15 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     return write_text_atomic(RESULTS / name, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
-def git_state() -> dict[str, Any]:
-    """The commit the benchmark ran on and whether the tree had uncommitted changes."""
-
-    def git(*cmd: str) -> str:
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
-                                  check=True, timeout=30).stdout.strip()  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    # result files are what benchmarks write, not code: a run in progress must not count as dirty
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                 ":(exclude)benchmarks/results", ":(exclude)audits/results")  # fmt: skip
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(status)}
-
-
 def provenance(argv: Sequence[str], script: str) -> dict[str, Any]:
     """What a published figure needs beside it: commit (and dirty flag), command, the dependency
     set (SHA-256 of constraints.txt), the machine and the date."""
     constraints = REPO / "constraints.txt"
     deps = hashlib.sha256(constraints.read_bytes()).hexdigest() if constraints.exists() else ""
     return {
-        **git_state(),
-        "command": " ".join(["python", f"benchmarks/{script}", *argv]),
+        **stamp(" ".join(["python", f"benchmarks/{script}", *argv])),
         "constraints_sha256": deps,
-        "machine": {**machine(), "cpu": cpu_model()},
         "device": {"type": "cpu", "cuda": torch.cuda.is_available()},
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

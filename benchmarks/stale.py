@@ -2,7 +2,7 @@
 script that produced it, changed after the commit that produced it.
 
 The producing commit is the one the result records (``_meta.commit``, written by the benchmarks
-since ``benchmarks/_common.provenance``), else — for older files — the commit that last wrote the
+since ``benchmarks/_common.provenance``; ``provenance.commit`` in audit results), else — for older files — the commit that last wrote the
 result file (the code it came from is at most that new). A change is any difference under
 ``secure_pcft/`` or in the producing script between that commit and ``HEAD``; that is conservative
 (a change need not move a figure), which is the point: a stale figure is re-run or marked stale next
@@ -47,6 +47,8 @@ def producing_commit(path: Path) -> tuple[str, str]:
     except (OSError, json.JSONDecodeError):
         doc = {}
     meta = doc.get("_meta") if isinstance(doc, dict) else None
+    if isinstance(doc, dict) and not isinstance(meta, dict):
+        meta = doc.get("provenance")  # audit results (secure-pcft audit)
     if isinstance(meta, dict) and isinstance(meta.get("commit"), str) and meta["commit"]:
         dirty = " (tree dirty)" if meta.get("dirty") else ""
         return meta["commit"], f"recorded{dirty}"

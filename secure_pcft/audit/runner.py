@@ -10,8 +10,11 @@ secrets or adapter tensors.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +37,7 @@ from secure_pcft.fileio import json_safe, write_json_atomic
 from secure_pcft.model.cache import base_identity
 from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 from secure_pcft.privacy.attack_bounds import tpr_bound_eps_delta
+from secure_pcft.provenance import stamp
 from secure_pcft.versions import library_versions
 
 # pass / fail against the campaign's thresholds; none: the campaign set no thresholds (measured only).
@@ -121,6 +125,7 @@ class CampaignResult:
     targets: list[dict[str, Any]]
     attacks: list[AttackOutcome]
     seconds: float
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> Verdict:
@@ -192,6 +197,8 @@ class CampaignResult:
                 "passed": None if self.verdict == "none" else self.passed,
                 "seconds": self.seconds,
                 "versions": library_versions(),
+                # the code, command and machine that produced these figures (benchmarks/stale.py)
+                "provenance": self.provenance,
             }
         )
 
@@ -270,6 +277,7 @@ def run_campaign(
         SecurePcftError: data, model, training or attack errors propagate with their types.
     """
     start = time.perf_counter()
+    provenance = {**stamp(shlex.join(sys.argv)), "campaign_sha256": _sha256(campaign.source)}
     if base is None:
         base = load_base(resolve_base_path(campaign.target.run.model))
     federation = load_federation(campaign.target.run.data)
@@ -296,7 +304,15 @@ def run_campaign(
             if progress:
                 progress(campaign.name, done, total)
     return CampaignResult(campaign, str(base.path), targets, outcomes,
-                          time.perf_counter() - start)  # fmt: skip
+                          time.perf_counter() - start, provenance)  # fmt: skip
+
+
+def _sha256(path: str) -> str | None:
+    """SHA-256 of the campaign file (None for a campaign built in code)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
 
 
 SUMMARY_FILE = "summary.json"

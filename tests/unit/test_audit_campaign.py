@@ -392,6 +392,11 @@ def test_a_document_level_campaign_scores_whole_documents(tmp_path: Path) -> Non
     assert data["tpr_bound_at_fpr_0.001"] == pytest.approx(tpr_bound_eps_delta(eps, delta, 0.001))
     assert data["attacks"][0]["per_trial"][0]["details"]["unit"]["name"] == "document"
     assert result.campaign.target.run.privacy.unit == "document"
+    # the code and command that produced the figures (benchmarks/stale.py reads the commit)
+    import hashlib
+
+    assert len(data["provenance"]["commit"]) == 40 and data["provenance"]["command"]
+    assert data["provenance"]["campaign_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(

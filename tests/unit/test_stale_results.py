@@ -67,3 +67,14 @@ def test_a_merged_result_is_as_stale_as_its_oldest_cell() -> None:
 
     assert stale.cell_commits(ROOT / "benchmarks" / "results" / "crypto.json") == []
     assert merged["stale"] is True and merged["commit"] == _first_commit()[:10]
+
+
+def test_an_audit_result_is_known_by_the_provenance_it_records() -> None:
+    path = ROOT / "audits" / "results" / "_test_audit.json"
+    try:
+        path.write_text(json.dumps({"campaign": "x", "provenance": {"commit": _head(),
+                                                                    "dirty": True}}))  # fmt: skip
+        commit, how = stale.producing_commit(path)
+    finally:
+        path.unlink(missing_ok=True)
+    assert (commit, how) == (_head(), "recorded (tree dirty)")

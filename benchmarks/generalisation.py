@@ -11,7 +11,7 @@ recipe depends on the base (chosen on validation by ``secure-pcft tune``) and on
   embedded demo corpus (6 peers, de/es/nl speeches), each on the small base; with ``--base
   smollm2`` the same on SmolLM2-135M (reduced: ``--peers 6``, one seed);
 * privacy: ``off`` (plain mode; the default also in secure mode) or ``eps8`` (DP-SGD at ε = 8 per
-  peer, full secure mode; the default also in plain mode);
+  peer, full secure mode; the default also in plain mode; ``eps3``: the same at ε = 3);
 * attack: ``none``, or one authenticated partner among 6 peers (secure mode, no DP) that sends a
   sign-flipped (``signflip``), scaled inside the norm bound (``x10``) or NaN (``nan``) adapter
   (``secure_pcft/audit/poisoning.py``); its ``test_ppl_mean`` is the victims' mean, compared with
@@ -77,11 +77,11 @@ from secure_pcft.model.loading import BaseModel, load_base, resolve_base_path
 from secure_pcft.runtime.loopback import Simulation
 
 SETTINGS = ("leipzig-specific", "agnews-specific", "embedded")
-PRIVACY = ("off", "eps8")
+PRIVACY = ("off", "eps8", "eps3")
 ATTACKS = ("none", *POISONINGS)
 DEFAULT = "default"  # the label of the toolkit's default collaboration in the results
 ATTACKER = 1  # the poisoning partner's index among the 6 peers (it has a same-domain partner)
-EPSILON = 8.0
+EPSILONS = {"eps8": 8.0, "eps3": 3.0}  # the DP regimes: ε per peer for the whole run
 DELTA = 1e-3  # < 1/n_train for every peer of every setting here (n_train ≤ ~200 blocks)
 DP_LOCAL_LRS = (3e-3, 5e-3, 1e-2)  # DP-local's own recipe search (chosen on validation)
 BASELINES = {"local": "local", "fedavg": "fedavg", "oracle": "oracle"}
@@ -91,8 +91,8 @@ def recipe(privacy: str, lr: float | None = None, schedule: str = "default") -> 
     """The training recipe of a privacy regime (the same on every setting of a base).
 
     ``off``: the strategies benchmark's (batch 8, lr 3e-3, 30 warm-up steps then 3 rounds of 10).
-    ``eps8``: the README's DP recipe — the whole split in each step (batch 64 ≥ every peer's
-    blocks here, so q = 1), lr 1e-2, 2 warm-up steps then 9 rounds of 2 (20 DP-SGD steps).
+    ``eps8`` / ``eps3``: the README's DP recipe — batch 64 (the whole split in each step where a
+    peer holds at most 64 units, q = 1; else q = 64 / units), lr 1e-2, 2 warm-up steps then 9 rounds of 2 (20 DP-SGD steps).
     ``lr`` overrides the learning rate (a base's own, from ``secure-pcft tune``). ``schedule =
     "quick"`` (the reduced CPU setting of a large base, labelled in the results): ``off`` runs 10
     warm-up steps then 2 rounds of 10.
@@ -122,7 +122,7 @@ class Job:
     threads: int = 1
     secure_default_only: bool = False  # re-run only the default's secure-mode labels
     other_mode: bool = True  # also the default in the other security mode
-    unit: str = "block"  # [privacy] unit of the eps8 cells
+    unit: str = "block"  # [privacy] unit of the DP cells
 
     @property
     def setting_key(self) -> str:
@@ -139,13 +139,12 @@ class Job:
 def config(job: Job, *, security: str, strategy: StrategyConfig, ledgers: Path) -> RunConfig:
     peers = 6 if job.attacks != ("none",) else job.peers
     unit: Any = job.unit  # one of PRIVACY_UNITS (argparse choices)
-    privacy = (
-        PrivacyConfig(
-            enabled=True, target_epsilon=EPSILON, delta=DELTA, ledger_dir=str(ledgers), unit=unit
-        )
-        if job.privacy == "eps8"
-        else PrivacyConfig(unit=unit)
-    )
+    privacy = PrivacyConfig(unit=unit)
+    if job.privacy in EPSILONS:
+        privacy = PrivacyConfig(
+            enabled=True, target_epsilon=EPSILONS[job.privacy], delta=DELTA,
+            ledger_dir=str(ledgers), unit=unit,
+        )  # fmt: skip
     return RunConfig(
         model=ModelConfig(base=job.base, device="cpu"),
         data=DataConfig(
@@ -234,7 +233,7 @@ def run_job(job: Job) -> tuple[Job, dict[str, dict[str, Any]], float]:
         work = Path(tmp)
         cells: dict[str, dict[str, dict[str, Any]]] = {}
         if job.attacks == ("none",):
-            dp = job.privacy == "eps8"
+            dp = job.privacy in EPSILONS
             headline = "full" if dp else "off"
             other = "off" if dp else "full"
             labels: dict[str, dict[str, Any]] = {}
@@ -520,10 +519,11 @@ def targets(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
             t["le_base"] = t["vs_base"] <= 1.0
             other = next((k for k in cell if k.startswith(f"{DEFAULT}-")), None)
             if other:
-                secure, plain = (DEFAULT, other) if "/eps8/" in key else (other, DEFAULT)
+                dp = any(f"/{p}/" in key for p in EPSILONS)
+                secure, plain = (DEFAULT, other) if dp else (other, DEFAULT)
                 t["secure_vs_plain"] = cell[secure]["test_ppl_mean"] / cell[plain]["test_ppl_mean"]
                 t["secure_within_3pct_of_plain"] = t["secure_vs_plain"] <= 1.03
-            if "/eps8/" in key:
+            if any(f"/{p}/" in key for p in EPSILONS):
                 t["vs_dp_local_best"] = d["test_ppl_mean"] / cell["local"]["test_ppl_mean"]
                 t["below_dp_local"] = t["vs_dp_local_best"] < 1.0
         else:

@@ -85,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop = info["stopped_sharing_round"]
         print(
             f"{peer}: ε spent {info['epsilon_spent']:.3f} / budget {info['budget_epsilon']} "
+            f"per {info.get('unit', 'block')} "
             f"(δ={info['delta']:.2g}, σ={info['noise_multiplier']:.3g})"
             + (f" — stopped sharing at round {stop}" if stop is not None else "")
         )

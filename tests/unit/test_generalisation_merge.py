@@ -59,3 +59,16 @@ def test_merge_from_copies_cells_with_their_stamps(tmp_path: Path, monkeypatch) 
     gen.merge_from(target, source)
     assert written["smollm2/a/off/signflip"]["_commit"] == "s" and "a/off/none" in written
     assert written["_meta"]["earlier_invocations"] == [{"commit": "s", "merged_from": "other.json"}]
+
+
+def test_cells_of_another_privacy_unit_have_their_own_keys_and_seeds() -> None:
+    doc = gen.Job("embedded", "eps8", ("none",), 1, "small", 0, None, "", unit="document")
+    assert doc.setting_key == "embedded@document"
+    assert doc.name == "embedded@document/eps8/none/seed1"
+    earlier = {"_per_seed": [{"seed": 0, "commit": "a"}, {"seed": 1, "commit": "a"}]}
+    # a document-unit job re-runs its own cell's seed, never the block cell's
+    assert gen.seeds_kept(earlier, "embedded@document/eps8/none", [doc], "") == [
+        earlier["_per_seed"][0]
+    ]
+    assert gen.seeds_kept(earlier, "embedded/eps8/none", [doc], "") == earlier["_per_seed"]
+    assert gen.EPSILONS == {"eps8": 8.0, "eps3": 3.0}

@@ -93,17 +93,28 @@ def reference_clipped_mean(
     ref: nn.Module, data: torch.Tensor, idx: torch.Tensor, clip: float, expected_batch: int
 ) -> tuple[list[torch.Tensor], list[float]]:
     """Hand-written DP-SGD aggregate: Σ_i g_i · min(1, C/(‖g_i‖+1e-6)) / expected batch."""
+    return clipped_sum(ref, data, [[i] for i in idx.tolist()], clip, expected_batch)
+
+
+def clipped_sum(
+    ref: nn.Module, data: torch.Tensor, groups: list[list[int]], clip: float, expected_batch: int
+) -> tuple[list[torch.Tensor], list[float]]:
+    """Σ_g clip_C(mean of group g's per-block gradients) / expected batch, one block at a time
+    (Opacus's clip factor min(1, C/(‖g‖+1e-6))); and each group's gradient norm."""
     params = [p for p in ref.parameters() if p.requires_grad]
     total = [torch.zeros_like(p) for p in params]
     norms = []
-    for i in idx.tolist():
-        ref.zero_grad(set_to_none=True)
-        per_example_lm_loss(ref, data[i : i + 1])[0].backward()
-        grads = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
-        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+    for group in groups:
+        mean = [torch.zeros_like(p) for p in params]
+        for i in group:
+            ref.zero_grad(set_to_none=True)
+            per_example_lm_loss(ref, data[i : i + 1])[0].backward()
+            for acc, p in zip(mean, params, strict=True):
+                acc += p.grad.detach() / len(group)  # type: ignore[union-attr]
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in mean)))
         norms.append(norm)
-        factor = min(1.0, clip / (norm + 1e-6))  # Opacus's clip factor, same 1e-6 guard
-        for acc, g in zip(total, grads, strict=True):
+        factor = min(1.0, clip / (norm + 1e-6))
+        for acc, g in zip(total, mean, strict=True):
             acc += factor * g
     return [acc / expected_batch for acc in total], norms
 
@@ -436,23 +447,9 @@ def hand_written_unit_aggregate(
     ref: nn.Module, data: torch.Tensor, used: torch.Tensor, clip: float, expected_batch: int
 ) -> tuple[list[torch.Tensor], list[float]]:
     """Σ_u clip_C( mean of unit u's per-block gradients ) / expected batch, one block at a time."""
-    params = [p for p in ref.parameters() if p.requires_grad]
-    total = [torch.zeros_like(p) for p in params]
-    norms = []
-    for u in dict.fromkeys(UNITS[used].tolist()):  # the sampled units, in order
-        mine = [i for i in used.tolist() if UNITS[i] == u]
-        mean = [torch.zeros_like(p) for p in params]
-        for i in mine:
-            ref.zero_grad(set_to_none=True)
-            per_example_lm_loss(ref, data[i : i + 1])[0].backward()
-            for acc, p in zip(mean, params, strict=True):
-                acc += p.grad.detach() / len(mine)  # type: ignore[union-attr]
-        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in mean)))
-        norms.append(norm)
-        factor = min(1.0, clip / (norm + 1e-6))
-        for acc, g in zip(total, mean, strict=True):
-            acc += factor * g
-    return [acc / expected_batch for acc in total], norms
+    sampled = dict.fromkeys(UNITS[used].tolist())  # the sampled units, in order
+    groups = [[i for i in used.tolist() if UNITS[i] == u] for u in sampled]
+    return clipped_sum(ref, data, groups, clip, expected_batch)
 
 
 @pytest.mark.parametrize("clip", [1e-3, 1e3], ids=["all-clipped", "none-clipped"])

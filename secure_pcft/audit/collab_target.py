@@ -33,6 +33,7 @@ from secure_pcft.audit.target import (
     TargetSpec,
     cap_units,
     encode_docs,
+    population_candidates,
     select_peers,
     split_candidates,
 )
@@ -115,7 +116,7 @@ def build_collaboration_target(
     (train_blocks, train_units), (nonmembers, nonmember_units) = split_candidates(
         base, peer, bs, unit
     )
-    population = encode_docs(base, [d for p in pop for d in (*p.train, *p.val, *p.test)], bs)
+    population, population_units = population_candidates(base, pop, bs, unit)
     members, member_units = cap_units(train_blocks, train_units, spec.max_candidates, rng)
     nonmembers, nonmember_units = cap_units(nonmembers, nonmember_units, spec.max_candidates, rng)
     epsilon = _number(privacy, "epsilon_spent", float("inf"))
@@ -150,6 +151,7 @@ def build_collaboration_target(
         unit=unit,
         member_units=member_units,
         nonmember_units=nonmember_units,
+        population_units=population_units,
     )
 
 

@@ -54,7 +54,9 @@ class ReferenceAttack(Attack):
             ref = peer_reference_model(target, seed=int(rng.integers(0, 2**31 - 1)))
         else:
             seed = int(rng.integers(0, 2**31 - 1))
-            ref = train_adapter(target.base, target.population, target.recipe, seed).model
+            ref = train_adapter(
+                target.base, target.population, target.recipe, seed, units=target.population_units
+            ).model
         members = block_losses(ref, target.members) - block_losses(model, target.members)
         nonmembers = block_losses(ref, target.nonmembers) - block_losses(model, target.nonmembers)
         return membership_result(

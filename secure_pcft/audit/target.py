@@ -143,7 +143,10 @@ class AuditTarget:
         unit: the privacy unit of the target's recipe (``[privacy] unit``): with ``document`` /
             ``subject`` a candidate record is a whole unit — ``member_units`` /
             ``nonmember_units`` (N,) say which unit each candidate block belongs to, and the
-            campaign runner averages a block-scoring attack's scores per unit.
+            campaign runner averages a block-scoring attack's scores per unit;
+            ``population_units`` tags the population's blocks the same way, so that the
+            attacker's shadow and reference adapters train as the target did (same unit,
+            same per-document blocks).
         population: attacker-held blocks from the same distribution, disjoint from both.
         reference: the public reference blocks (prediction signatures).
         canaries: drawn canaries (None if none were inserted).
@@ -181,6 +184,7 @@ class AuditTarget:
     unit: str = "block"
     member_units: torch.Tensor | None = None
     nonmember_units: torch.Tensor | None = None
+    population_units: torch.Tensor | None = None
 
     def require_model(self) -> PeftModel:
         if self.model is None:
@@ -297,6 +301,19 @@ def encode_candidates(
     return out.ids, out.units
 
 
+def population_candidates(
+    base: BaseModel, pop: Sequence[PeerCorpus], block_size: int, unit: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The attacker's population data (every split of ``pop``) in the target's unit: blocks cut
+    and tagged as the target's training data was, for shadows trained with its recipe."""
+    splits = ("train", "val", "test")
+    docs = [d for p in pop for split in splits for d in getattr(p, split)]
+    keys = (
+        [k for p in pop for split in splits for k in p.subjects(split)] if unit == "subject" else []
+    )
+    return encode_candidates(base, docs, block_size, unit, keys)
+
+
 def split_candidates(
     base: BaseModel, peer: PeerCorpus, block_size: int, unit: str
 ) -> tuple[tuple[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]:
@@ -343,7 +360,7 @@ def build_target(
     peer, pop = select_peers(federation, spec)
     bs, unit = spec.run.data.block_size, spec.run.privacy.unit
     (members, member_units), (nonmembers, nonmember_units) = split_candidates(base, peer, bs, unit)
-    population = encode_docs(base, [d for p in pop for d in (*p.train, *p.val, *p.test)], bs)
+    population, population_units = population_candidates(base, pop, bs, unit)
     reference = encode_docs(base, federation.reference, bs)
     train_blocks, train_units = members, member_units
     canaries = None
@@ -387,4 +404,5 @@ def build_target(
         unit=unit,
         member_units=member_units,
         nonmember_units=nonmember_units,
+        population_units=population_units,
     )

@@ -372,7 +372,8 @@ def test_a_document_level_campaign_scores_whole_documents(tmp_path: Path) -> Non
     from secure_pcft.privacy.attack_bounds import tpr_bound_eps_delta
 
     path = tmp_path / "c.toml"
-    text = campaign_toml(tmp_path, extra_target=DOC_PRIVACY)
+    lira = '[[attacks]]\nname = "lira-offline"\nlabel = "lira"\nparams = { shadows = 2 }'
+    text = campaign_toml(tmp_path, extra_target=DOC_PRIVACY, attacks=lira)
     path.write_text(text.replace("block_size = 16", "block_size = 8"))  # sentences: 1-2 blocks
 
     (result,) = run_campaign_files([path], tmp_path / "out")

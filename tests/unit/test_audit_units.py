@@ -67,3 +67,25 @@ def test_subject_non_members_are_subjects_never_trained_on(tiny_base: BaseModel)
     only_trained = dataclasses.replace(peer, subject_of={d: "s0" for d in (*peer.train, *held)})
     with pytest.raises(AuditError, match="held-out subject"):
         split_candidates(tiny_base, only_trained, 8, "subject")
+
+
+def test_shadows_of_a_document_target_train_on_whole_population_documents(
+    tiny_base: BaseModel,
+) -> None:
+    from secure_pcft.audit.shadows import shadow_adapters
+    from secure_pcft.audit.target import TargetSpec, build_target
+    from secure_pcft.config import DataConfig, PrivacyConfig, RunConfig, TrainConfig
+
+    fed = tiny_federation(num_peers=4)  # peers 0 and 3 share domain "a"
+    run = RunConfig(
+        data=DataConfig(block_size=8),
+        train=TrainConfig(batch_size=4, total_steps=2, warmup_steps=0),
+        privacy=PrivacyConfig(enabled=True, noise_multiplier=1.0, unit="document"),
+    )
+    target = build_target(TargetSpec(run=run), tiny_base, fed, seed=0)
+    units = target.population_units
+    assert units is not None and units.shape == (target.population.shape[0],)
+    assert int(units.max()) + 1 == sum(len(d) for d in (fed.peers[3].train, fed.peers[3].val,
+                                                          fed.peers[3].test))  # fmt: skip
+    (shadow,) = shadow_adapters(target, 1)
+    assert shadow.steps == 2

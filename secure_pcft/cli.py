@@ -104,7 +104,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     g = contents.genesis
     budget = "none (record only)" if g.budget_epsilon is None else f"{g.budget_epsilon:g}"
     print(
-        f"ledger {args.path}: peer {g.peer_id}, δ={g.delta:g}, budget ε={budget}, "
+        f"ledger {args.path}: peer {g.peer_id}, ε per {g.unit}, δ={g.delta:g}, budget ε={budget}, "
         f"accountant {g.accountant}, created {g.timestamp} — chain verified, "
         f"{len(contents.entries)} events"
     )

@@ -69,6 +69,7 @@ def statement_json(contents: LedgerContents, source: str) -> dict[str, Any]:
             "delta": g.delta,
             "budget_epsilon": g.budget_epsilon,
             "accountant": g.accountant,
+            "unit": g.unit,
             "head_hash": contents.head.hash,
             "torn_bytes_ignored": contents.torn_bytes,
             "epsilon_spent": rows[-1].epsilon_running if rows else 0.0,

@@ -52,7 +52,7 @@ def test_cli_json_statement(ledger_file: Path, capsys: pytest.CaptureFixture[str
 
     assert out["format"] == "secure-pcft-ledger-statement/1"
     assert (out["peer_id"], out["delta"], out["budget_epsilon"]) == ("peer-0", DELTA, 8.0)
-    assert out["chain_verified"] is True
+    assert out["chain_verified"] is True and out["unit"] == "block"
     assert [e["released"] for e in out["events"]] == ["adapter", "signature", "adapter"]
     assert out["events"][0]["recipients"] == ["peer-1"]
     assert out["epsilon_spent"] == pytest.approx(epsilon_spent(EVENTS, DELTA))
@@ -65,7 +65,7 @@ def test_cli_table_shows_running_epsilon_and_times(
     assert main(["ledger", str(ledger_file)]) == 0
     out = capsys.readouterr().out
 
-    assert "ε total" in out and "time (UTC)" in out
+    assert "ε total" in out and "time (UTC)" in out and "ε per block" in out
     total = epsilon_spent(EVENTS, DELTA)
     assert f"{total:.4f}" in out.splitlines()[-2]  # the last event's running ε
     assert f"budget left {8.0 - total:.4f}" in out

@@ -205,6 +205,7 @@ def _privacy(doc: dict[str, Any]) -> str:
         rows.append([
             _td(esc(p["peer_id"])),
             _td(f"{_num(pr['epsilon_spent'])} / {_num(pr['budget_epsilon'], 'g')}", num=True),
+            _td(esc(pr.get("unit") or "—")),
             _td(_num(pr["delta"], ".3g"), num=True), _td(esc(pr["accountant"] or "—")),
             _td(_ledger_status(status)),
             _td(str(ledger["events"]), num=True),
@@ -218,7 +219,7 @@ def _privacy(doc: dict[str, Any]) -> str:
                               _td(_num(m["noise_multiplier"]), True), _td(_num(m["sample_rate"]), True),
                               _td(str(m["steps"]), True), _td(str(m["events"]), True),
                               _td(released)])  # fmt: skip
-    head = ["peer", "ε spent / budget", "δ", "accountant", "ledger", "events",
+    head = ["peer", "ε spent / budget", "per (unit)", "δ", "accountant", "ledger", "events",
             "stopped sharing", "what ε allows an attacker", "key fingerprint"]  # fmt: skip
     mech = _table(["peer", "mechanism", "σ (noise multiplier)", "q (sample rate)", "steps",
                    "events", "releases recorded"], mech_rows)  # fmt: skip

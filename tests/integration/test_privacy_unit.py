@@ -28,7 +28,7 @@ from secure_pcft.errors import DataError
 from secure_pcft.model.export import model_card
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.ledger import ledger_path, read_ledger
-from secure_pcft.report import REPORT_SCHEMA, build_report
+from secure_pcft.report import REPORT_SCHEMA, build_report, render_html
 from secure_pcft.runtime.loopback import Simulation
 from tests.conftest import tiny_federation
 
@@ -108,6 +108,7 @@ def test_a_run_samples_accounts_and_names_its_unit(
         sim.close()
     report = build_report(out, [])
     jsonschema.validate(report.document, REPORT_SCHEMA)
+    assert f"<td>{unit}</td>" in render_html(report.document)  # the privacy table names it
     for p in report.document["peers"]:
         assert p["privacy"]["unit"] == unit
     expected = "one data subject" if unit == "subject" else "one document"

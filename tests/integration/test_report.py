@@ -827,3 +827,48 @@ def test_a_consistent_rewrite_of_a_ledger_contradicts_the_heads_its_partners_kep
         k: v for k, v in checks.items() if k.startswith("receipts.") and k != f"receipts.{target}"
     }
     assert all(v == "pass" for v in others.values())
+
+
+def test_a_real_unprotected_model_passed_off_as_epsilon_1_fails_the_bound(
+    dp_run: Path, tmp_path: Path
+) -> None:
+    """Not hand-made figures: the document-level positive control's own measured attacks (a target
+    trained without DP) with its target relabelled as ε = 1 — what a broken mechanism or accountant
+    would record. Its LiRA / RMIA TPRs at FPR 1 % lie far above what ε = 1 allows, so the report
+    fails; the genuine document-level DP audit stays within its bound."""
+    audit = json.loads((ROOT / "audits" / "results" / "mia-document-nondp.json").read_text())
+    audit["targets"][0].update({"epsilon": 1.0, "delta": 0.0025})
+    claimed = tmp_path / "mia-document-nondp.json"
+    claimed.write_text(json.dumps(audit))
+
+    report = build_report(dp_run, [claimed])
+    genuine = build_report(dp_run, [ROOT / "audits" / "results" / "mia-document-dp.json"])
+
+    failed = {c.id for c in report.checks if ".tpr_bound." in c.id and c.status == "fail"}
+    assert "audit.mia-document-nondp.rmia.tpr_bound.0.01" in failed and report.verdict == "fail"
+    assert all(c.status == "pass" for c in genuine.checks if ".tpr_bound." in c.id)
+    assert genuine.document["audits"][0]["unit"] == "document"
+    units = {c.id: c.status for c in genuine.checks if c.id.endswith(".unit")}
+    assert units == {"audit.mia-document-dp.unit": "warn"}  # the run protects blocks
+
+
+def test_every_committed_audit_stays_within_the_bound_its_targets_epsilon_implies() -> None:
+    """Every committed audit's measured TPRs lie within what its target's (ε, δ) allows — except
+    the deliberately broken mechanisms, which the check must catch: white-box DP-SGD with clipping
+    off (audits/whitebox_dp.toml, ``broken = "no-clip"``) reaches TPR 1 at FPR 1 %."""
+    from secure_pcft.report.audits import _tpr_bound_checks, load_audit
+
+    judged, caught = 0, set()
+    for path in sorted((ROOT / "audits" / "results").glob("*.json")):
+        if path.name.endswith(".scores.json") or path.name == "summary.json":
+            continue
+        raw = json.loads(path.read_text())
+        broken = {a["label"] for a in raw["attacks"] if a.get("params", {}).get("broken")}
+        for c in _tpr_bound_checks(load_audit(path)):
+            label = c.id.split(".")[2]
+            judged += 1
+            if label in broken:
+                caught |= {label} if c.status == "fail" else set()
+            else:
+                assert c.status == "pass", c.detail
+    assert judged >= 8 and "noclip-eps8" in caught

@@ -28,6 +28,7 @@ SCRIPTS = {  # result file prefix -> the script that writes it
     "crypto": "benchmarks/crypto.py",
     "dp_step_time": "benchmarks/dp_step_time.py",
     "generalisation": "benchmarks/generalisation.py",
+    "privacy_unit": "benchmarks/generalisation.py",  # generalisation.py --unit --results privacy_unit.json
     "privacy_utility": "benchmarks/privacy_utility.py",
     "scale": "benchmarks/scale.py",
     "strategies": "benchmarks/strategies.py",

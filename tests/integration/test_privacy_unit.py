@@ -126,3 +126,19 @@ def test_the_subject_unit_refuses_data_that_names_no_subject() -> None:
         check_unit_data("subject", fed)
     check_unit_data("subject", with_subjects(fed))
     check_unit_data("document", fed)  # documents need no names
+
+
+def test_secure_pcft_run_refuses_a_subject_run_on_text_that_names_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from secure_pcft.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    config = (root / "examples" / "configs" / "own_files.toml").read_text(encoding="utf-8")
+    config = config.replace('"examples/', f'"{root}/examples/')
+    path = tmp_path / "subject.toml"
+    path.write_text(config + '\n[privacy]\nunit = "subject"\n', encoding="utf-8")
+
+    assert main(["run", str(path), "--output", str(tmp_path / "out")]) == 3
+    assert "name no data subject" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -30,6 +30,7 @@ from secure_pcft.audit.collab_target import build_collaboration_target
 from secure_pcft.audit.metrics import HEADLINE_METRICS, across_trials
 from secure_pcft.audit.target import AuditTarget, build_target
 from secure_pcft.audit.updates import build_update_target
+from secure_pcft.data.blocks import unit_count
 from secure_pcft.data.corpus import Federation
 from secure_pcft.data.settings import load_federation
 from secure_pcft.errors import CorruptFileError
@@ -258,8 +259,8 @@ def _target_facts(target: AuditTarget) -> dict[str, Any]:
                   "nonmembers": int(target.nonmembers.shape[0]),
                   "population": int(target.population.shape[0]), "unit": target.unit})  # fmt: skip
     if target.member_units is not None and target.nonmember_units is not None:
-        facts.update({"member_units": int(target.member_units.max()) + 1,
-                      "nonmember_units": int(target.nonmember_units.max()) + 1})  # fmt: skip
+        facts.update({"member_units": unit_count(target.member_units, 0),
+                      "nonmember_units": unit_count(target.nonmember_units, 0)})  # fmt: skip
     return facts
 
 

@@ -15,6 +15,7 @@ import torch
 
 from secure_pcft.audit.scoring import block_losses
 from secure_pcft.audit.target import AuditTarget, TrainedAdapter, train_adapter
+from secure_pcft.data.blocks import unit_count
 from secure_pcft.errors import AuditError
 
 
@@ -28,7 +29,7 @@ def shadow_adapters(target: AuditTarget, count: int) -> list[TrainedAdapter]:
         raise AuditError("shadow training needs at least 2 population blocks")
     cache = target.shadows
     units = target.population_units
-    n = target.population.shape[0] if units is None else int(units.max()) + 1
+    n = unit_count(units, int(target.population.shape[0]))
     while len(cache) < count:
         index = len(cache)
         rng = np.random.default_rng([target.seed, 7_001, index])

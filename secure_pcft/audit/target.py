@@ -21,7 +21,7 @@ from peft import PeftModel
 
 from secure_pcft.audit.canaries import CanarySet, CanarySpec, draw_canaries
 from secure_pcft.config import LoraSettings, PrivacyConfig, RunConfig, TrainConfig
-from secure_pcft.data.blocks import encode_blocks, encode_unit_blocks
+from secure_pcft.data.blocks import encode_blocks, encode_unit_blocks, unit_count
 from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.errors import AuditError, ConfigError
 from secure_pcft.model.loading import BaseModel
@@ -274,7 +274,7 @@ def cap_units(
     0..k-1; 0 = all); for block candidates (``units`` None) :func:`cap_blocks`."""
     if units is None:
         return cap_blocks(blocks, cap, rng), None
-    count = int(units.max()) + 1
+    count = unit_count(units, int(blocks.shape[0]))
     if not cap or count <= cap:
         return blocks, units
     chosen = torch.from_numpy(rng.permutation(count)[:cap])
@@ -370,7 +370,7 @@ def build_target(
         order = torch.from_numpy(rng.permutation(train_blocks.shape[0]))
         train_blocks = train_blocks[order]
         if member_units is not None:  # each canary is a document (a subject) of its own
-            first = int(member_units.max()) + 1
+            first = unit_count(member_units, 0)
             extra = torch.arange(first, first + int(canaries.blocks.shape[0]))
             train_units = torch.cat([member_units, extra])[order]
     recipe = Recipe.from_run(spec.run)

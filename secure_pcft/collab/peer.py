@@ -26,7 +26,7 @@ from secure_pcft.config import (
     TrainConfig,
 )
 from secure_pcft.crypto.projection import ProjectionSpec
-from secure_pcft.data.blocks import unit_means
+from secure_pcft.data.blocks import unit_count, unit_means
 from secure_pcft.data.corpus import PeerCorpus
 from secure_pcft.errors import AdapterRejectedError, ConfigError, MessageError, StrategyError
 from secure_pcft.model.loading import BaseModel
@@ -84,11 +84,14 @@ class PeerBlocks:
         )  # fmt: skip
 
     @property
+    def train_units_held(self) -> int:
+        """The training units DP-SGD samples and δ counts."""
+        return unit_count(self.train_units, int(self.train.shape[0]))
+
+    @property
     def val_units_held(self) -> int:
         """n, the validation units every accounted validation score averages over."""
-        if self.val_units is None:
-            return int(self.val.shape[0])
-        return int(self.val_units.max()) + 1 if self.val_units.numel() else 0
+        return unit_count(self.val_units, int(self.val.shape[0]))
 
 
 @dataclass
@@ -177,9 +180,7 @@ class Peer:
         self.model = attach_lora(base.model, cfg.lora, peer_seed=cfg.train.seed * 1009 + index)
         self.spec = adapter_spec(self.model)
         generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + index)
-        train_units = self.blocks.train_units
-        n_train = int(self.blocks.train.shape[0] if train_units is None else train_units.max() + 1)
-        n_val = self.blocks.val_units_held
+        n_train, n_val = self.blocks.train_units_held, self.blocks.val_units_held
         delta = (
             resolve_delta(cfg.privacy.delta, n_train, cfg.privacy.unit)
             if cfg.privacy.enabled and n_train
@@ -202,7 +203,7 @@ class Peer:
                 ledger_dir, scoring_queries, self.selection.reserved(),
                 None if budget_store is None
                 else (budget_store, BudgetStore.key(self.peer_id, data_fingerprint(corpus.train))),
-                units=train_units,
+                units=self.blocks.train_units,
             )  # fmt: skip
             self.trainer = self.privacy.trainer
         else:

@@ -163,13 +163,21 @@ def encode_unit_blocks(
     )
 
 
+def unit_count(units: torch.Tensor | None, blocks: int) -> int:
+    """The units held: U for unit tags numbered 0..U-1, or ``blocks`` when ``units`` is None (each
+    block its own unit)."""
+    if units is None:
+        return blocks
+    return int(units.max()) + 1 if units.numel() else 0
+
+
 def unit_means(values: torch.Tensor, units: torch.Tensor | None) -> torch.Tensor:
     """Per-unit mean of per-block ``values`` (N,) → (U,), units numbered 0..U-1; ``units`` None
     (each block its own unit) returns ``values`` unchanged."""
     if units is None:
         return values
     units = units.to(values.device)
-    count = int(units.max()) + 1 if units.numel() else 0
+    count = unit_count(units, 0)
     sums = torch.zeros(count, dtype=values.dtype, device=values.device).index_add_(0, units, values)
     sizes = torch.bincount(units, minlength=count).to(values.dtype)
     return sums / sizes

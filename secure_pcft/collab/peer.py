@@ -354,13 +354,14 @@ class Peer:
         todo = [i for i, k in enumerate(keys) if k not in cache]
         if todo:
             fresh = self._base_forward(rows[todo])
-            size = fresh[0].numel() * fresh.element_size()
-            if (len(cache) + len(todo)) * size > BASE_LOGITS_CACHE_BYTES:
+            found = {keys[i]: row for i, row in zip(todo, fresh, strict=True)}
+            out = torch.stack([found[k] if k in found else cache[k] for k in keys])
+            room = BASE_LOGITS_CACHE_BYTES // (fresh[0].numel() * fresh.element_size())
+            if len(cache) + len(found) > room:
                 cache.clear()  # bounded: start over rather than grow without limit
-            for i, row in zip(todo, fresh, strict=True):
-                cache[keys[i]] = row
-            if any(k not in cache for k in keys):  # more rows than the bound holds at once
-                return self._base_forward(rows)
+            if len(found) <= room:  # a batch larger than the bound is never kept
+                cache.update(found)
+            return out
         return torch.stack([cache[k] for k in keys])
 
     def _base_forward(self, rows: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,13 @@ reference logits       ``last_position_logits`` (one pass,     ``no_grad`` forwa
 Pieces are interleaved (toolkit, bare, next piece, ...) so that load drifts hit both sides alike; the
 median of ``--steps`` repetitions after ``--warmup`` is reported, as a ratio toolkit / bare measured in
 this one run, and as a fraction of the machine's fp32 matmul peak measured here at the start (a square
-matmul loop). Model FLOPs are estimated as 2·P per token for a forward pass and 4·P for a training step
-with a frozen base (forward + the activation gradients; LoRA's weight gradients are negligible), P =
-the base's parameters outside the embedding table. From the per-piece times, the composition of one
+matmul loop). Model FLOPs are counted as the matmuls the pass really runs: 2·P per token for a forward
+pass through the layers (P = the base's parameters outside the embedding table and the LM head), the
+attention products (2·2·T·d per token and layer), and the LM head (2·V·d) at every position whose
+logits are computed — all of them when scoring and training, only the last one for reference
+logits; a training step with a frozen base costs twice its forward (the activation gradients; LoRA's
+weight gradients are negligible). (The result measured at commit ``429c4b7`` left the LM head out, which
+understated the scoring pieces' fraction of peak by about a quarter on SmolLM2.) From the per-piece times, the composition of one
 collaboration round at the toolkit's default schedule (``--local-steps`` training steps,
 ``--candidates`` validation passes over ``--val-blocks`` blocks (acceptance), test scoring of
 ``--test-blocks`` blocks (every round unless ``[train] eval_every``), the peer's reference
@@ -45,7 +49,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from opacus import GradSampleModule
@@ -118,6 +122,31 @@ def bare_last_logits(model: nn.Module, blocks: torch.Tensor, batch: int) -> torc
                       for s in range(0, blocks.shape[0], batch)])  # fmt: skip
 
 
+class FlopCount(NamedTuple):
+    """Matmul FLOPs of one block's forward pass."""
+
+    layer_params: int  # parameters outside the embedding table and the LM head
+    full_logits: int  # LM head at every position (scoring, training)
+    last_logit: int  # LM head at the last position only (reference logits)
+
+
+def forward_flops(model: nn.Module, block: int) -> FlopCount:
+    """The matmuls of one ``block``-token forward pass: 2 FLOPs per weight per token through the
+    layers, the attention products (QKᵀ and AV: 2·2·T·d per token and layer, causal masking not
+    subtracted), and the LM head's 2·V·d per position whose logits are computed."""
+    cfg = model.config
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    shared = head.data_ptr() == embed.data_ptr()
+    layer_params = sum(p.numel() for p in model.parameters()) - embed.numel()
+    if not shared:
+        layer_params -= head.numel()
+    attention = 4 * block * int(cfg.hidden_size) * int(cfg.num_hidden_layers)
+    trunk = block * (2 * layer_params + attention)
+    head_flops = 2 * head.numel()
+    return FlopCount(layer_params, trunk + block * head_flops, trunk + head_flops)
+
+
 def median_times(
     pieces: dict[str, Callable[[], object]], warmup: int, steps: int
 ) -> dict[str, Any]:
@@ -181,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     vocab = int(model.config.vocab_size)
     settings = LoraSettings()
     targets = lora_targets(model, settings)
+    count = forward_flops(model, args.block)  # before any adapter is attached
     gen = torch.Generator().manual_seed(0)
     pool = torch.randint(0, vocab, (256, args.block), generator=gen)
     batch_idx = torch.arange(args.batch)
@@ -222,13 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     times = median_times(pieces, args.warmup, args.steps)
 
-    embed = model.get_input_embeddings().weight.numel()
-    params = sum(p.numel() for p in model.parameters()) - embed
-    train_tokens = args.batch * args.block
-    eval_tokens = args.eval_blocks * args.block
-    flops = {"train": 4 * params * train_tokens, "dp_step": 4 * params * train_tokens,
-             "validation": 2 * params * eval_tokens, "scoring": 2 * params * eval_tokens,
-             "reference": 2 * params * eval_tokens}  # fmt: skip
+    params = count.layer_params
+    flops = {"train": 2 * args.batch * count.full_logits, "dp_step": 2 * args.batch * count.full_logits,
+             "validation": args.eval_blocks * count.full_logits,
+             "scoring": args.eval_blocks * count.full_logits,
+             "reference": args.eval_blocks * count.last_logit}  # fmt: skip
     rows = []
     for piece, f in flops.items():
         tk, bare = times[f"{piece}/toolkit"]["median_s"], times[f"{piece}/bare"]["median_s"]
@@ -250,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json("real_model_speed.json", {
         "_meta": {**stamp, "base": args.base, "base_params_outside_embedding": params,
                   "lora_targets": list(targets), "args": vars(args),
-                  "matmul_peak_gflops": peak, "flops_model": "forward 2P/token, train 4P/token"},
+                  "matmul_peak_gflops": peak, "flops_per_block": count._asdict(),
+                  "flops_model": "forward: 2P/token through the layers + attention 4Td per "
+                                 "layer/token + LM head 2Vd per computed logit; train = 2 x forward"},
         "pieces": rows, "raw": times,
         "round": one_round,
     })  # fmt: skip

@@ -14,6 +14,8 @@ logging). What is silenced, and why it is safe to:
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 _MESSAGES = (
@@ -25,13 +27,16 @@ _MESSAGES = (
 
 
 def quiet_third_party() -> None:
-    """Silence the third-party warnings listed in this module's docstring (idempotent)."""
+    """Silence the third-party warnings listed in this module's docstring (idempotent).
+
+    transformers is not imported for it (half a second of CPU a refused config need not spend):
+    its verbosity comes from ``TRANSFORMERS_VERBOSITY`` when it is first imported (unless the user
+    set it), and is set directly when it already is."""
     for pattern in _MESSAGES:
         warnings.filterwarnings("ignore", message=pattern)
-    try:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a hard dependency
-        pass
     logging.getLogger("transformers").setLevel(logging.ERROR)

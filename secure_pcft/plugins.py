@@ -59,9 +59,16 @@ def _import_plugin(plugin: str) -> None:
             spec = importlib.util.spec_from_file_location(f"secure_pcft_plugin_{path.stem}", path)
             if spec is None or spec.loader is None or not path.is_file():
                 raise ImportError(f"no such file {path}")
+            earlier = sys.modules.get(spec.name)
+            if earlier is not None and getattr(earlier, "__file__", None) == spec.origin:
+                return  # imported once per process, like a module by name (its registrations hold)
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[spec.name]  # a failed import is not "imported once"
+                raise
         else:
             importlib.import_module(plugin)
     except ImportError as exc:

@@ -328,7 +328,7 @@ def bench_rounds(peers: int, local_steps: int) -> tuple[Row, BaseModel]:
     texts = [t for p in federation.peers for t in p.train] + list(federation.reference)
     base = random_base(Path(tempfile.mkdtemp(prefix="crypto-bench-")), texts)
     train = TrainConfig(batch_size=8, warmup_steps=2, local_steps=local_steps, total_steps=100)
-    strategy = StrategyConfig(name="weights", reference_batches=1)
+    strategy = StrategyConfig(name="weights")
     security = SecurityConfig(mode="full")  # defaults: top-3 selection, mutual consent
     out: Row = {"peers": peers, "local_steps": local_steps, "select_top_k": security.select_top_k}
     runs = {}

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, RESULTS, load_results, mean_std, provenance, write_json
 
 from secure_pcft.audit.poisoning import POISONINGS, make_poisoner
-from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.collab.strategy import make_strategy, strategy_label
 from secure_pcft.config import (
     RECOMMENDED_STRATEGY,
     DataConfig,
@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload[key]["_per_seed"] = seeds
                 payload[key]["_recipe"] = recipe(job.privacy, job.lr, job.schedule).__dict__
             meta = {
-                "default": RECOMMENDED_STRATEGY.label,
+                "default": strategy_label(RECOMMENDED_STRATEGY),
                 **stamp,
                 "recipes": {
                     p: recipe(p, args.lr or None, args.schedule).__dict__ for p in args.privacy

@@ -8,7 +8,7 @@ DP-SGD whose σ is calibrated up front for the *whole planned run*, and the same
 budget; ε = ∞ is plain training. ``local`` at a finite ε is the DP-local baseline (same DP-SGD, nothing
 shared).
 
-Strategies are given by label (``StrategyConfig.label``: ``predictions-calibrated-t10-top3``,
+Strategies are given by label (``collab.strategy.strategy_label``: ``predictions-calibrated-t10-top3``,
 ``validation-relative-t0.3``, ...) and grouped by *privacy plan*: strategies without private scoring
 branch off one warm-up (and round 1's local steps) per (cell, ε, seed); a ``validation`` variant has its
 own, because its planned scores (``TrustStrategy.private_scores``) are reserved when σ is calibrated:
@@ -51,7 +51,7 @@ from _common import REPO, RESULTS, cpu_model, machine, mean_std, train_schedule,
 from dp_step_time import timed
 
 from secure_pcft.collab.peer import Peer
-from secure_pcft.collab.strategy import make_strategy, run_scoring_queries
+from secure_pcft.collab.strategy import run_scoring_queries, strategy_from_label
 from secure_pcft.config import (
     DataConfig,
     LoraSettings,
@@ -60,7 +60,6 @@ from secure_pcft.config import (
     PrivacyConfig,
     RunConfig,
     SecurityConfig,
-    StrategyConfig,
     TrainConfig,
 )
 from secure_pcft.data.blocks import encode_blocks
@@ -206,7 +205,7 @@ def run_cell(
         out: dict[str, dict[str, Any]] = {}
         for label in labels:
             t0 = time.perf_counter()
-            sim.run_branch(warm, StrategyConfig.from_label(label), ledger_dir=ledger_root / label,
+            sim.run_branch(warm, strategy_from_label(label), ledger_dir=ledger_root / label,
                            evaluate_every_round=False)  # fmt: skip
             final = sim.records[-1]
             out[label] = {
@@ -229,7 +228,7 @@ def cell_config(
     num_peers: int,
 ) -> RunConfig:  # fmt: skip
     """``base_cfg`` with the strategy the peers' privacy is planned for and the ε cell's privacy."""
-    planned = replace(base_cfg, strategy=StrategyConfig.from_label(strategy))
+    planned = replace(base_cfg, strategy=strategy_from_label(strategy))
     privacy = privacy_for(
         eps, delta=delta, scoring_queries=run_scoring_queries(planned, num_peers),
         train=base_cfg.train, share=share, ledger_dir=ledger_dir,
@@ -243,7 +242,7 @@ def plan_groups(
     """``labels`` grouped by privacy plan (one warm-up each; the long group first)."""
     groups: dict[int, list[str]] = {}
     for label in labels:
-        cfg = replace(base_cfg, strategy=StrategyConfig.from_label(label))
+        cfg = replace(base_cfg, strategy=strategy_from_label(label))
         groups.setdefault(run_scoring_queries(cfg, num_peers), []).append(label)
     return sorted((tuple(g) for g in groups.values()), key=len, reverse=True)
 
@@ -432,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "--strategies",
         nargs="*",
         default=list(DEFAULT_STRATEGIES),
-        help="strategy labels (StrategyConfig.label), e.g. validation-t30",
+        help="strategy labels (collab.strategy.strategy_label), e.g. validation-t30",
     )
     ap.add_argument("--validation-share", type=float, default=VALIDATION_SHARE)
     ap.add_argument("--base", default="small", help="'small' or a local model directory")
@@ -455,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)  # fmt: skip
     for label in args.strategies:
-        make_strategy(StrategyConfig.from_label(label))  # unknown names refused before any work
+        strategy_from_label(label)  # unknown names refused before any work
 
     torch.set_num_threads(1)
     quiet_third_party()

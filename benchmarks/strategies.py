@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import REPO, SCHEDULES, cpu_model, machine, mean_std, train_schedule, write_json
 
-from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.collab.strategy import make_strategy, strategy_from_label
 from secure_pcft.config import (
     DataConfig,
     LoraSettings,
@@ -46,7 +46,7 @@ from secure_pcft.train.evaluate import evaluate_lm
 
 SETTINGS = ("leipzig-specific", "leipzig-mixed", "agnews-specific")
 PAPER_SIX = ("local", "fedavg", "oracle", "weights", "predictions", "validation")
-# Any other strategy runs on request by its label (StrategyConfig.from_label), e.g. the calibrated
+# Any other strategy runs on request by its label (collab.strategy.strategy_from_label), e.g. the calibrated
 # predictions rule the original design asks to benchmark: --strategies predictions-calibrated
 
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=list(PAPER_SIX),
         help="strategy labels (default: the paper's six); options go in the label as "
-        "StrategyConfig.label writes them, e.g. predictions-calibrated, validation-t50, weights-top3",
+        "strategy_label writes them, e.g. predictions-calibrated, validation-t50, weights-top3",
     )
     ap.add_argument("--warmup-steps", type=int, default=0, help="0 = the schedule's default")
     ap.add_argument("--local-steps", type=int, default=0, help="0 = the schedule's default")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
     }
     train = replace(train, **{k: v for k, v in overrides.items() if v})
-    chosen = {k: StrategyConfig.from_label(k) for k in args.strategies}
+    chosen = {k: strategy_from_label(k) for k in args.strategies}
     for scfg in chosen.values():
         make_strategy(scfg)  # an unknown name fails here, before any work
     model = ModelConfig(base=args.base, device=args.device)

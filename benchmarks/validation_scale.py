@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model, machine, write_json
 
 from secure_pcft.collab import protocol
-from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.collab.strategy import make_strategy, strategy_label
 from secure_pcft.config import DataConfig, OutputConfig, RunConfig, StrategyConfig, TrainConfig
 from secure_pcft.data.settings import load_federation
 from secure_pcft.model.loading import load_base, resolve_base_path
@@ -77,7 +77,7 @@ def run_size(peers: int, candidates: int, out: Path) -> dict[str, Any]:
     try:
         for scfg in (
             StrategyConfig(name="validation"),
-            StrategyConfig(name="validation", candidates=candidates),
+            StrategyConfig(name="validation", options={"candidates": candidates}),
         ):
             sim.restore(warm)
             sim.cfg = replace(cfg, strategy=scfg)
@@ -86,7 +86,7 @@ def run_size(peers: int, candidates: int, out: Path) -> dict[str, Any]:
             sim.round(make_strategy(scfg), 1, evaluate=False)
             round_s = time.perf_counter() - t0
             ppl = [p.evaluate("test").perplexity for p in sim.peers]
-            out_rows[scfg.label] = {
+            out_rows[strategy_label(scfg)] = {
                 "round_s": round_s,
                 "score_s": score_s["s"],
                 "validation_passes": passes["n"],

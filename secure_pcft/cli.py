@@ -77,6 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.overwrite:
         refuse_earlier_results(Path(cfg.output.dir))
     check_unit_data(cfg.privacy.unit, load_federation(cfg.data))
+    from secure_pcft.collab.strategy import make_strategy  # torch, not the model libraries
+
+    make_strategy(cfg.strategy)  # the strategy's own keys: named, typed, in range
     from secure_pcft.run import execute_run
 
     result = execute_run(cfg, progress=_progress_bar(), new_budget=args.new_budget)  # type: ignore[arg-type]

@@ -38,8 +38,6 @@ MAX_MESSAGE_BYTES = 2**31  # 2 GiB: the largest body a peer must buffer
 MAX_NORM_RATIO = 100.0  # a received adapter's norm over the receiver's own
 
 AggregationMode = Literal["paper", "shared-init", "frozen-a"]
-SignatureKind = Literal["top-logits", "logprob-shift"]
-SIGNATURES: tuple[str, ...] = get_args(SignatureKind)
 AGGREGATION_MODES: tuple[str, ...] = get_args(AggregationMode)
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
@@ -239,9 +237,22 @@ class TrainConfig:
         return (self.total_steps - self.warmup_steps) // self.local_steps
 
 
+SHARED_STRATEGY_KEYS: tuple[str, ...] = ("name", "temperature", "top_k", "threshold", "accept")
+"""The ``[strategy]`` keys every strategy has; any other key is one of the named strategy's own
+options (its ``Options`` dataclass, :mod:`secure_pcft.collab.strategy`)."""
+
+
 @dataclass(frozen=True)
 class StrategyConfig:
-    """How each peer computes its row of trust weights.
+    """How each peer computes its row of trust weights: the ``[strategy]`` table.
+
+    The keys every strategy shares are fields here; a strategy's own keys (``calibrated``,
+    ``signature``, ``relative``, ``candidates``, ``reference_batches`` of the built-ins, or a
+    plugin's) live with the strategy: its ``Options`` dataclass types, checks and documents them
+    when the run builds the strategy (:func:`secure_pcft.collab.strategy.make_strategy`), so a
+    strategy with options of its own is one file and one registration, and config.py names no
+    strategy. A TOML table writes them all side by side (``[strategy] name = "validation",
+    relative = true``).
 
     Attributes:
         name: a registered strategy (``local``, ``fedavg``, ``oracle``, ``weights``, ``predictions``,
@@ -249,163 +260,74 @@ class StrategyConfig:
         temperature: divides the scores before the softmax (1.0 = the paper's rule).
         top_k: keep self and the k-1 best-scored other peers, 0 = all (collab/ranking.py).
         threshold: drop peers whose score is below this value (self always kept), None = off.
-        calibrated: ``predictions``: set the temperature from the spread of the distances
-            instead of the paper's fixed factor 10 (see docs/design.md, known limit of the paper's
-            rule). ``validation``: standardise the peer's scores of the round (z-scores over the
-            adapters it scored) before the softmax, so the temperature is per peer and does not
-            depend on the base's perplexity scale.
-        reference_batches: ``predictions`` only: public reference batches per round.
-        signature: ``predictions`` only: what a peer's predictions are compared by.
-            ``top-logits`` (the paper's): its top-100 last-position logits on the reference set,
-            compared by L1 distance in plain mode (CKKS computes inner products only, so secure
-            mode can only take the chordal distance of the L2-normalised vectors, a different
-            rule). ``logprob-shift``: the change of its next-token log-probabilities against the
-            shared base model on the reference set, JL-sketched to a unit vector; compared by
-            chordal distance in *both* modes (one rule: the plain-mode signature is that unit
-            vector, secure mode computes its inner products under CKKS). See docs/design.md.
-        relative: ``validation`` only: score each received adapter by its mean per-block loss
-            *gap* to the peer's own adapter on the validation split (nats; own = 0, not scored)
-            instead of by perplexity; under DP the accounted gaps are clipped to
-            ±``[privacy] validation_gap_clip``, a far smaller sensitivity than whole losses.
-            The temperature is then in nats.
-        candidates: ``validation`` only: score at most this many adapters per round, self
-            included — the own adapter and the ``candidates - 1`` others closest to it by
-            row-wise LoRA weight cosine (the similarity encrypted discovery computes in secure
-            mode, no forward pass); the rest get weight 0. 0 = score every adapter held. Cuts
-            the O(N²) validation forward passes of a round to O(N·candidates), and under DP the
-            accounted scores the privacy plan reserves.
         accept: every round, score three candidates on the peer's own validation split — its
             own adapter (``self``), the strategy's aggregate (``trust``) and the equal average of
             every adapter it holds (``uniform``) — and adopt the best (collab/acceptance.py).
             With DP the choice is an accounted report-noisy-min, or skipped when the plan finds
             its noise uninformative (privacy/selection.py). Any strategy.
+        options: the strategy's own keys as written (TOML scalars), checked against the
+            strategy's ``Options`` when the strategy is built.
     """
 
     name: str = "predictions"
     temperature: float = 1.0
     top_k: int = 0
     threshold: float | None = None
-    calibrated: bool = False
-    reference_batches: int = 4
-    relative: bool = False
-    signature: SignatureKind = "top-logits"
-    candidates: int = 0
     accept: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        require(bool(self.name), "strategy", "name", "must name a registered strategy")
+        require(
+            isinstance(self.name, str) and bool(self.name),
+            "strategy", "name", "must name a registered strategy",
+        )  # fmt: skip
         require_range(self.temperature, "strategy", "temperature", 0, 1e6, "divisor", low_open=True)
         require_range(self.top_k, "strategy", "top_k", 0, 4096, "peers (0 = all)")
         if self.threshold is not None:
             require_range(self.threshold, "strategy", "threshold", -1e9, 1e9, "score")
-        require_range(self.reference_batches, "strategy", "reference_batches", 1, 10_000, "batches")
-        require_range(self.candidates, "strategy", "candidates", 0, 4096, "adapters (0 = all)")
-        require(
-            self.candidates != 1,
-            "strategy",
-            "candidates",
-            "1 would score only the own adapter (use name = 'local'); 0 = all, or >= 2",
-        )
-        require(
-            not self.candidates or self.name == "validation",
-            "strategy",
-            "candidates",
-            "only the validation strategy pre-selects the adapters it scores",
-        )
-        require(
-            not self.calibrated or self.name in ("predictions", "validation"),
-            "strategy",
-            "calibrated",
-            "only the predictions and validation strategies have a calibrated rule",
-        )
-        require(
-            not self.relative or self.name == "validation",
-            "strategy",
-            "relative",
-            "only the validation strategy scores relative loss gaps",
-        )
-        require(
-            self.signature in SIGNATURES,
-            "strategy",
-            "signature",
-            f"one of {', '.join(SIGNATURES)}",
-        )
-        require(
-            self.signature == "top-logits" or self.name == "predictions",
-            "strategy",
-            "signature",
-            "only the predictions strategy compares signatures",
-        )
+        require(isinstance(self.options, dict), "strategy", "options", "a table of option values")
+        for key, value in self.options.items():
+            require(
+                isinstance(key, str) and key not in SHARED_STRATEGY_KEYS and key != "options",
+                "strategy", str(key), "an option of the strategy (not a shared key)",
+            )  # fmt: skip
+            require(
+                isinstance(value, bool | int | float | str),
+                "strategy", key, f"a TOML scalar (true/false, a number or a string), got "
+                f"{type(value).__name__}",
+            )  # fmt: skip
+        object.__setattr__(self, "options", dict(self.options))  # the caller's dict is not shared
 
-    @property
-    def label(self) -> str:
-        """The name plus the options that differ from the paper's rule, e.g.
-        ``predictions-calibrated`` or ``validation-t50-top3`` (names result folders and rows)."""
-        parts = [self.name]
-        if self.signature == "logprob-shift":
-            parts.append("shift")
-        if self.calibrated:
-            parts.append("calibrated")
-        if self.relative:
-            parts.append("relative")
-        if self.temperature != 1.0:
-            parts.append(f"t{self.temperature:g}")
-        if self.top_k:
-            parts.append(f"top{self.top_k}")
-        if self.threshold is not None:
-            parts.append(f"thr{self.threshold:g}".replace("-", "m"))  # '-' separates parts
-        if self.candidates:
-            parts.append(f"cand{self.candidates}")
-        if self.accept:
-            parts.append("accept")
-        return "-".join(parts)
+    def __hash__(self) -> int:
+        return hash((self.name, self.temperature, self.top_k, self.threshold, self.accept,
+                     tuple(sorted(self.options.items()))))  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``[strategy]`` table as written: the shared keys and the options side by side."""
+        shared = {k: getattr(self, k) for k in SHARED_STRATEGY_KEYS}
+        return {**shared, **self.options}
 
     @classmethod
-    def from_label(cls, label: str) -> StrategyConfig:
-        """The inverse of :attr:`label`: ``validation-t50-top3`` → name, temperature and top_k.
-
-        Trailing parts that are not well-formed options stay in the name (which the strategy
-        registry then refuses if it is unknown).
+    def from_table(cls, raw: dict[str, Any]) -> StrategyConfig:
+        """A ``[strategy]`` table: shared keys typed here, every other key kept as an option.
 
         Raises:
-            ConfigError: an empty name or an option value out of range.
+            ConfigError: a shared key of the wrong type or out of range, or an option that is not
+                a TOML scalar.
         """
-        parts = label.split("-")
-        opts: dict[str, Any] = {}
-        while len(parts) > 1:
-            tail = parts[-1]
-            try:
-                if tail == "calibrated":
-                    opts["calibrated"] = True
-                elif tail == "accept":
-                    opts["accept"] = True
-                elif tail == "shift":
-                    opts["signature"] = "logprob-shift"
-                elif tail == "relative":
-                    opts["relative"] = True
-                elif tail.startswith("cand"):
-                    opts["candidates"] = int(tail[4:])
-                elif tail.startswith("thr"):
-                    opts["threshold"] = float(tail[3:].replace("m", "-"))
-                elif tail.startswith("top"):
-                    opts["top_k"] = int(tail[3:])
-                elif tail.startswith("t"):
-                    opts["temperature"] = float(tail[1:])
-                else:
-                    break
-            except ValueError:
-                break
-            parts.pop()
-        return cls(name="-".join(parts), **opts)
+        hints = typing.get_type_hints(cls)
+        shared = {k: typed_value("strategy", k, v, hints[k]) for k, v in raw.items()
+                  if k in SHARED_STRATEGY_KEYS}  # fmt: skip
+        options = {k: v for k, v in raw.items() if k not in SHARED_STRATEGY_KEYS}
+        return cls(**shared, options=options)
 
 
 RECOMMENDED_STRATEGY = StrategyConfig(
     name="predictions",
-    signature="logprob-shift",
-    calibrated=True,
     temperature=10.0,
     top_k=3,
     accept=True,
+    options={"signature": "logprob-shift", "calibrated": True},
 )
 """The toolkit's default collaboration (a run without a ``[strategy]`` table): each peer compares
 what the adapters *changed* against the shared base (one rule in plain and secure mode), trusts
@@ -668,7 +590,8 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section as its TOML table (``[strategy]``'s options beside its shared keys)."""
+        return {**dataclasses.asdict(self), "strategy": self.strategy.to_dict()}
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON of this config (the report's config hash)."""
@@ -691,7 +614,7 @@ def _describe(value: Any) -> str:
     )
 
 
-def _typed(section: str, key: str, value: Any, hint: Any) -> Any:
+def typed_value(section: str, key: str, value: Any, hint: Any) -> Any:
     """``value`` checked against the field's annotation ``hint`` (TOML types), coerced int → float.
 
     Raises:
@@ -703,7 +626,7 @@ def _typed(section: str, key: str, value: Any, hint: Any) -> Any:
             return None
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
-            return _typed(section, key, value, options[0])
+            return typed_value(section, key, value, options[0])
     if origin is Literal:
         if value in args and type(value) is type(args[0]):
             return value
@@ -726,7 +649,9 @@ def _typed(section: str, key: str, value: Any, hint: Any) -> Any:
         expected = "a string"
     elif origin is tuple:
         if isinstance(value, (list, tuple)):
-            return tuple(_typed(section, f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+            return tuple(
+                typed_value(section, f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)
+            )
         expected = "a list"
     else:  # pragma: no cover - every field type is handled above
         return value
@@ -741,12 +666,14 @@ def build_section(cls: type[T], section: str, raw: Any) -> T:
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"[{section}] must be a table")
+    if cls is StrategyConfig:  # its own keys are checked by the strategy it names
+        return StrategyConfig.from_table(raw)  # type: ignore[return-value]
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"[{section}] unknown key(s): {_with_suggestions(unknown, known)}")
+        raise ConfigError(f"[{section}] unknown key(s): {with_suggestions(unknown, known)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {key: _typed(section, key, value, hints[key]) for key, value in raw.items()}
+    kwargs = {key: typed_value(section, key, value, hints[key]) for key, value in raw.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -765,7 +692,7 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def _with_suggestions(unknown: list[str], known: Iterable[str]) -> str:
+def with_suggestions(unknown: Iterable[str], known: Iterable[str]) -> str:
     """``local_step (did you mean local_steps?), foo`` — the closest known name, when close."""
     names = list(known)
     parts = []
@@ -783,7 +710,7 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
-        raise ConfigError(f"unknown section(s): {_with_suggestions(unknown, _SECTIONS)}")
+        raise ConfigError(f"unknown section(s): {with_suggestions(unknown, _SECTIONS)}")
     sections = {
         name: build_section(cls, name, raw[name]) for name, cls in _SECTIONS.items() if name in raw
     }

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from secure_pcft.collab.results import RunResult
+from secure_pcft.collab.strategy import strategy_label
 from secure_pcft.config import (
     RECOMMENDED_STRATEGY,
     DataConfig,
@@ -69,13 +70,12 @@ def compare_strategies(
     fresh budget, recorded with its reason). Several are an experiment comparing alternatives from
     one warm-up: each branch has its own fresh ledgers and no store.
     """
-    labels = [s.label for s in strategies]
+    # an unknown name or option, or a round it cannot run, fails now, not after the warm-up
+    labels = [RunPlan.of(replace(cfg, strategy=scfg), 1).label for scfg in strategies]
     if len(set(labels)) != len(labels):
         raise ConfigError(
             f"strategies to compare must differ (their results share folders): {labels}"
         )
-    for scfg in strategies:  # an unknown name or a round it cannot run fails now, not after warm-up
-        RunPlan.of(replace(cfg, strategy=scfg), 1)
     refuse_spent_ledgers(cfg)
     start = time.perf_counter()
     federation = load_federation(cfg.data)  # missing data fails before the base loads
@@ -93,7 +93,7 @@ def compare_strategies(
             warm = sim.branch_point(progress)
             warmup_seconds = load_seconds + time.perf_counter() - t_group
             for scfg in group:
-                by_label[scfg.label] = _run_branch(
+                by_label[strategy_label(scfg)] = _run_branch(
                     sim, cfg, scfg, warm, warmup_seconds, several=len(strategies) > 1,
                     progress=progress, new_budget=new_budget,
                 )  # fmt: skip
@@ -165,11 +165,12 @@ def _run_branch(
     """One strategy from the snapshot ``warm``; writes its results (and adapters)."""
     t0 = time.perf_counter()
     out_root = Path(cfg.output.dir)
-    out = out_root / scfg.label if several else out_root
+    label = strategy_label(scfg)
+    out = out_root / label if several else out_root
     ledgers = None
     if several:
         # each strategy is its own (hypothetical) run: its releases go to its own ledgers
-        own = Path(cfg.privacy.ledger_dir) / scfg.label if cfg.privacy.ledger_dir else None
+        own = Path(cfg.privacy.ledger_dir) / label if cfg.privacy.ledger_dir else None
         ledgers = own or out / "ledgers"
     strategy = sim.run_branch(warm, scfg, ledger_dir=ledgers, progress=progress)
     res = sim.result(strategy, warmup_seconds + time.perf_counter() - t0)
@@ -227,6 +228,6 @@ DEMO_STRATEGIES = (
     StrategyConfig(name="weights"),
     StrategyConfig(name="predictions"),
     StrategyConfig(name="validation"),
-    StrategyConfig(name="predictions", calibrated=True),
+    StrategyConfig(name="predictions", options={"calibrated": True}),
     RECOMMENDED_STRATEGY,  # the toolkit's default collaboration (acceptance, kept model)
 )

@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from secure_pcft.config import StrategyConfig
 from secure_pcft.data.corpus import Federation, PeerCorpus
 from secure_pcft.model.loading import BaseModel, load_base
 
@@ -106,6 +108,13 @@ def tiny_base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def tiny_base(tiny_base_dir: Path) -> BaseModel:
     return load_base(tiny_base_dir)
+
+
+def quick_strategy(name: str, **shared: Any) -> StrategyConfig:
+    """Strategy ``name`` as tests run it: one public reference batch a round where it compares
+    prediction signatures (``predictions``), otherwise its defaults."""
+    options = {"reference_batches": 1} if name == "predictions" else {}
+    return StrategyConfig(name=name, options=options, **shared)
 
 
 def tiny_federation(num_peers: int = 3, docs: int = 24) -> Federation:

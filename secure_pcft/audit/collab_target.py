@@ -37,7 +37,7 @@ from secure_pcft.audit.target import (
     select_peers,
     split_candidates,
 )
-from secure_pcft.collab.strategy import make_strategy
+from secure_pcft.collab.strategy import make_strategy, strategy_from_label
 from secure_pcft.config import OutputConfig, StrategyConfig
 from secure_pcft.data.corpus import Federation
 from secure_pcft.errors import AuditError, ConfigError
@@ -58,11 +58,11 @@ class CollaborationSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
             raise ConfigError("[target.collaboration] strategy: a strategy label, e.g. 'fedavg'")
-        make_strategy(StrategyConfig.from_label(self.strategy))  # unknown names fail here
+        strategy_from_label(self.strategy)  # unknown names and options fail here
 
     @property
     def strategy_config(self) -> StrategyConfig:
-        return StrategyConfig.from_label(self.strategy)
+        return strategy_from_label(self.strategy)
 
 
 def build_collaboration_target(

@@ -35,15 +35,42 @@ HEADER_LIMITS = bounded_json.JsonLimits(max_bytes=MAX_HEADER_BYTES, max_depth=16
 
 
 class MessageType(StrEnum):
-    """What a message carries."""
+    """What a message carries, and whether it is a *release*.
 
-    ADAPTER = "adapter"  # a peer's LoRA tensors
-    SIGNATURE = "signature"  # prediction signature on the public reference set
-    ADAPTER_REQUEST = "adapter-request"  # "please send me your adapter this round"
-    DECLINE = "decline"  # refusal of a request (no consent, budget exhausted, ...)
-    HE_CONTEXT = "he-context"  # public CKKS context (no secret key)
-    HE_QUERY = "he-query"  # encrypted similarity query
-    HE_ANSWER = "he-answer"  # encrypted, masked similarity answer
+    A release carries content derived from the sender's private data (through its DP model): with
+    DP on, it is recorded in the sender's ledger before it leaves (``PeerPrivacy.authorize``), and
+    only if the running strategy declares it (``TrustStrategy.releases``). Every member states its
+    classification where it is defined, so a new type cannot be added unclassified.
+    """
+
+    release: bool
+
+    def __new__(cls, value: str, release: bool) -> MessageType:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.release = release
+        return member
+
+    @classmethod
+    def of(cls, value: object) -> MessageType:
+        """The member whose wire value is ``value``.
+
+        Raises:
+            ValueError: no member has it.
+        """
+        for member in cls:
+            if member.value == value:
+                return member
+        raise ValueError(f"unknown message type {value!r}")
+
+    ADAPTER = "adapter", True  # a peer's LoRA tensors
+    SIGNATURE = "signature", True  # prediction signature on the public reference set
+    HE_ANSWER = "he-answer", True  # encrypted, masked similarity answer (of the answerer's vector)
+    # not releases: post-processing of released or encrypted scores, public or the asker's own
+    ADAPTER_REQUEST = "adapter-request", False  # "please send me your adapter this round"
+    DECLINE = "decline", False  # refusal of a request (no consent, budget exhausted, ...)
+    HE_CONTEXT = "he-context", False  # public CKKS context (no secret key)
+    HE_QUERY = "he-query", False  # similarity query encrypted under the asker's own key
 
 
 # What may travel in a public message (recipient BROADCAST, signed but not encrypted): what any
@@ -145,7 +172,7 @@ def _check_header(header: Any) -> tuple[MessageType, str, str, int, dict[str, An
     if set(header) != expected:
         raise MessageError("message header has missing or unexpected fields")
     try:
-        msg_type = MessageType(header["type"])
+        msg_type = MessageType.of(header["type"])
     except ValueError as exc:
         raise MessageError("unknown message type") from exc
     sender, recipient, rnd = header["sender"], header["recipient"], header["round"]

@@ -402,7 +402,9 @@ class Peer:
             budget refused the release (nothing left this peer). Callers log only what was sent.
         """
         to = self.peer_ids[recipient]
-        if self.privacy is not None and not self.privacy.authorize(str(msg_type), to):
+        if self.privacy is not None and not self.privacy.authorize(
+            str(msg_type), to, release=msg_type.release
+        ):
             return SendOutcome.REFUSED_BUDGET
         sign = getattr(self.channel, "sign", None)
         if msg_type in HEAD_CARRYING_TYPES and self.privacy is not None and callable(sign):

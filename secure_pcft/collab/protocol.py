@@ -15,7 +15,6 @@ from secure_pcft.collab.aggregation import check_row
 from secure_pcft.collab.messages import MessageType, encode_tensors
 from secure_pcft.collab.peer import Peer
 from secure_pcft.collab.ranking import rank_others
-from secure_pcft.collab.strategies.predictions import prediction_signature_of
 from secure_pcft.collab.strategy import (
     Discovery,
     ScoreSoftmaxStrategy,
@@ -44,7 +43,7 @@ def _own_signature(
 ) -> dict[str, torch.Tensor]:
     """This round's signature of ``peer`` (computed once: sent in discovery, reused in scoring)."""
     if peer.inbox.own_signature is None:
-        peer.inbox.own_signature = prediction_signature_of(peer, strategy.cfg, reference)
+        peer.inbox.own_signature = strategy.signature(peer, reference)
     return peer.inbox.own_signature
 
 

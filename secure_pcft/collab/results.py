@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from secure_pcft.config import RunConfig
+from secure_pcft.errors import PrivacyError
 from secure_pcft.fileio import write_json_atomic
+from secure_pcft.versions import library_versions
 
 
 @dataclass
@@ -52,6 +57,62 @@ class RunResult:
     versions: dict[str, str] = field(default_factory=dict)  # libraries of the machine that ran it
     # per peer, the model it keeps (best seen on its validation split) against its starting point
     kept: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def assemble(
+        cls,
+        cfg: RunConfig,
+        *,
+        label: str,
+        peer_ids: Sequence[str],
+        base_model: str,
+        data: str,
+        rounds: Sequence[RoundRecord],
+        rejections: Mapping[str, list[dict[str, str]]],
+        kept: Sequence[dict[str, Any]],
+        seconds: float,
+        started_at: str,
+        privacy: Mapping[str, dict[str, Any]] | None = None,
+        receipts: Mapping[str, list[Any]] | None = None,
+        security: dict[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Self:
+        """The results of a run, as both runtimes write them: the config and its hash, the
+        strategy's label, when it ran and on which libraries, and — what the compliance report
+        reads — every peer's privacy summary and release receipts when DP is on and the security
+        log when secure mode is on.
+
+        Raises:
+            PrivacyError: a DP run given no privacy summaries or receipts (its results would not
+                show what the peers spent).
+        """
+        more: dict[str, Any] = dict(extra or {})
+        if cfg.security.mode == "full" and security is not None:
+            more["security"] = security
+        if cfg.privacy.enabled:
+            if privacy is None or receipts is None:
+                raise PrivacyError(
+                    "a DP run's results need its peers' privacy summaries and receipts"
+                )
+            # a Flower site that never reported has no summary: the report flags the gap
+            more["privacy"] = {p: privacy[p] for p in peer_ids if p in privacy}
+            more["receipts"] = {p: list(receipts.get(p, [])) for p in peer_ids}
+        return cls(
+            strategy=label,
+            peer_ids=list(peer_ids),
+            config=cfg.to_dict(),
+            config_hash=cfg.digest(),
+            base_model=base_model,
+            data=data,
+            rounds=list(rounds),
+            rejections={p: list(rejections.get(p, [])) for p in peer_ids},
+            seconds=seconds,
+            extra=more,
+            started_at=started_at,
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            versions=library_versions(),
+            kept=list(kept),
+        )
 
     @property
     def final(self) -> RoundRecord:

@@ -90,10 +90,12 @@ def round_steps(cfg: RunConfig) -> tuple[str, ...]:
     return steps_for(make_strategy(cfg.strategy), cfg.security)
 
 
-def reference_batch(reference: torch.Tensor, cfg: RunConfig, rnd: int) -> torch.Tensor:
+def reference_batch(
+    reference: torch.Tensor, strategy: TrustStrategy, cfg: RunConfig, rnd: int
+) -> torch.Tensor:
     """The public reference batch of round ``rnd``: public randomness, so every peer (in either
     runtime) derives the same rows of the reference blocks (R, T)."""
-    n = min(reference.shape[0], cfg.strategy.reference_batches * cfg.train.batch_size)
+    n = min(reference.shape[0], strategy.reference_batches() * cfg.train.batch_size)
     g = torch.Generator().manual_seed(cfg.lora.public_seed + 7 * rnd)
     return reference[torch.randperm(reference.shape[0], generator=g)[:n]]
 
@@ -174,6 +176,9 @@ class PeerRound:
         self.round, self.reference, self.done = rnd, reference, []
         self.meter.begin_round(rnd)
         self.peer.begin_round(rnd)
+        if self.peer.privacy is not None:
+            releases = self.strategy.releases(secure=self.secure is not None)
+            self.peer.privacy.declare_releases(self.strategy.label, releases)
         if self.secure is not None:
             self.secure.channel.begin_round(rnd)
             ratio = self.peer.settings.security.max_adapter_norm_ratio

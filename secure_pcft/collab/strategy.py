@@ -2,6 +2,13 @@
 
 A strategy is one small class behind :class:`TrustStrategy`, registered by name; a new strategy is
 one new file and one :func:`register_strategy` call. The registry refuses silent overwrites.
+Options live with their strategy (the peft pattern): the ``[strategy]`` keys every strategy shares
+(name, temperature, top_k, threshold, accept) are :class:`~secure_pcft.config.StrategyConfig`'s;
+a strategy's own keys are the fields of its ``Options`` dataclass (a :class:`StrategyOptions`),
+typed, range-checked and refused when unknown (naming the closest key) as the strategy is built.
+Each option also says how it shows in the strategy's *label* (``predictions-shift-calibrated-t10-
+top3-accept``), the name of result folders and table rows; :func:`strategy_label` and
+:func:`strategy_from_label` are exact inverses.
 
 One object owns a strategy's whole rule, in both security modes:
 
@@ -21,26 +28,35 @@ network (TM-03) or the relay (TM-04) in clear during discovery.
 
 from __future__ import annotations
 
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from secure_pcft.collab.messages import MessageType
 from secure_pcft.collab.ranking import rank_others
-from secure_pcft.config import RunConfig, StrategyConfig
+from secure_pcft.config import (
+    SHARED_STRATEGY_KEYS,
+    RunConfig,
+    StrategyConfig,
+    typed_value,
+    with_suggestions,
+)
 from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import ConfigError, StrategyError
-from secure_pcft.registry import claim
+from secure_pcft.registry import RegistryError, claim
 
 if TYPE_CHECKING:
     from secure_pcft.collab.peer import Peer
 
 AdapterState = dict[str, torch.Tensor]
+DEFAULT_REFERENCE_BATCHES = 4
 UnitVector = npt.NDArray[np.float64]
 
 
@@ -50,6 +66,136 @@ class Discovery(StrEnum):
     NONE = "none"  # weights known without looking at others (local, fedavg, oracle)
     SIGNATURES = "signatures"  # prediction signatures on the public reference set
     ADAPTERS = "adapters"  # the other peers' adapters themselves
+
+
+def option(
+    default: Any, *, label: str = "", values: Mapping[str, str] | None = None, late: bool = False
+) -> Any:
+    """One field of a strategy's :class:`StrategyOptions` and how it shows in the label.
+
+    Args:
+        default: the value when the ``[strategy]`` table does not set the key.
+        label: for a bool, the label part when true (``calibrated``); for a number, the prefix of
+            the part written when it differs from the default (``cand`` → ``cand5``).
+        values: for a string, the label part of each non-default value
+            (``{"logprob-shift": "shift"}``).
+        late: the part follows the shared selection parts (``t10-top3-thr0.5``) instead of
+            preceding them (keeps the built-ins' labels as published).
+    """
+    return field(default=default, metadata={"label": label, "values": dict(values or {}),
+                                            "late": late})  # fmt: skip
+
+
+# label parts of the shared keys; a strategy's option may not spell one of them
+_SHARED_PARTS = ("t", "top", "thr", "accept")
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """A strategy's own ``[strategy]`` keys: subclass it with one :func:`option` field per key,
+    check ranges in ``__post_init__`` (``secure_pcft.validation.require*``, section ``strategy``),
+    and name the subclass as the strategy's ``Options``. The base has no keys (``local``, ``fedavg``,
+    ``oracle``)."""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_config(cls, cfg: StrategyConfig) -> StrategyOptions:
+        """The options of ``cfg`` for this strategy, typed and checked.
+
+        Raises:
+            ConfigError: a key this strategy does not have (the closest known key suggested), a
+                value of the wrong type, or one out of range.
+        """
+        keys = cls.keys()
+        unknown = sorted(set(cfg.options) - set(keys))
+        if unknown:
+            own = f"its options: {', '.join(keys)}" if keys else "it has no options of its own"
+            raise ConfigError(
+                f"[strategy] strategy {cfg.name!r} has no key(s) "
+                f"{with_suggestions(unknown, (*keys, *SHARED_STRATEGY_KEYS))} ({own}; every "
+                f"strategy has {', '.join(SHARED_STRATEGY_KEYS)})"
+            )
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: typed_value("strategy", k, v, hints[k]) for k, v in cfg.options.items()})
+
+    def as_options(self) -> dict[str, Any]:
+        """The keys that differ from their defaults (what ``[strategy]`` needs to write)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != f.default}  # fmt: skip
+
+    def label_parts(self, *, late: bool) -> list[str]:
+        """The label parts of the options that differ from their defaults, in field order."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("late", False) != late or value == f.default:
+                continue
+            if isinstance(value, bool):
+                parts.append(f.metadata["label"])
+            elif isinstance(value, str):
+                parts.append(f.metadata["values"][value])
+            else:
+                parts.append(f"{f.metadata['label']}{value:g}")
+        return parts
+
+    @classmethod
+    def parse_label_part(cls, part: str) -> tuple[str, Any] | None:
+        """``(key, value)`` of the option that writes ``part``, or None."""
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            meta, hint = f.metadata, hints[f.name]
+            if hint is bool:
+                if part == meta.get("label"):
+                    return f.name, True
+                continue
+            for value, text in meta.get("values", {}).items():
+                if part == text:
+                    return f.name, value
+            prefix, rest = meta.get("label", ""), part[len(meta.get("label", "")) :]
+            if not prefix or not part.startswith(prefix):
+                continue
+            if hint is int and rest.isdigit():
+                return f.name, int(rest)
+            if hint is float and _number(rest) is not None:
+                return f.name, _number(rest)
+        return None
+
+    @classmethod
+    def check_declaration(cls, strategy: str) -> None:
+        """Refuse an ``Options`` class whose keys or label parts clash with the shared ones, or
+        whose fields were not declared with :func:`option`.
+
+        Raises:
+            RegistryError: the clash, named.
+        """
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if f.name in SHARED_STRATEGY_KEYS or f.name == "options":
+                raise RegistryError(f"strategy {strategy!r}: option {f.name!r} is a shared key")
+            if "label" not in f.metadata or f.default is MISSING:
+                raise RegistryError(
+                    f"strategy {strategy!r}: option {f.name!r} needs a default and a label "
+                    "(declare it with collab.strategy.option)"
+                )
+            hint = hints[f.name]
+            if typing.get_origin(hint) is typing.Literal:
+                unlabelled = [v for v in typing.get_args(hint)
+                              if v != f.default and v not in f.metadata["values"]]  # fmt: skip
+                if unlabelled:
+                    raise RegistryError(
+                        f"strategy {strategy!r}: option {f.name!r} has no label part for "
+                        f"{unlabelled} (option(values=...))"
+                    )
+            texts = [f.metadata["label"], *f.metadata["values"].values()]
+            clash = [t for t in texts if t and any(t.startswith(p) for p in _SHARED_PARTS)]
+            if clash or not any(texts):
+                raise RegistryError(
+                    f"strategy {strategy!r}: option {f.name!r} needs a label part that does not "
+                    f"start with a shared one ({', '.join(_SHARED_PARTS)}), got {texts}"
+                )
 
 
 @dataclass
@@ -94,9 +240,52 @@ class TrustStrategy(ABC):
     discovery: ClassVar[Discovery] = Discovery.NONE
     encrypted: ClassVar[bool] = False
     rescore_after_exchange: ClassVar[bool] = False
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    options: StrategyOptions
 
     def __init__(self, cfg: StrategyConfig) -> None:
+        """Raises: ConfigError: ``cfg`` has a key this strategy does not have, or a bad value."""
         self.cfg = cfg
+        self.options = self.Options.from_config(cfg)
+
+    @property
+    def label(self) -> str:
+        """The name plus the options that differ from the defaults, e.g.
+        ``predictions-calibrated`` or ``validation-t50-top3`` (names result folders and rows)."""
+        c = self.cfg
+        parts = [self.name, *self.options.label_parts(late=False)]
+        if c.temperature != 1.0:
+            parts.append(f"t{c.temperature:g}")
+        if c.top_k:
+            parts.append(f"top{c.top_k}")
+        if c.threshold is not None:
+            parts.append(f"thr{c.threshold:g}".replace("-", "m"))  # '-' separates parts
+        parts.extend(self.options.label_parts(late=True))
+        if c.accept:
+            parts.append("accept")
+        return "-".join(parts)
+
+    def releases(self, *, secure: bool) -> frozenset[MessageType]:
+        """The releases (``MessageType.release``) a round of this strategy may send; with DP on,
+        the peer's ledger refuses any other (``PeerPrivacy.authorize``). Default: adapters, which
+        the aggregate needs, plus what discovery sends — prediction signatures in plain mode,
+        encrypted similarity answers in secure mode. Override to declare less (``local``) or
+        more; a strategy that sends something new must say so here."""
+        out = {MessageType.ADAPTER}
+        if self.discovery is not Discovery.NONE and secure:
+            out.add(MessageType.HE_ANSWER)
+        elif self.discovery is Discovery.SIGNATURES:
+            out.add(MessageType.SIGNATURE)
+        return frozenset(out)
+
+    def reference_batches(self) -> int:
+        """Public reference batches a round draws for this strategy's signatures (0 = it
+        compares none)."""
+        return 0
+
+    def signature(self, peer: Peer, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``peer``'s prediction signature on the reference blocks (``Discovery.SIGNATURES``)."""
+        raise StrategyError(f"strategy {self.name!r} compares no prediction signatures")
 
     @abstractmethod
     def row(self, ctx: TrustContext) -> torch.Tensor:
@@ -213,6 +402,7 @@ def register_strategy(cls: type[TrustStrategy], *, force: bool = False) -> type[
     Raises:
         RegistryError: a name a config cannot spell, or the name is taken and ``force`` is False.
     """
+    cls.Options.check_declaration(cls.name)
     return claim(_REGISTRY, "strategy", cls.name, cls, force)
 
 
@@ -233,6 +423,60 @@ def make_strategy(cfg: StrategyConfig) -> TrustStrategy:
             f"[strategy] name: unknown strategy {cfg.name!r}; known: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[cfg.name](cfg)
+
+
+def strategy_label(cfg: StrategyConfig) -> str:
+    """The label of ``cfg`` (:attr:`TrustStrategy.label`).
+
+    Raises:
+        ConfigError: an unknown strategy or option.
+    """
+    return make_strategy(cfg).label
+
+
+def strategy_from_label(label: str) -> StrategyConfig:
+    """The inverse of :func:`strategy_label`: ``validation-t50-top3`` → name, temperature, top_k.
+
+    The name is the longest registered strategy name the label starts with; each following part
+    is a shared option or one of that strategy's own.
+
+    Raises:
+        ConfigError: no registered strategy starts the label, or a part that is no option of it.
+    """
+    _load_builtins()
+    names = [n for n in _REGISTRY if label == n or label.startswith(n + "-")]
+    if not names:
+        raise ConfigError(
+            f"[strategy] unknown strategy in label {label!r}; known: {', '.join(sorted(_REGISTRY))}"
+        )
+    name = max(names, key=len)
+    cls = _REGISTRY[name]
+    shared: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for part in label[len(name) + 1 :].split("-") if label != name else []:
+        own = cls.Options.parse_label_part(part)
+        if own is not None:
+            options[own[0]] = own[1]
+        elif part == "accept":
+            shared["accept"] = True
+        elif part[:3] == "thr" and _number(part[3:].replace("m", "-")) is not None:
+            shared["threshold"] = _number(part[3:].replace("m", "-"))
+        elif part[:3] == "top" and part[3:].isdigit():
+            shared["top_k"] = int(part[3:])
+        elif part[:1] == "t" and _number(part[1:]) is not None:
+            shared["temperature"] = _number(part[1:])
+        else:
+            raise ConfigError(f"[strategy] label {label!r}: {part!r} is no option of {name!r}")
+    cfg = StrategyConfig(name=name, options=options, **shared)
+    cls(cfg)  # the options' own checks
+    return cfg
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _load_builtins() -> None:

@@ -9,7 +9,7 @@ refused, and from then on the peer shares nothing derived from its model (TM-01,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -31,15 +31,6 @@ from secure_pcft.privacy.validation_scores import (
 )
 
 log = logging.getLogger(__name__)
-
-# Message types whose content is derived from the peer's private data (via its DP model): each is
-# a release, recorded in the ledger before it leaves.
-RELEASE_TYPES = frozenset({"adapter", "signature", "he-answer"})
-# Message types that carry nothing of the private data beyond what a release already carries:
-# requests and declines (post-processing of released or encrypted scores), the public CKKS context,
-# a query encrypted under the asker's own key (only the asker can read it). Every message type is
-# in exactly one of the two sets (tested); one in neither is refused, never waved through.
-NON_RELEASE_TYPES = frozenset({"adapter-request", "decline", "he-context", "he-query"})
 
 
 class PeerPrivacy:
@@ -110,6 +101,7 @@ class PeerPrivacy:
         )
         self.budget = budget_epsilon(pc, self.planned_epsilon)
         self.round = 0
+        self.declared: tuple[str, frozenset[str]] = ("none yet", frozenset())
         self.stopped_round: int | None = None
         self._validation_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
         # the per-round choice's noise (privacy/selection.py): the OS CSPRNG with secure_rng
@@ -158,21 +150,29 @@ class PeerPrivacy:
     def sharing(self) -> bool:
         return self.stopped_round is None
 
-    def authorize(self, msg_type: str, recipient: str) -> bool:
+    def declare_releases(self, strategy: str, types: Iterable[str]) -> None:
+        """What the running ``strategy`` may release from now on (``TrustStrategy.releases``)."""
+        self.declared = (strategy, frozenset(map(str, types)))
+
+    def authorize(self, msg_type: str, recipient: str, *, release: bool) -> bool:
         """Record the release in the ledger (fsync'd) and say whether it may leave.
 
-        Non-release messages (requests, declines, HE contexts and queries) always may.
+        A message that is no release (``release`` False: requests, declines, HE contexts and
+        queries) always may.
 
         Raises:
-            PrivacyError: ``msg_type`` is classified neither as a release nor as a non-release
-                (a new message type must be classified before it can leave a DP peer).
+            PrivacyError: a release the running strategy did not declare
+                (:meth:`declare_releases`; none is declared before the first round), refused so
+                that nothing leaves that its plan did not foresee.
         """
-        if msg_type in NON_RELEASE_TYPES:
+        if not release:
             return True
-        if msg_type not in RELEASE_TYPES:
+        strategy, declared = self.declared
+        if msg_type not in declared:
             raise PrivacyError(
-                f"message type {msg_type!r} is not classified as a release or a non-release "
-                "(privacy/peer_privacy.py): refused, so nothing leaves unaccounted"
+                f"{self.peer_id}: strategy {strategy!r} does not declare releasing {msg_type!r} "
+                f"(it declares {', '.join(sorted(declared)) or 'nothing'}; "
+                "TrustStrategy.releases): refused, so nothing leaves unaccounted"
             )
         if not self.sharing:
             return False

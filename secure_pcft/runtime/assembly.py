@@ -57,11 +57,12 @@ class RunPlan:
         Raises:
             ConfigError: an unknown strategy, or a round it cannot run (collab/round.py).
         """
+        strategy = make_strategy(cfg.strategy)
         return cls(
             cfg=cfg,
-            strategy=make_strategy(cfg.strategy),
+            strategy=strategy,
             steps=round_steps(cfg),
-            label=cfg.strategy.label,
+            label=strategy.label,
             scoring_queries=run_scoring_queries(cfg, num_peers),
             selection_candidates=selection_candidates(
                 cfg.strategy, cfg.security.select_top_k, num_peers

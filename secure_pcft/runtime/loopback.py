@@ -33,7 +33,6 @@ from secure_pcft.runtime.assembly import RunPlan, build_peer
 from secure_pcft.transport.base import StagedTransport
 from secure_pcft.transport.loopback import LoopbackTransport
 from secure_pcft.transport.meter import TrafficMeter
-from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +135,6 @@ class Simulation:
             messages_sent=[self.meter.sent(rnd, p).messages for p in self.peer_ids],
         )
 
-    def _reference_batch(self, rnd: int) -> torch.Tensor:
-        return reference_batch(self.reference, self.cfg, rnd)
-
     def warmup(self, progress: ProgressFn | None = None) -> RoundRecord:
         """Purely local steps before the first aggregation; records round 0."""
         steps = self.cfg.train.warmup_steps
@@ -169,7 +165,8 @@ class Simulation:
             PeerRound(p, strategy, self.domain_mixes, sec.secure_peer(p.peer_id) if sec else None)
             for p in self.peers
         ]
-        trust = drive_round(rounds, rnd, self._reference_batch(rnd), self.transport.deliver)
+        reference = reference_batch(self.reference, strategy, self.cfg, rnd)
+        trust = drive_round(rounds, rnd, reference, self.transport.deliver)
         if sec is not None:
             sec.history.append(round_log(rnd, {r.peer.peer_id: r.facts() for r in rounds}))
         self._outcomes = [r.outcome() for r in rounds]
@@ -281,7 +278,7 @@ class Simulation:
         self.check_privacy_plan(strategy)
         n = self.cfg.train.num_rounds
         if progress:  # opens the bar, so the first round's time shows too
-            progress(f"rounds ({self._label(strategy)})", 0, n, self.privacy_status())
+            progress(f"rounds ({strategy.label})", 0, n, self.privacy_status())
         every = self.cfg.train.eval_every
         for r in range(1, n + 1):
             scheduled = r % every == 0 if evaluate_every_round is None else evaluate_every_round
@@ -293,7 +290,7 @@ class Simulation:
                 progress=progress,
             )
             if progress:
-                progress(f"rounds ({self._label(strategy)})", r, n, self.privacy_status())
+                progress(f"rounds ({strategy.label})", r, n, self.privacy_status())
 
     def check_privacy_plan(self, strategy: TrustStrategy) -> None:
         """Refuse a strategy whose private scoring the peers' privacy plan did not reserve.
@@ -316,41 +313,26 @@ class Simulation:
                 "cfg.strategy (compare_strategies groups by plan)"
             )
 
-    def _label(self, strategy: TrustStrategy) -> str:
-        """The configured strategy's label (options included) when it is the one running."""
-        scfg = self.cfg.strategy
-        return scfg.label if scfg.name == strategy.name else strategy.name
-
     def kept_report(self) -> list[dict[str, Any]]:
         """Per peer: the kept model's and the starting point's figures (test scored here, once)."""
         return [kept_figures(p) for p in self.peers]
 
     def result(self, strategy: TrustStrategy, seconds: float) -> RunResult:
-        return RunResult(
-            strategy=self._label(strategy),
-            peer_ids=list(self.peer_ids),
-            config=self.cfg.to_dict(),
-            config_hash=self.cfg.digest(),
+        return RunResult.assemble(
+            self.cfg,
+            label=strategy.label,
+            peer_ids=self.peer_ids,
             base_model=str(self.base.path),
             data=self.federation.description,
-            rounds=list(self.records),
+            rounds=self.records,
             rejections={p.peer_id: [r.__dict__ for r in p.channel.rejections] for p in self.peers},
-            seconds=seconds,
-            extra=self._extra(),
-            started_at=self.started_at,
-            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            versions=library_versions(),
             kept=self.kept_report(),
+            seconds=seconds,
+            started_at=self.started_at,
+            privacy={p.peer_id: p.privacy.summary() for p in self.peers if p.privacy},
+            receipts={p.peer_id: list(p.receipts) for p in self.peers},
+            security=self.security.report() if self.security else None,
         )
-
-    def _extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if self.security:
-            extra["security"] = self.security.report()
-        if self.cfg.privacy.enabled:
-            extra["privacy"] = {p.peer_id: p.privacy.summary() for p in self.peers if p.privacy}
-            extra["receipts"] = {p.peer_id: list(p.receipts) for p in self.peers}
-        return extra
 
     def privacy_status(self) -> str:
         """One line of ε spent per peer (for progress displays); empty without DP."""

@@ -35,7 +35,11 @@ def run_cfg(
     return RunConfig(
         data=DataConfig(block_size=16),
         train=TRAIN,
-        strategy=replace(RECOMMENDED_STRATEGY, accept=accept, reference_batches=1),
+        strategy=replace(
+            RECOMMENDED_STRATEGY,
+            accept=accept,
+            options={**RECOMMENDED_STRATEGY.options, "reference_batches": 1},
+        ),
         privacy=PrivacyConfig(**privacy),  # type: ignore[arg-type]
         security=SecurityConfig(mode=security),  # type: ignore[arg-type]
         output=OutputConfig(dir=str(tmp / "out")),

@@ -44,7 +44,7 @@ local_steps = 2
 total_steps = 6
 [strategy]
 name = "{strategy}"
-reference_batches = 1
+{"reference_batches = 1" if strategy == "predictions" else ""}
 [output]
 dir = "{root / "out"}"
 """
@@ -58,7 +58,7 @@ def test_cli_run_writes_results_and_loadable_adapters(
     cfg = _config(tmp_path, tiny_base_dir, "predictions")
     assert main(["run", str(cfg)]) == 0
     result = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert result["strategy"] == "predictions"
+    assert result["strategy"] == "predictions-ref1"  # the label names the options set
     assert result["peer_ids"] == ["site-0", "site-1", "site-2"]
     assert len(result["rounds"]) == 3  # round 0 (after warm-up) + 2 aggregation rounds
     assert len(result["rounds"][-1]["trust"]) == 3
@@ -166,14 +166,21 @@ def test_a_refused_config_or_missing_data_never_loads_the_model_libraries(tmp_pa
     typo.write_text("[train]\nlocal_step = 3\n")
     missing = tmp_path / "missing.toml"
     missing.write_text(f'[data]\nsource = "files"\npaths = ["{tmp_path / "nope.txt"}"]\n')
+    option = tmp_path / "option.toml"
+    option.write_text('[strategy]\nname = "validation"\ncandidate = 3\n')
     probe = (
         "import sys; from secure_pcft.cli import main; rc = main(['run', sys.argv[1]]); "
-        "print(rc, 'torch' in sys.modules)"
+        "print(rc, 'torch' in sys.modules, 'peft' in sys.modules or 'opacus' in sys.modules)"
     )
-    for path, message in ((typo, "did you mean local_steps"), (missing, "data path not found")):
+    for path, message, torch_loaded in (
+        (typo, "did you mean local_steps", "False"),
+        (missing, "data path not found", "False"),
+        # a strategy's own keys are checked by the strategy's class (torch, no model library)
+        (option, "'validation' has no key(s) candidate (did you mean candidates?)", "True"),
+    ):
         out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
                              text=True, timeout=120, check=False)  # fmt: skip
-        assert out.stdout.split() == ["3", "False"], out.stderr
+        assert out.stdout.split() == ["3", torch_loaded, "False"], out.stderr
         assert message in out.stderr
 
 
@@ -218,38 +225,63 @@ def test_a_finished_dp_runs_folder_is_refused_even_when_overwriting_and_no_way_a
 
 
 PLUGIN = '''
+from dataclasses import dataclass
+
 import torch
-from secure_pcft.collab.strategy import TrustStrategy, register_strategy
+from secure_pcft.collab.strategy import StrategyOptions, TrustStrategy, option, register_strategy
+from secure_pcft.validation import require_range
+
+
+@dataclass(frozen=True)
+class SelfShareOptions(StrategyOptions):
+    self_weight: float = option(0.5, label="self")
+
+    def __post_init__(self):
+        require_range(self.self_weight, "strategy", "self_weight", 0, 1, "weight", low_open=True)
 
 
 @register_strategy
-class HalfSelf(TrustStrategy):
-    """Half the weight on itself, the rest spread equally (a user's own rule)."""
+class SelfShare(TrustStrategy):
+    """A fixed share of the weight on itself, the rest spread equally (a user's own rule)."""
 
-    name = "half-self"
+    name = "self-share"
+    Options = SelfShareOptions
 
     def row(self, ctx):
-        n = ctx.num_peers
-        row = torch.full((n,), 0.5 / (n - 1), dtype=torch.float64)
-        row[ctx.self_index] = 0.5
+        n, mine = ctx.num_peers, self.options.self_weight
+        row = torch.full((n,), (1 - mine) / (n - 1), dtype=torch.float64)
+        row[ctx.self_index] = mine
         return row
 '''
 
 
-def test_a_users_own_strategy_reaches_secure_pcft_run_through_a_plugin(
+def test_a_users_own_strategy_and_its_option_reach_secure_pcft_run_through_a_plugin(
     tmp_path: Path, tiny_base_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _config(tmp_path, tiny_base_dir, "half-self")
+    cfg = _config(tmp_path, tiny_base_dir, "self-share")
+    cfg.write_text(
+        cfg.read_text().replace('name = "self-share"', 'name = "self-share"\nself_weight = 0.6')
+    )
     plugin = tmp_path / "my_rule.py"
     plugin.write_text(PLUGIN)
 
     assert main(["run", str(cfg)]) == 3  # without the plugin the name is unknown
-    assert "unknown strategy 'half-self'" in capsys.readouterr().err
+    assert "unknown strategy 'self-share'" in capsys.readouterr().err
     assert main(["run", str(cfg), "--plugin", str(plugin)]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["strategy"].startswith("half-self")
+    assert results["strategy"] == "self-share-self0.6"  # the option names the run
+    assert results["config"]["strategy"]["self_weight"] == 0.6
     trust = results["rounds"][-1]["trust"]
-    assert all(abs(row[i] - 0.5) < 1e-9 for i, row in enumerate(trust))
+    assert all(abs(row[i] - 0.6) < 1e-9 for i, row in enumerate(trust))
+
+    # the strategy's own keys are checked by its Options: a typo names the closest key, a value
+    # out of its range is refused, both before any model loads (exit 3)
+    for bad, message in (("self_wieght = 0.6", "did you mean self_weight?"),
+                         ("self_weight = 0", "self_weight")):  # fmt: skip
+        cfg.write_text(cfg.read_text().replace("self_weight = 0.6", bad))
+        assert main(["run", str(cfg), "--plugin", str(plugin), "--overwrite"]) == 3
+        assert message in capsys.readouterr().err
+        cfg.write_text(cfg.read_text().replace(bad, "self_weight = 0.6"))
 
 
 def test_installed_plugins_load_from_their_entry_points_and_a_broken_one_is_a_config_error(
@@ -261,7 +293,7 @@ def test_installed_plugins_load_from_their_entry_points_and_a_broken_one_is_a_co
     from secure_pcft.collab.strategy import available_strategies
     from secure_pcft.errors import ConfigError
 
-    (tmp_path / "site_rule.py").write_text(PLUGIN.replace("half-self", "site-rule"))
+    (tmp_path / "site_rule.py").write_text(PLUGIN.replace("self-share", "site-rule"))
     monkeypatch.syspath_prepend(str(tmp_path))
     good = EntryPoint(name="site", value="site_rule", group=cli.PLUGIN_GROUP)
     broken = EntryPoint(name="broken", value="no_such_module_here", group=cli.PLUGIN_GROUP)

@@ -24,6 +24,7 @@ from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.privacy.ledger import ledger_path, read_ledger
 from secure_pcft.runtime.loopback import Simulation
+from tests.conftest import quick_strategy
 
 TRAIN = TrainConfig(
     batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=8, eval_batches=2
@@ -34,7 +35,7 @@ def dp_cfg(tmp: Path, strategy: str, **privacy: object) -> RunConfig:
     return RunConfig(
         data=DataConfig(block_size=16),
         train=TRAIN,
-        strategy=StrategyConfig(name=strategy, reference_batches=1),
+        strategy=quick_strategy(strategy),
         privacy=PrivacyConfig(enabled=True, **privacy),  # type: ignore[arg-type]
         output=RunConfig().output.__class__(dir=str(tmp / "out")),
     )
@@ -124,7 +125,8 @@ def test_validation_scores_over_budget_stop_sharing_instead_of_aborting(
         budget_epsilon=budget,
         validation_noise_multiplier=0.2,
     )
-    cfg = replace(cfg, strategy=replace(cfg.strategy, relative=relative))
+    opts = {**cfg.strategy.options, "relative": relative}
+    cfg = replace(cfg, strategy=replace(cfg.strategy, options=opts))
     sim = run(cfg, federation, tiny_base)
     res = sim.result(make_strategy(cfg.strategy), 0.0)
     sim.close()
@@ -151,7 +153,7 @@ def test_a_strategy_outside_the_peers_privacy_plan_is_refused(
     sim = Simulation(cfg, federation, tiny_base)
     sim.warmup()
     with pytest.raises(ConfigError, match=r"plan reserved \(0, 1\)"):
-        sim.run_rounds(make_strategy(StrategyConfig(name="validation", reference_batches=1)))
+        sim.run_rounds(make_strategy(quick_strategy("validation")))
     sim.run_rounds(make_strategy(StrategyConfig(name="fedavg")))  # same plan: fine
     sim.close()
 
@@ -167,9 +169,7 @@ def test_compare_strategies_warms_up_once_per_privacy_plan(
     monkeypatch.setattr(run_module, "resolve_base_path", lambda _model: tiny_base.path)
     cfg = dp_cfg(tmp_path, "local", target_epsilon=3.0, validation_noise_multiplier=8.0)
     names = ["local", "validation", "fedavg"]
-    results = run_module.compare_strategies(
-        cfg, [StrategyConfig(name=n, reference_batches=1) for n in names]
-    )
+    results = run_module.compare_strategies(cfg, [quick_strategy(n) for n in names])
     assert [r.strategy for r in results] == names
     sigma = {r.strategy: r.extra["privacy"]["peer-0"]["noise_multiplier"] for r in results}
     # validation's DP-SGD σ leaves room for its reserved scores; the others share one warm-up
@@ -188,7 +188,8 @@ def test_relative_validation_reserves_its_gaps_and_stays_in_budget(
     tmp_path: Path, tiny_base: BaseModel, federation: Federation
 ) -> None:
     cfg = dp_cfg(tmp_path, "validation", target_epsilon=3.0, validation_noise_multiplier=6.0)
-    cfg = replace(cfg, strategy=replace(cfg.strategy, relative=True, temperature=0.1))
+    opts = {**cfg.strategy.options, "relative": True}
+    cfg = replace(cfg, strategy=replace(cfg.strategy, options=opts, temperature=0.1))
     sim = run(cfg, federation, tiny_base)
     res = sim.result(make_strategy(cfg.strategy), 0.0)
     sim.close()

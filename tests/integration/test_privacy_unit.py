@@ -19,7 +19,6 @@ from secure_pcft.config import (
     OutputConfig,
     PrivacyConfig,
     RunConfig,
-    StrategyConfig,
     TrainConfig,
 )
 from secure_pcft.data.corpus import Federation
@@ -30,7 +29,7 @@ from secure_pcft.model.loading import BaseModel
 from secure_pcft.privacy.ledger import ledger_path, read_ledger
 from secure_pcft.report import REPORT_SCHEMA, build_report, render_html
 from secure_pcft.runtime.loopback import Simulation
-from tests.conftest import tiny_federation
+from tests.conftest import quick_strategy, tiny_federation
 
 TRAIN = TrainConfig(
     batch_size=2, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=6, eval_batches=2
@@ -57,7 +56,7 @@ def unit_run(tmp: Path, base: BaseModel, unit: str, strategy: str) -> tuple[Simu
     cfg = RunConfig(
         data=DataConfig(block_size=8),  # most sentences take two blocks
         train=TRAIN,
-        strategy=StrategyConfig(name=strategy, reference_batches=1),
+        strategy=quick_strategy(strategy),
         privacy=PrivacyConfig(
             enabled=True,
             noise_multiplier=1.0,

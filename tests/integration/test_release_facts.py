@@ -20,7 +20,6 @@ from secure_pcft.config import (
     PrivacyConfig,
     RunConfig,
     SecurityConfig,
-    StrategyConfig,
     TrainConfig,
 )
 from secure_pcft.crypto.envelope import PREFIX, EnvelopeHeader
@@ -30,6 +29,7 @@ from secure_pcft.privacy.accounting import epsilon_spent
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.report import build_report
 from secure_pcft.runtime.loopback import Simulation
+from tests.conftest import quick_strategy
 
 TRAIN = TrainConfig(
     batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=8, eval_batches=2
@@ -58,7 +58,7 @@ def _cfg(tmp: Path, strategy: str, budget: float | None) -> RunConfig:
     return RunConfig(
         data=DataConfig(block_size=16),
         train=TRAIN,
-        strategy=StrategyConfig(name=strategy, reference_batches=1),
+        strategy=quick_strategy(strategy),
         privacy=PrivacyConfig(enabled=True, noise_multiplier=0.8, budget_epsilon=budget),
         security=SecurityConfig(mode="full", select_top_k=1),
         output=OutputConfig(dir=str(tmp / "out")),

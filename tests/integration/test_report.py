@@ -38,7 +38,7 @@ from secure_pcft.report import REPORT_SCHEMA, build_report, render_html, write_r
 from secure_pcft.report.policy import DEFAULT_POLICY, ReviewPolicy, load_policy, policy_checks
 from secure_pcft.report.schema import schema_json
 from secure_pcft.runtime.loopback import Simulation
-from tests.conftest import tiny_federation
+from tests.conftest import quick_strategy, tiny_federation
 
 ROOT = Path(__file__).resolve().parents[2]
 MIA_DP = ROOT / "audits" / "results" / "mia-dp.json"
@@ -53,7 +53,7 @@ def _run(root: Path, base_dir: Path, privacy: PrivacyConfig, security: SecurityC
     cfg = RunConfig(
         data=DataConfig(block_size=16),
         train=TRAIN,
-        strategy=StrategyConfig(name="weights", reference_batches=1),
+        strategy=quick_strategy("weights"),
         privacy=privacy,
         security=security,
         output=OutputConfig(dir=str(root / "out")),

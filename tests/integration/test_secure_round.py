@@ -37,6 +37,7 @@ from secure_pcft.data.corpus import Federation
 from secure_pcft.model.loading import BaseModel
 from secure_pcft.runtime.loopback import Simulation
 from secure_pcft.transport.meter import SESSION_SETUP
+from tests.conftest import quick_strategy
 from tests.integration.test_cli import _config
 
 TRAIN = TrainConfig(
@@ -51,7 +52,7 @@ def cfg(strategy: str, security: SecurityConfig) -> RunConfig:
     return RunConfig(
         data=DataConfig(block_size=16),
         train=TRAIN,
-        strategy=StrategyConfig(name=strategy, reference_batches=1),
+        strategy=quick_strategy(strategy),
         security=security,
     )
 
@@ -299,7 +300,8 @@ def test_logprob_shift_predictions_are_one_rule_in_plain_and_secure_mode(
     # The secure peers encrypt exactly the plain-mode signature: the trust rows may differ only
     # by the CKKS flooding noise on the cosines (~1e-4), not by a different distance.
     strategy = StrategyConfig(
-        name="predictions", signature="logprob-shift", calibrated=True, reference_batches=1
+        name="predictions",
+        options={"signature": "logprob-shift", "calibrated": True, "reference_batches": 1},
     )
     secure_cfg = SecurityConfig(mode="full", select_top_k=0, consent="asker")
     plain = Simulation(

@@ -14,6 +14,7 @@ from secure_pcft.config import DataConfig, LoraSettings, RunConfig, StrategyConf
 from secure_pcft.data.corpus import Federation
 from secure_pcft.model.loading import BaseModel, load_base
 from secure_pcft.runtime.loopback import Simulation
+from tests.conftest import quick_strategy
 
 TRAIN = TrainConfig(
     batch_size=4, lr=5e-3, warmup_steps=2, local_steps=2, total_steps=6, eval_batches=2
@@ -25,7 +26,7 @@ def cfg(strategy: str, mode: str = "paper") -> RunConfig:
         lora=LoraSettings(mode=mode),  # type: ignore[arg-type]
         data=DataConfig(block_size=16),
         train=TRAIN,
-        strategy=StrategyConfig(name=strategy, reference_batches=1),
+        strategy=quick_strategy(strategy),
     )
 
 
@@ -217,7 +218,7 @@ def test_plain_loopback_channels_enforce_the_configured_message_limit(
     small = RunConfig(
         data=DataConfig(block_size=16),
         train=TRAIN,
-        strategy=StrategyConfig(name="fedavg", reference_batches=1),
+        strategy=quick_strategy("fedavg"),
         security=SecurityConfig(max_message_bytes=256),  # smaller than any adapter message
     )
     sim = Simulation(small, federation, tiny_base)

@@ -16,7 +16,7 @@ def test_predictions_he_row_matches_the_rule_on_chordal_distances(calibrated: bo
     # self = peer 1; peer 3 gave no answer (NaN) and must get weight 0
     cosines = torch.tensor([0.9, float("nan"), 0.1, float("nan"), 0.5], dtype=torch.float64)
     cosines[1] = 0.0  # whatever sits at self is replaced by 1 (distance 0)
-    strategy = make_strategy(StrategyConfig(name="predictions", calibrated=calibrated))
+    strategy = make_strategy(StrategyConfig(name="predictions", options={"calibrated": calibrated}))
     row = strategy.encrypted_row(cosines, self_index=1)
 
     d = {0: math.sqrt(2 - 2 * 0.9), 1: 0.0, 2: math.sqrt(2 - 2 * 0.1), 4: math.sqrt(2 - 2 * 0.5)}

@@ -14,7 +14,12 @@ from secure_pcft.collab.strategies.predictions import (
     shift_distance,
     shift_signature,
 )
-from secure_pcft.collab.strategy import TrustContext, make_strategy
+from secure_pcft.collab.strategy import (
+    TrustContext,
+    make_strategy,
+    strategy_from_label,
+    strategy_label,
+)
 from secure_pcft.config import StrategyConfig
 from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import ConfigError, StrategyError
@@ -55,7 +60,9 @@ def test_shift_rule_groups_peers_whose_adapters_move_the_same_tokens() -> None:
     logits = [base + domain[i % 2] + 0.3 * torch.randn(16, 200, generator=g) for i in range(6)]
     sigs = {i: shift_signature(x, base, SPEC) for i, x in enumerate(logits)}
     strategy = make_strategy(
-        StrategyConfig(name="predictions", signature="logprob-shift", calibrated=True, top_k=3)
+        StrategyConfig(
+            name="predictions", top_k=3, options={"signature": "logprob-shift", "calibrated": True}
+        )
     )
     for i in range(6):
         row = strategy.row(TrustContext(i, tuple(f"p{k}" for k in range(6)), signatures=sigs))
@@ -69,7 +76,9 @@ def test_encrypted_row_equals_the_plain_row_on_the_same_unit_vectors() -> None:
     sigs = {
         i: shift_signature(base + torch.randn(8, 64, generator=g), base, SPEC) for i in range(5)
     }
-    cfg = StrategyConfig(name="predictions", signature="logprob-shift", calibrated=True)
+    cfg = StrategyConfig(
+        name="predictions", options={"signature": "logprob-shift", "calibrated": True}
+    )
     strategy = make_strategy(cfg)
     ids = tuple(f"p{k}" for k in range(5))
     for i in range(5):
@@ -82,7 +91,9 @@ def test_a_peer_that_sent_the_other_signature_kind_gets_no_weight() -> None:
     base = torch.randn(4, 120)
     shift = {i: shift_signature(base + torch.randn(4, 120), base, SPEC) for i in range(3)}
     sigs = {**shift, 3: prediction_signature(torch.randn(4, 120))}
-    strategy = make_strategy(StrategyConfig(name="predictions", signature="logprob-shift"))
+    strategy = make_strategy(
+        StrategyConfig(name="predictions", options={"signature": "logprob-shift"})
+    )
     row = strategy.row(TrustContext(0, tuple(f"p{k}" for k in range(4)), signatures=sigs))
     assert float(row[3]) == 0.0 and float(row[:3].sum()) == pytest.approx(1.0)
 
@@ -112,12 +123,17 @@ def test_well_formed_signatures_pass_the_check() -> None:
 
 
 def test_signature_option_label_and_validation() -> None:
-    cfg = StrategyConfig(name="predictions", signature="logprob-shift", calibrated=True, top_k=3)
-    assert cfg.label == "predictions-shift-calibrated-top3"
-    assert StrategyConfig.from_label("predictions-shift-calibrated-t10-top3") == StrategyConfig(
-        name="predictions", signature="logprob-shift", calibrated=True, temperature=10.0, top_k=3
+    cfg = StrategyConfig(
+        name="predictions", top_k=3, options={"signature": "logprob-shift", "calibrated": True}
+    )
+    assert strategy_label(cfg) == "predictions-shift-calibrated-top3"
+    assert strategy_from_label("predictions-shift-calibrated-t10-top3") == StrategyConfig(
+        name="predictions",
+        temperature=10.0,
+        top_k=3,
+        options={"signature": "logprob-shift", "calibrated": True},
     )
     with pytest.raises(ConfigError, match="signature"):
-        StrategyConfig(name="weights", signature="logprob-shift")
+        make_strategy(StrategyConfig(name="weights", options={"signature": "logprob-shift"}))
     with pytest.raises(ConfigError, match="signature"):
-        StrategyConfig(name="predictions", signature="logits")  # type: ignore[arg-type]
+        make_strategy(StrategyConfig(name="predictions", options={"signature": "logits"}))

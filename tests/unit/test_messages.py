@@ -159,20 +159,38 @@ def test_discovery_serialises_one_adapter_once_for_all_recipients() -> None:
     assert all(torch.equal(decoded[k], adapter[k]) for k in adapter)
 
 
-def test_every_message_type_is_classified_as_a_release_or_not_and_an_unknown_one_is_refused() -> (
+def test_every_message_type_states_whether_it_is_a_release_and_undeclared_releases_are_refused() -> (
     None
 ):
-    """A DP peer's ledger records releases by message type: a type in neither set would otherwise
-    leave unaccounted (fail closed, tested here and in PeerPrivacy.authorize)."""
+    """A DP peer's ledger records releases: each message type says where it is defined whether it
+    is one, and a release the running strategy did not declare is refused (fail closed)."""
     from unittest.mock import MagicMock
 
+    from secure_pcft.collab.strategy import make_strategy
+    from secure_pcft.config import StrategyConfig
     from secure_pcft.errors import PrivacyError
-    from secure_pcft.privacy.peer_privacy import NON_RELEASE_TYPES, RELEASE_TYPES, PeerPrivacy
+    from secure_pcft.privacy.peer_privacy import PeerPrivacy
 
-    kinds = {str(t) for t in MessageType}
-    assert kinds == RELEASE_TYPES | NON_RELEASE_TYPES
-    assert not RELEASE_TYPES & NON_RELEASE_TYPES
+    assert {t for t in MessageType if t.release} == {
+        MessageType.ADAPTER, MessageType.SIGNATURE, MessageType.HE_ANSWER
+    }  # fmt: skip
+    assert all(isinstance(t.release, bool) for t in MessageType)
+
+    def releases(name: str, secure: bool) -> set[str]:
+        return set(map(str, make_strategy(StrategyConfig(name=name)).releases(secure=secure)))
+
+    assert releases("local", False) == set()
+    assert releases("fedavg", True) == {"adapter"}
+    assert releases("predictions", False) == {"adapter", "signature"}
+    assert releases("predictions", True) == {"adapter", "he-answer"}  # no signature in clear
+    assert releases("validation", True) == {"adapter", "he-answer"}
+
     privacy = MagicMock(spec=PeerPrivacy)  # class attributes only: touching the ledger would fail
-    with pytest.raises(PrivacyError, match="not classified"):
-        PeerPrivacy.authorize(privacy, "model-dump", "peer-1")
-    assert PeerPrivacy.authorize(privacy, "he-context", "peer-1") is True
+    privacy.peer_id = "peer-0"
+    privacy.declared = ("none yet", frozenset())
+    with pytest.raises(PrivacyError, match="does not declare releasing 'adapter'"):
+        PeerPrivacy.authorize(privacy, "adapter", "peer-1", release=True)
+    PeerPrivacy.declare_releases(privacy, "fedavg", releases("fedavg", False))
+    with pytest.raises(PrivacyError, match="'fedavg' does not declare releasing 'signature'"):
+        PeerPrivacy.authorize(privacy, "signature", "peer-1", release=True)
+    assert PeerPrivacy.authorize(privacy, "he-context", "peer-1", release=False) is True

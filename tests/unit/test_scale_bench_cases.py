@@ -51,4 +51,4 @@ def test_case_config_loads(scale, name: str, tmp_path: Path) -> None:  # type: i
     assert cfg.data.num_peers == 16
     assert cfg.train.num_rounds == scale.ROUNDS
     if candidates is not None:
-        assert cfg.strategy.candidates == candidates
+        assert cfg.strategy.options["candidates"] == candidates

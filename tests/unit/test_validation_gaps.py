@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from secure_pcft.collab.strategies.validation import ValidationTrust
-from secure_pcft.collab.strategy import TrustContext, planned_scoring_queries
+from secure_pcft.collab.strategy import (
+    TrustContext,
+    make_strategy,
+    planned_scoring_queries,
+    strategy_from_label,
+)
 from secure_pcft.config import PrivacyConfig, StrategyConfig
 from secure_pcft.errors import ConfigError, PrivacyError
 from secure_pcft.privacy.validation_scores import noisy_validation_gaps
@@ -65,7 +70,7 @@ def test_bad_inputs_are_typed_errors() -> None:
     with pytest.raises(ConfigError):
         noisy_validation_gaps({0: OWN}, OWN, cfg(), round=1)  # seeded mode needs a generator
     with pytest.raises(ConfigError, match="relative"):
-        StrategyConfig(name="predictions", relative=True)
+        make_strategy(StrategyConfig(name="predictions", options={"relative": True}))
 
 
 def test_relative_rule_scores_gaps_and_never_queries_its_own_adapter() -> None:
@@ -76,13 +81,15 @@ def test_relative_rule_scores_gaps_and_never_queries_its_own_adapter() -> None:
         asked.append(int(state["w"].item()))
         return {1: 0.1, 2: 0.4}[int(state["w"].item())]
 
-    strategy = ValidationTrust(StrategyConfig(name="validation", relative=True, temperature=0.1))
+    strategy = ValidationTrust(
+        StrategyConfig(name="validation", temperature=0.1, options={"relative": True})
+    )
     row = strategy.row(TrustContext(0, ("a", "b", "c"), adapters=adapters, validation_gap=gap))
     expected = torch.softmax(torch.tensor([0.0, -1.0, -4.0], dtype=torch.float64), dim=0)
     assert torch.allclose(row, expected)
     assert sorted(asked) == [1, 2]  # the own adapter is not scored
-    assert StrategyConfig.from_label("validation-relative-t0.1") == strategy.cfg
-    assert strategy.cfg.label == "validation-relative-t0.1"
+    assert strategy_from_label("validation-relative-t0.1") == strategy.cfg
+    assert strategy.label == "validation-relative-t0.1"
 
 
 @pytest.mark.parametrize(
@@ -91,5 +98,5 @@ def test_relative_rule_scores_gaps_and_never_queries_its_own_adapter() -> None:
      (True, True, 0, 8)],
 )  # fmt: skip
 def test_planned_queries_per_round(relative: bool, secure: bool, top_k: int, expected: int) -> None:
-    strategy = ValidationTrust(StrategyConfig(name="validation", relative=relative))
+    strategy = ValidationTrust(StrategyConfig(name="validation", options={"relative": relative}))
     assert planned_scoring_queries(strategy, 9, secure=secure, select_top_k=top_k) == expected

@@ -31,26 +31,32 @@ worse under DP (README, "Privacy–utility").
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
 from secure_pcft.collab.strategy import (
+    DEFAULT_REFERENCE_BATCHES,
     Discovery,
     ScoreSoftmaxStrategy,
+    StrategyOptions,
     TrustContext,
     UnitVector,
     answered,
+    option,
     register_strategy,
     select_and_softmax,
 )
-from secure_pcft.config import StrategyConfig
 from secure_pcft.crypto.projection import ProjectionSpec, project
 from secure_pcft.errors import CryptoError, StrategyError
+from secure_pcft.validation import require, require_range
 
 if TYPE_CHECKING:
     from secure_pcft.collab.peer import Peer
 
+SignatureKind = Literal["top-logits", "logprob-shift"]
+SIGNATURES: tuple[str, ...] = get_args(SignatureKind)
 SIGNATURE_TOP_K = 100
 PAPER_GAIN = 10.0
 CALIBRATED_GAIN = 4.0
@@ -120,11 +126,11 @@ def _unit(sig: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def prediction_signature_of(
-    peer: Peer, cfg: StrategyConfig, reference: torch.Tensor
+    peer: Peer, kind: SignatureKind, reference: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """``peer``'s prediction signature of the kind ``cfg.signature`` on the reference blocks."""
+    """``peer``'s prediction signature of the kind ``kind`` on the reference blocks."""
     logits = peer.reference_logits(reference)
-    if cfg.signature == "logprob-shift":
+    if kind == "logprob-shift":
         base = peer.reference_logits(reference, base=True)
         return shift_signature(logits, base, peer.settings.sketch)
     return prediction_signature(logits)
@@ -181,33 +187,68 @@ def signature_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
     return float((_dense(a, vocab) - _dense(b, vocab)).abs().sum(dim=1).mean())
 
 
+@dataclass(frozen=True)
+class PredictionOptions(StrategyOptions):
+    """``[strategy]`` keys of ``predictions``.
+
+    Attributes:
+        signature: what a peer's predictions are compared by. ``top-logits`` (the paper's): its
+            top-100 last-position logits on the reference set, compared by L1 distance in plain
+            mode (CKKS computes inner products only, so secure mode can only take the chordal
+            distance of the L2-normalised vectors, a different rule). ``logprob-shift``: the
+            change of its next-token log-probabilities against the shared base model on the
+            reference set, JL-sketched to a unit vector; compared by chordal distance in *both*
+            modes (one rule: the plain-mode signature is that unit vector, secure mode computes
+            its inner products under CKKS). See docs/design.md.
+        calibrated: set the temperature from the spread of the distances instead of the paper's
+            fixed factor 10 (docs/design.md, known limit of the paper's rule).
+        reference_batches: public reference batches per round.
+    """
+
+    signature: SignatureKind = option("top-logits", values={"logprob-shift": "shift"})
+    calibrated: bool = option(False, label="calibrated")
+    reference_batches: int = option(DEFAULT_REFERENCE_BATCHES, label="ref")
+
+    def __post_init__(self) -> None:
+        require(self.signature in SIGNATURES, "strategy", "signature", f"one of {SIGNATURES}")
+        require_range(self.reference_batches, "strategy", "reference_batches", 1, 10_000, "batches")
+
+
 @register_strategy
 class PredictionTrust(ScoreSoftmaxStrategy):
     name = "predictions"
     discovery = Discovery.SIGNATURES
     encrypted = True
+    Options = PredictionOptions
+    options: PredictionOptions
+
+    def reference_batches(self) -> int:
+        return self.options.reference_batches
+
+    def signature(self, peer: Peer, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        return prediction_signature_of(peer, self.options.signature, reference)
 
     def scores(self, ctx: TrustContext) -> torch.Tensor:
         mine = ctx.signatures.get(ctx.self_index)
         if mine is None:
             raise StrategyError("predictions strategy needs this peer's own signature")
-        shift = self.cfg.signature == "logprob-shift"
+        shift = self.options.signature == "logprob-shift"
         if is_shift_signature(mine) != shift:
-            raise StrategyError(f"this peer's own signature is not a {self.cfg.signature} one")
+            raise StrategyError(f"this peer's own signature is not a {self.options.signature} one")
         # a peer that sent the other kind of signature (misconfigured) gets no score
         known = sorted(j for j, sig in ctx.signatures.items() if is_shift_signature(sig) == shift)
         distance = shift_distance if shift else signature_distance
         d = torch.tensor([distance(mine, ctx.signatures[j]) for j in known], dtype=torch.float64)
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
-        s[known] = distance_scores(d, known.index(ctx.self_index), self.cfg.calibrated)
+        s[known] = distance_scores(d, known.index(ctx.self_index), self.options.calibrated)
         return s
 
     def encrypted_vector(
         self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
     ) -> UnitVector:
-        if self.cfg.signature == "logprob-shift":
+        if self.options.signature == "logprob-shift":
             # the plain-mode signature itself (built with the peer's discovery sketch)
-            u = prediction_signature_of(peer, self.cfg, reference)[SHIFT]
+            u = self.signature(peer, reference)[SHIFT]
             if u.shape != (spec.dim,):
                 raise StrategyError("logprob-shift signature length differs from the sketch")
             return u.numpy()
@@ -219,7 +260,7 @@ class PredictionTrust(ScoreSoftmaxStrategy):
         cos[self_index] = 1.0
         d = torch.sqrt(torch.clamp(2.0 - 2.0 * cos[known], min=0.0))
         s = torch.full_like(cos, float("-inf"))
-        s[known] = distance_scores(d, int(known[:self_index].sum()), self.cfg.calibrated)
+        s[known] = distance_scores(d, int(known[:self_index].sum()), self.options.calibrated)
         return select_and_softmax(
             s / self.cfg.temperature, self_index, self.cfg.top_k, self.cfg.threshold
         )

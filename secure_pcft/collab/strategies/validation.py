@@ -24,6 +24,7 @@ encrypted pre-selection), so a round costs N·k passes instead of N².
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,16 +35,52 @@ from secure_pcft.collab.strategy import (
     AdapterState,
     Discovery,
     ScoreSoftmaxStrategy,
+    StrategyOptions,
     TrustContext,
     UnitVector,
     answered,
+    option,
     register_strategy,
 )
 from secure_pcft.crypto.projection import ProjectionSpec
 from secure_pcft.errors import StrategyError
+from secure_pcft.validation import require, require_range
 
 if TYPE_CHECKING:
     from secure_pcft.collab.peer import Peer
+
+
+@dataclass(frozen=True)
+class ValidationOptions(StrategyOptions):
+    """``[strategy]`` keys of ``validation``.
+
+    Attributes:
+        calibrated: standardise the peer's scores of the round (z-scores over the adapters it
+            scored) before the softmax, so the temperature is per peer and does not depend on the
+            base's perplexity scale.
+        relative: score each received adapter by its mean per-block loss *gap* to the peer's own
+            adapter on the validation split (nats; own = 0, not scored) instead of by perplexity;
+            under DP the accounted gaps are clipped to ±``[privacy] validation_gap_clip``, a far
+            smaller sensitivity than whole losses. The temperature is then in nats.
+        candidates: score at most this many adapters per round, self included — the own adapter
+            and the ``candidates - 1`` others closest to it by row-wise LoRA weight cosine (the
+            similarity encrypted discovery computes in secure mode, no forward pass); the rest get
+            weight 0. 0 = score every adapter held. Cuts the O(N²) validation forward passes of a
+            round to O(N·candidates), and under DP the accounted scores the privacy plan reserves.
+    """
+
+    calibrated: bool = option(False, label="calibrated")
+    relative: bool = option(False, label="relative")
+    candidates: int = option(0, label="cand", late=True)
+
+    def __post_init__(self) -> None:
+        require_range(self.candidates, "strategy", "candidates", 0, 4096, "adapters (0 = all)")
+        require(
+            self.candidates != 1,
+            "strategy",
+            "candidates",
+            "1 would score only the own adapter (use name = 'local'); 0 = all, or >= 2",
+        )
 
 
 @register_strategy
@@ -52,6 +89,8 @@ class ValidationTrust(ScoreSoftmaxStrategy):
     discovery = Discovery.ADAPTERS
     encrypted = True
     rescore_after_exchange = True
+    Options = ValidationOptions
+    options: ValidationOptions
 
     def encrypted_vector(
         self, peer: Peer, reference: torch.Tensor, spec: ProjectionSpec
@@ -65,14 +104,14 @@ class ValidationTrust(ScoreSoftmaxStrategy):
         return known / known.sum()
 
     def private_scores(self, held: int) -> int:
-        scored = min(held, self.cfg.candidates) if self.cfg.candidates else held
+        scored = min(held, self.options.candidates) if self.options.candidates else held
         # relative: the own adapter's gap is 0 by definition, so it is not a query
-        return scored - 1 if self.cfg.relative else scored
+        return scored - 1 if self.options.relative else scored
 
     def candidates(self, ctx: TrustContext) -> dict[int, AdapterState]:
         """The adapters to score: all held, or (``candidates = k``) the own one and the k-1
         others with the highest row-wise weight cosine to it (ties: lower index first)."""
-        k = self.cfg.candidates
+        k = self.options.candidates
         if not k or len(ctx.adapters) <= k:
             return dict(ctx.adapters)
         own = ctx.adapters[ctx.self_index]
@@ -85,13 +124,13 @@ class ValidationTrust(ScoreSoftmaxStrategy):
 
     def scores(self, ctx: TrustContext) -> torch.Tensor:
         s = self.raw_scores(ctx)
-        return standardised_scores(s) if self.cfg.calibrated else s
+        return standardised_scores(s) if self.options.calibrated else s
 
     def raw_scores(self, ctx: TrustContext) -> torch.Tensor:
         """−perplexity (or −loss gap) of every scored adapter, −inf for the others."""
         s = torch.full((ctx.num_peers,), float("-inf"), dtype=torch.float64)
         adapters = self.candidates(ctx)
-        if self.cfg.relative:
+        if self.options.relative:
             if ctx.validation_gap is None:
                 raise StrategyError("relative validation needs the peer's validation gap scorer")
             s[ctx.self_index] = 0.0

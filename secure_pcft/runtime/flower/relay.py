@@ -35,6 +35,7 @@ from secure_pcft.collab.messages import PUBLIC_MESSAGE_TYPES, decode_message
 from secure_pcft.collab.results import RoundRecord, RunResult, kept_summary, outcome_summary
 from secure_pcft.collab.round import round_steps
 from secure_pcft.collab.selection import round_log
+from secure_pcft.collab.strategy import strategy_label
 from secure_pcft.config import RunConfig
 from secure_pcft.crypto.envelope import check_public_envelope
 from secure_pcft.crypto.roster import Roster
@@ -44,7 +45,6 @@ from secure_pcft.runtime.flower.hello import new_challenge, verify_hello
 from secure_pcft.runtime.flower.records import MESSAGE_TYPE, StepReply, StepRequest
 from secure_pcft.runtime.flower.steps import WARMUP
 from secure_pcft.transport.base import BROADCAST
-from secure_pcft.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -454,7 +454,6 @@ def _mean(values: Sequence[float | None]) -> float:
 def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunResult:
     """The results file of a Flower run: the loopback's fields plus who was missing when."""
     cfg = relay.cfg
-    now = datetime.now(UTC)
     extra: dict[str, Any] = {
         "runtime": "flower",
         "missing_peers": {str(k): v for k, v in relay_log.missing.items()},
@@ -465,34 +464,30 @@ def run_result(relay: Relay, relay_log: RelayLog, seconds: float) -> FlowerRunRe
     }
     if relay_log.ended_early:
         extra["ended_early"] = relay_log.ended_early
-    if cfg.security.mode == "full":
-        setup = relay_log.setup.values()
-        extra["security"] = {
+    setup = relay_log.setup.values()
+    started = datetime.now(UTC) - timedelta(seconds=seconds)
+    return FlowerRunResult.assemble(
+        cfg,
+        label=strategy_label(cfg.strategy),
+        peer_ids=relay.peer_ids,
+        base_model=str(cfg.model.base),
+        data=f"{cfg.data.source}: {len(relay.peer_ids)} peers (each site reads only its own data)",
+        rounds=relay_log.records,
+        rejections=relay_log.rejections,
+        kept=[relay_log.kept.get(p, {}) for p in relay.peer_ids],
+        seconds=seconds,
+        started_at=started.isoformat(timespec="seconds"),
+        privacy=relay_log.privacy,
+        receipts={p: list(relay_log.receipts.get(p, [])) for p in relay.peer_ids},
+        security={
             "mode": cfg.security.mode,
             "consent": cfg.security.consent,
             "fingerprints": {p.name: p.fingerprint for p in relay.roster} if relay.roster else {},
             "he_context_bytes": sum(b for b, _ in setup),
             "he_context_messages": sum(m for _, m in setup),
             "rounds": relay_log.security_rounds,
-        }
-    if cfg.privacy.enabled:
-        extra["privacy"] = relay_log.privacy
-        extra["receipts"] = {p: list(relay_log.receipts.get(p, [])) for p in relay.peer_ids}
-    return FlowerRunResult(
-        strategy=cfg.strategy.label,
-        peer_ids=list(relay.peer_ids),
-        config=cfg.to_dict(),
-        config_hash=cfg.digest(),
-        base_model=str(cfg.model.base),
-        data=f"{cfg.data.source}: {len(relay.peer_ids)} peers (each site reads only its own data)",
-        rounds=list(relay_log.records),
-        rejections={p: list(relay_log.rejections.get(p, [])) for p in relay.peer_ids},
-        seconds=seconds,
+        },
         extra=extra,
-        started_at=(now - timedelta(seconds=seconds)).isoformat(timespec="seconds"),
-        finished_at=now.isoformat(timespec="seconds"),
-        versions=library_versions(),  # of the relay's machine (sites are not asked)
-        kept=[relay_log.kept.get(p, {}) for p in relay.peer_ids],
     )
 
 

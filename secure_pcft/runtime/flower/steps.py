@@ -114,7 +114,7 @@ class PeerSession:
                     self.secure.agent.contexts_sent.discard(other)
         self.peer.train(self.cfg.train.local_steps)
         self.current = PeerRound(self.peer, self.strategy, self.domain_mixes, self.secure)
-        self.current.begin(rnd, reference_batch(self.reference, self.cfg, rnd))
+        self.current.begin(rnd, reference_batch(self.reference, self.strategy, self.cfg, rnd))
 
     def _round_report(self, rnd: int) -> dict[str, Any]:
         r = self.current

@@ -281,6 +281,8 @@ from secure_pcft.audit.attack import Attack, membership_result
 
 @register_attack
 class FirstToken(Attack):
+    '''Membership by the first token alone (TM-01: a curious peer reads the released adapter).'''
+
     name = "first-token-plugin"
     threat_models = ("TM-01",)
 

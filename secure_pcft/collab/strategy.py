@@ -28,6 +28,7 @@ network (TM-03) or the relay (TM-04) in clear during discovery.
 
 from __future__ import annotations
 
+import re
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -121,11 +122,6 @@ class StrategyOptions:
         hints = typing.get_type_hints(cls)
         return cls(**{k: typed_value("strategy", k, v, hints[k]) for k, v in cfg.options.items()})
 
-    def as_options(self) -> dict[str, Any]:
-        """The keys that differ from their defaults (what ``[strategy]`` needs to write)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) != f.default}  # fmt: skip
-
     def label_parts(self, *, late: bool) -> list[str]:
         """The label parts of the options that differ from their defaults, in field order."""
         parts = []
@@ -137,8 +133,8 @@ class StrategyOptions:
                 parts.append(f.metadata["label"])
             elif isinstance(value, str):
                 parts.append(f.metadata["values"][value])
-            else:
-                parts.append(f"{f.metadata['label']}{value:g}")
+            else:  # '-' separates parts: a minus sign is written 'm' (thr-0.5 → thrm0.5)
+                parts.append(f"{f.metadata['label']}{value:g}".replace("-", "m"))
         return parts
 
     @classmethod
@@ -154,10 +150,11 @@ class StrategyOptions:
             for value, text in meta.get("values", {}).items():
                 if part == text:
                     return f.name, value
-            prefix, rest = meta.get("label", ""), part[len(meta.get("label", "")) :]
+            prefix = meta.get("label", "")
             if not prefix or not part.startswith(prefix):
                 continue
-            if hint is int and rest.isdigit():
+            rest = part[len(prefix) :].replace("m", "-")
+            if hint is int and re.fullmatch(r"-?[0-9]+", rest):
                 return f.name, int(rest)
             if hint is float and _number(rest) is not None:
                 return f.name, _number(rest)
@@ -181,6 +178,11 @@ class StrategyOptions:
                     "(declare it with collab.strategy.option)"
                 )
             hint = hints[f.name]
+            if hint not in (bool, int, float) and typing.get_origin(hint) is not typing.Literal:
+                raise RegistryError(
+                    f"strategy {strategy!r}: option {f.name!r} must be a bool, an int, a float "
+                    "or a Literal of strings (a label names every value)"
+                )
             if typing.get_origin(hint) is typing.Literal:
                 unlabelled = [v for v in typing.get_args(hint)
                               if v != f.default and v not in f.metadata["values"]]  # fmt: skip

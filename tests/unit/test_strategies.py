@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import pytest
 import torch
@@ -293,3 +294,61 @@ def test_a_label_part_that_is_no_option_of_its_strategy_is_refused() -> None:
         strategy_from_label("nosuch-t2")
     with pytest.raises(ConfigError, match="temperature"):
         strategy_from_label("validation-t0")
+
+
+def test_a_strategys_own_options_are_typed_labelled_and_parsed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The peft pattern: a strategy's keys are a dataclass next to it; its label parts round-trip,
+    negative numbers included, and a declaration that would make labels ambiguous is refused."""
+    from dataclasses import dataclass
+
+    import secure_pcft.collab.strategy as strategy_module
+    from secure_pcft.collab.strategy import StrategyOptions, option
+    from secure_pcft.registry import RegistryError
+
+    available_strategies()  # built-ins in; this test's registrations go to a copy
+    monkeypatch.setattr(strategy_module, "_REGISTRY", dict(strategy_module._REGISTRY))
+
+    @dataclass(frozen=True)
+    class ShiftOptions(StrategyOptions):
+        bias: float = option(0.0, label="bias")
+        rounds: int = option(1, label="r", late=True)
+        mode: Literal["soft", "hard"] = option("soft", values={"hard": "hard"})
+
+    class Shifted(TrustStrategy):
+        """Test only: every peer's row is uniform; the options only name it."""
+
+        name = "shifted-test"
+        Options = ShiftOptions
+
+        def row(self, ctx: TrustContext) -> torch.Tensor:
+            return torch.full((ctx.num_peers,), 1.0 / ctx.num_peers, dtype=torch.float64)
+
+    register_strategy(Shifted, force=True)
+    cfg = StrategyConfig(
+        name="shifted-test", top_k=2, options={"bias": -0.5, "rounds": -3, "mode": "hard"}
+    )
+    assert strategy_label(cfg) == "shifted-test-biasm0.5-hard-top2-rm3"
+    assert strategy_from_label(strategy_label(cfg)) == cfg
+    with pytest.raises(ConfigError, match=r"expected one of 'soft', 'hard'"):
+        make_strategy(StrategyConfig(name="shifted-test", options={"mode": "medium"}))
+    with pytest.raises(ConfigError, match=r"expected an integer"):
+        make_strategy(StrategyConfig(name="shifted-test", options={"rounds": 1.5}))
+
+    for bad_field, message in (
+        ("temperature: float = option(1.0, label='heat')", "is a shared key"),
+        ("note: str = option('x', label='note')", "must be a bool, an int, a float"),
+        ("tau: float = option(1.0, label='tau')", "does not start with a shared one"),
+        ("plain: int = 3", "declare it with collab.strategy.option"),
+    ):
+        namespace: dict[str, object] = {}
+        exec(  # a class body per case: the declaration is what is under test
+            "from dataclasses import dataclass\n"
+            "from secure_pcft.collab.strategy import StrategyOptions, option\n"
+            f"@dataclass(frozen=True)\nclass Bad(StrategyOptions):\n    {bad_field}\n",
+            namespace,
+        )
+        bad = type("BadRule", (Shifted,), {"name": "bad-rule-test", "Options": namespace["Bad"]})
+        with pytest.raises(RegistryError, match=message):
+            register_strategy(bad)

@@ -14,7 +14,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -595,11 +595,20 @@ class RunConfig:
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON of this config (the report's config hash)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return config_digest(self.to_dict())
 
     def replace(self, **sections: Any) -> RunConfig:
         return dataclasses.replace(self, **sections)
+
+
+def config_digest(table: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces) of a config table as written.
+
+    A results file records the digest of ``RunConfig.to_dict()`` next to that dict; recomputing it
+    from the recorded dict (not from the config re-validated by a later toolkit, whose new fields
+    and defaults would change it) keeps an older run's hash checkable."""
+    blob = json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 T = TypeVar("T")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from secure_pcft.config import config_digest
 from secure_pcft.crypto.consortium import ROSTER_FILE
 from secure_pcft.crypto.roster import Roster
 from secure_pcft.errors import PrivacyError, SecurePcftError
@@ -160,11 +161,12 @@ def _security(
 
 def _run_section(run: RunFiles) -> tuple[dict[str, Any], list[Check]]:
     r, cfg = run.results, run.config
-    recorded, recomputed = str(r["config_hash"]), cfg.digest()
+    recorded, recomputed = str(r["config_hash"]), config_digest(r["config"])
     checks = [Check("config.hash", "the recorded config hash matches the config",
                     "pass" if recorded == recomputed else "fail",
                     f"recorded {recorded[:16]}…, recomputed {recomputed[:16]}… "
-                    "(SHA-256 of the canonical JSON of the validated config)")]  # fmt: skip
+                    "(SHA-256 of the canonical JSON of the config as recorded, which also "
+                    "validates under this toolkit)")]  # fmt: skip
     section = {
         "run_dir": str(run.run_dir),
         "results_sha256": run.results_sha256,

@@ -239,6 +239,26 @@ def test_results_that_disagree_with_ledger_or_config_fail(
     assert failed == ({"agree.peer-2"} if what == "epsilon" else {"config.hash"})
 
 
+def test_an_older_runs_config_hash_still_checks_after_the_toolkit_gained_a_field(
+    dp_run: Path, tmp_path: Path
+) -> None:
+    """A run recorded by an older toolkit lacks a config field added since (here ``[privacy]
+    unit``, whose default it meant); its recorded hash is of the config as written then, so the
+    check hashes the recorded table, not today's re-validated config (which has the new field)."""
+    from secure_pcft.config import config_digest
+
+    run = _copy(dp_run, tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    del results["config"]["privacy"]["unit"]
+    results["config_hash"] = config_digest(results["config"])  # what the older toolkit wrote
+    (run / "results.json").write_text(json.dumps(results))
+    assert config_from_dict(results["config"]).digest() != results["config_hash"]
+
+    checks = _checks(build_report(run))
+
+    assert checks["config.hash"] == "pass"
+
+
 def test_fingerprints_are_checked_against_the_roster(dp_run: Path, tmp_path: Path) -> None:
     run = _copy(dp_run, tmp_path)
     results = json.loads((run / "results.json").read_text())

@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -160,6 +161,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"chosen on validation ({args.data} data, 0 ε): [train] lr = {chosen.lr:g}, "
           f"{chosen.steps} local steps before the first aggregation (warmup_steps)")  # fmt: skip
     print(f"trials: {out}")
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    load_plugins(args.plugin)
+    from secure_pcft.collab.strategy import strategy_catalogue
+    from secure_pcft.config import SHARED_STRATEGY_KEYS
+
+    for entry in strategy_catalogue():
+        how = (
+            ""
+            if entry["discovery"] == "none"
+            else f" (discovers by {entry['discovery']}"
+            + (", encrypted in secure mode)" if entry["encrypted"] else ", plain mode only)")
+        )
+        print(f"{entry['name']}{how}: {entry['summary']}")
+        for opt in entry["options"]:
+            default = json.dumps(opt["default"])
+            print(f"    {opt['key']} = {default}    ({opt['type']})")
+    print(f"every strategy: {', '.join(SHARED_STRATEGY_KEYS)} (README, 'Using it')")
     return 0
 
 
@@ -441,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     _plugin_option(tune, "strategies or data sources the config names")
     tune.set_defaults(func=cmd_tune)
 
+    strategies = sub.add_parser(
+        "strategies", help="list the trust strategies and each one's own [strategy] keys"
+    )
+    _plugin_option(strategies, "strategies to list beside the built-in ones")
+    strategies.set_defaults(func=cmd_strategies)
+
     base = sub.add_parser("base", help="build (or find) a ready base model and print its path")
     base.add_argument(
         "which",
@@ -513,6 +540,7 @@ EXIT_BUDGET = 5  # the privacy budget cannot be met or is exhausted
 EXIT_NO_VERDICT = 6  # an audit campaign measured but set no thresholds: nothing was judged
 EXIT_INTERNAL = 70  # a bug: an unexpected exception (traceback printed)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT): what was kept is printed, nothing is half-written
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader closed it (`secure-pcft ... | head`)
 
 EXIT_CODES_HELP = """exit codes:
   0   done (report / audit verdict PASS)
@@ -523,7 +551,8 @@ EXIT_CODES_HELP = """exit codes:
   5   privacy budget infeasible or exhausted
   6   audit campaign without thresholds: measured only, no verdict
   70  internal error (unexpected exception; please report it)
-  130 interrupted (Ctrl-C): one line says what was kept"""
+  130 interrupted (Ctrl-C): one line says what was kept
+  141 the output's reader closed it (e.g. piped into head)"""
 
 
 def _what_was_kept(args: argparse.Namespace) -> str:
@@ -581,10 +610,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         quiet_third_party()
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit
+        return code
     except KeyboardInterrupt:
         print(f"\ninterrupted: {_what_was_kept(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return EXIT_BROKEN_PIPE
     except SecurePcftError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exit_code(exc)

@@ -28,7 +28,9 @@ network (TM-03) or the relay (TM-04) in clear during discovery.
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -425,6 +427,32 @@ def make_strategy(cfg: StrategyConfig) -> TrustStrategy:
             f"[strategy] name: unknown strategy {cfg.name!r}; known: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[cfg.name](cfg)
+
+
+def strategy_catalogue() -> list[dict[str, Any]]:
+    """Every registered strategy, as ``secure-pcft strategies`` lists it: its name, the first line
+    of its module's docstring, what it discovers peers by, whether it has an encrypted rule, and
+    its own ``[strategy]`` keys with their types and defaults."""
+    _load_builtins()
+    out = []
+    for name in sorted(_REGISTRY):
+        cls = _REGISTRY[name]
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
+        hints = typing.get_type_hints(cls.Options)
+        options = [
+            {"key": f.name, "default": f.default, "type": _type_name(hints[f.name])}
+            for f in fields(cls.Options)
+        ]
+        summary = doc[0].removeprefix(f"``{name}``:").strip() if doc else ""
+        out.append({"name": name, "summary": summary, "options": options,
+                    "discovery": str(cls.discovery), "encrypted": cls.encrypted})  # fmt: skip
+    return out
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return " | ".join(json.dumps(v) for v in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
 
 
 def strategy_label(cfg: StrategyConfig) -> str:

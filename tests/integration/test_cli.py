@@ -302,3 +302,44 @@ def test_installed_plugins_load_from_their_entry_points_and_a_broken_one_is_a_co
     monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [broken])
     with pytest.raises(ConfigError, match=r"plugin 'broken'.*fails to load"):
         cli.load_plugins([])
+
+
+def test_strategies_lists_each_strategy_with_its_own_keys_plugins_included(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugin = tmp_path / "listed_rule.py"
+    plugin.write_text(PLUGIN.replace("self-share", "listed-rule"))
+
+    assert main(["strategies", "--plugin", str(plugin)]) == 0
+    out = capsys.readouterr().out
+    validation = out[out.index("validation (") :].splitlines()
+    assert validation[1:4] == [
+        "    calibrated = false    (bool)",
+        "    relative = false    (bool)",
+        "    candidates = 0    (int)",
+    ]
+    assert '    signature = "top-logits"    ("top-logits" | "logprob-shift")' in out
+    assert "listed-rule: " in out and "    self_weight = 0.5    (float)" in out
+    assert out.rstrip().endswith("every strategy: name, temperature, top_k, threshold, accept "
+                                 "(README, 'Using it')")  # fmt: skip
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_reader_that_closes_the_pipe_early_is_not_an_internal_error(unbuffered: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from secure_pcft.cli import main; raise SystemExit(main())",
+         "strategies"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"Exception ignored" not in err

@@ -44,7 +44,7 @@ from safetensors.torch import save as safetensors_save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import machine, write_json
+from _common import machine, provenance, write_json
 
 from secure_pcft.collab.messages import Message, MessageType, encode_message
 from secure_pcft.collab.strategies.weights import rowwise_cosine, weights_vector
@@ -406,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, ok in targets.items():
         print(f"target {name}: {'met' if ok else 'NOT met'}")
     payload = {
+        "_meta": provenance(sys.argv[1:] if argv is None else argv, "crypto.py"),
         "machine": machine() | {"device": "CPU only (TenSEAL/PyNaCl), 1 torch thread"},
         "ckks": {
             "poly_modulus_degree": _params.POLY_MODULUS_DEGREE,

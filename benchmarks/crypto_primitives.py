@@ -29,6 +29,8 @@ from safetensors.torch import save as safetensors_save
 
 if __package__ in (None, ""):  # run as a script from a checkout: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance
 
 from secure_pcft.crypto import _params
 from secure_pcft.crypto.adapter_checks import AdapterSpec, decode_adapter
@@ -329,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             "flood_sigma": _params.FLOOD_SIGMA,
         },
     }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    stamp = provenance(sys.argv[1:] if argv is None else argv, "crypto_primitives.py")
+    args.out.write_text(json.dumps({"_meta": stamp, "meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
 

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import version
@@ -25,6 +26,9 @@ from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance
 
 from secure_pcft.config import LoraSettings, PrivacyConfig, TrainConfig
 from secure_pcft.model.lora import attach_lora
@@ -151,6 +155,7 @@ def main() -> None:
         "dp_over_plain_same_batch": rows[1]["ratio"],
         "target_ratio": 1.5,
     }
+    report = {"_meta": provenance(sys.argv[1:], "dp_step_time.py"), **report}
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import RESULTS, cpu_model, machine, write_json
+from _common import RESULTS, cpu_model, machine, provenance, write_json
 
 ROUNDS = 2
 
@@ -268,10 +268,15 @@ def write_results(table: dict[str, dict[str, dict[str, Any]]]) -> None:
     # setting; vs_baseline ratios are only ever computed within one run).
     previous = RESULTS / "scale.json"
     payload: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
+    stamp = provenance(sys.argv[1:], "scale.py")
     for name, rows in table.items():
         payload.setdefault(name, {}).update(
-            {n: {**row, **meta, "case": CASES[name][1]} for n, row in rows.items()}
+            {
+                n: {**row, **meta, "case": CASES[name][1], "provenance": stamp}
+                for n, row in rows.items()
+            }
         )
+    payload["_meta"] = stamp  # the latest run; each row keeps the stamp of the run that made it
     write_json("scale.json", payload)
 
 

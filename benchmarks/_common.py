@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -64,9 +65,11 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     return write_text_atomic(RESULTS / name, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
-def provenance(argv: Sequence[str], script: str) -> dict[str, Any]:
-    """What a published figure needs beside it: commit (and dirty flag), command, the dependency
-    set (SHA-256 of constraints.txt), the machine and the date."""
+def provenance(argv: Sequence[str] | None, script: str) -> dict[str, Any]:
+    """What a published figure needs beside it: commit (and dirty flag), command (``argv``, or
+    this process's arguments when None), the dependency set (SHA-256 of constraints.txt), the
+    machine and the date."""
+    argv = sys.argv[1:] if argv is None else argv
     constraints = REPO / "constraints.txt"
     deps = hashlib.sha256(constraints.read_bytes()).hexdigest() if constraints.exists() else ""
     return {

@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, ok in targets.items():
         print(f"target {name}: {'met' if ok else 'NOT met'}")
     payload = {
-        "_meta": provenance(sys.argv[1:] if argv is None else argv, "crypto.py"),
+        "_meta": provenance(argv, "crypto.py"),
         "machine": machine() | {"device": "CPU only (TenSEAL/PyNaCl), 1 torch thread"},
         "ckks": {
             "poly_modulus_degree": _params.POLY_MODULUS_DEGREE,

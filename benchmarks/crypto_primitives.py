@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             "flood_sigma": _params.FLOOD_SIGMA,
         },
     }
-    stamp = provenance(sys.argv[1:] if argv is None else argv, "crypto_primitives.py")
+    stamp = provenance(argv, "crypto_primitives.py")
     args.out.write_text(json.dumps({"_meta": stamp, "meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0

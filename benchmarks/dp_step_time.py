@@ -155,7 +155,7 @@ def main() -> None:
         "dp_over_plain_same_batch": rows[1]["ratio"],
         "target_ratio": 1.5,
     }
-    report = {"_meta": provenance(sys.argv[1:], "dp_step_time.py"), **report}
+    report = {"_meta": provenance(None, "dp_step_time.py"), **report}
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.perf_counter()
     # the code the jobs run: read once at the start (later commits do not reach the workers)
-    stamp = provenance(argv if argv is not None else sys.argv[1:], "generalisation.py")
+    stamp = provenance(argv, "generalisation.py")
     prefix = "" if args.base == "small" else f"{Path(args.base).name}/"
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(run_job, j) for j in jobs]

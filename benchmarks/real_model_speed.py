@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.round_only:
         return recompute_round(args)
-    stamp = provenance(argv if argv is not None else sys.argv[1:], "real_model_speed.py")
+    stamp = provenance(argv, "real_model_speed.py")
 
     peak = matmul_peak(args.threads)
     torch.set_num_threads(args.threads)

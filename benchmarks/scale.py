@@ -268,7 +268,7 @@ def write_results(table: dict[str, dict[str, dict[str, Any]]]) -> None:
     # setting; vs_baseline ratios are only ever computed within one run).
     previous = RESULTS / "scale.json"
     payload: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
-    stamp = provenance(sys.argv[1:], "scale.py")
+    stamp = provenance(None, "scale.py")
     for name, rows in table.items():
         payload.setdefault(name, {}).update(
             {

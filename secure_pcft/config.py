@@ -22,9 +22,9 @@ from typing import Any, Literal, TypeVar, get_args
 from secure_pcft.errors import ConfigError
 from secure_pcft.validation import is_int, require, require_range
 
-# Bounds on settings (SECURITY.md, "Settings that would switch a protection off"). Each is far beyond any meaningful
-# value and exists so that no number can switch a protection off or exhaust the machine while
-# looking like a setting: ∞, 1e300, 10^18 steps.
+# Bounds on settings (SECURITY.md, "Settings that would switch a protection off"). Each is far
+# beyond any meaningful value and exists so that no number can switch a protection off or exhaust
+# the machine while looking like a setting: ∞, 1e300, 10^18 steps.
 MAX_STEPS = 10_000_000  # local steps of one peer in one run
 MAX_COUNT = 1_000_000  # batches, documents, peers, rounds ...
 MAX_SEED = 2**63 - 1

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from secure_pcft.collab.results import RunResult
-from secure_pcft.collab.strategy import strategy_label
 from secure_pcft.config import (
     RECOMMENDED_STRATEGY,
     DataConfig,
@@ -72,6 +71,7 @@ def compare_strategies(
     """
     # an unknown name or option, or a round it cannot run, fails now, not after the warm-up
     labels = [RunPlan.of(replace(cfg, strategy=scfg), 1).label for scfg in strategies]
+    label_of = dict(zip(strategies, labels, strict=True))
     if len(set(labels)) != len(labels):
         raise ConfigError(
             f"strategies to compare must differ (their results share folders): {labels}"
@@ -93,8 +93,9 @@ def compare_strategies(
             warm = sim.branch_point(progress)
             warmup_seconds = load_seconds + time.perf_counter() - t_group
             for scfg in group:
-                by_label[strategy_label(scfg)] = _run_branch(
-                    sim, cfg, scfg, warm, warmup_seconds, several=len(strategies) > 1,
+                by_label[label_of[scfg]] = _run_branch(
+                    sim, cfg, scfg, label_of[scfg], warm, warmup_seconds,
+                    several=len(strategies) > 1,
                     progress=progress, new_budget=new_budget,
                 )  # fmt: skip
         finally:
@@ -155,6 +156,7 @@ def _run_branch(
     sim: Simulation,
     cfg: RunConfig,
     scfg: StrategyConfig,
+    label: str,
     warm: Snapshot,
     warmup_seconds: float,
     *,
@@ -162,10 +164,10 @@ def _run_branch(
     progress: ProgressFn | None,
     new_budget: str = "",
 ) -> RunResult:
-    """One strategy from the snapshot ``warm``; writes its results (and adapters)."""
+    """One strategy (``scfg``, named ``label``) from the snapshot ``warm``; writes its results
+    (and adapters)."""
     t0 = time.perf_counter()
     out_root = Path(cfg.output.dir)
-    label = strategy_label(scfg)
     out = out_root / label if several else out_root
     ledgers = None
     if several:

@@ -48,7 +48,7 @@ from secure_pcft.config import (
     SHARED_STRATEGY_KEYS,
     RunConfig,
     StrategyConfig,
-    typed_value,
+    build_section,
     with_suggestions,
 )
 from secure_pcft.crypto.projection import ProjectionSpec
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from secure_pcft.collab.peer import Peer
 
 AdapterState = dict[str, torch.Tensor]
-DEFAULT_REFERENCE_BATCHES = 4
 UnitVector = npt.NDArray[np.float64]
 
 
@@ -121,8 +120,7 @@ class StrategyOptions:
                 f"{with_suggestions(unknown, (*keys, *SHARED_STRATEGY_KEYS))} ({own}; every "
                 f"strategy has {', '.join(SHARED_STRATEGY_KEYS)})"
             )
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: typed_value("strategy", k, v, hints[k]) for k, v in cfg.options.items()})
+        return build_section(cls, "strategy", cfg.options)
 
     def label_parts(self, *, late: bool) -> list[str]:
         """The label parts of the options that differ from their defaults, in field order."""
@@ -135,8 +133,8 @@ class StrategyOptions:
                 parts.append(f.metadata["label"])
             elif isinstance(value, str):
                 parts.append(f.metadata["values"][value])
-            else:  # '-' separates parts: a minus sign is written 'm' (thr-0.5 → thrm0.5)
-                parts.append(f"{f.metadata['label']}{value:g}".replace("-", "m"))
+            else:
+                parts.append(_label_number(f.metadata["label"], value))
         return parts
 
     @classmethod
@@ -155,11 +153,9 @@ class StrategyOptions:
             prefix = meta.get("label", "")
             if not prefix or not part.startswith(prefix):
                 continue
-            rest = part[len(prefix) :].replace("m", "-")
-            if hint is int and re.fullmatch(r"-?[0-9]+", rest):
-                return f.name, int(rest)
-            if hint is float and _number(rest) is not None:
-                return f.name, _number(rest)
+            value = _parse_label_number(part[len(prefix) :], integer=hint is int)
+            if value is not None:
+                return f.name, value
         return None
 
     @classmethod
@@ -259,11 +255,11 @@ class TrustStrategy(ABC):
         c = self.cfg
         parts = [self.name, *self.options.label_parts(late=False)]
         if c.temperature != 1.0:
-            parts.append(f"t{c.temperature:g}")
+            parts.append(_label_number("t", c.temperature))
         if c.top_k:
-            parts.append(f"top{c.top_k}")
+            parts.append(_label_number("top", c.top_k))
         if c.threshold is not None:
-            parts.append(f"thr{c.threshold:g}".replace("-", "m"))  # '-' separates parts
+            parts.append(_label_number("thr", c.threshold))
         parts.extend(self.options.label_parts(late=True))
         if c.accept:
             parts.append("accept")
@@ -489,12 +485,12 @@ def strategy_from_label(label: str) -> StrategyConfig:
             options[own[0]] = own[1]
         elif part == "accept":
             shared["accept"] = True
-        elif part[:3] == "thr" and _number(part[3:].replace("m", "-")) is not None:
-            shared["threshold"] = _number(part[3:].replace("m", "-"))
-        elif part[:3] == "top" and part[3:].isdigit():
-            shared["top_k"] = int(part[3:])
-        elif part[:1] == "t" and _number(part[1:]) is not None:
-            shared["temperature"] = _number(part[1:])
+        elif part[:3] == "thr" and _parse_label_number(part[3:]) is not None:
+            shared["threshold"] = _parse_label_number(part[3:])
+        elif part[:3] == "top" and _parse_label_number(part[3:], integer=True) is not None:
+            shared["top_k"] = _parse_label_number(part[3:], integer=True)
+        elif part[:1] == "t" and _parse_label_number(part[1:]) is not None:
+            shared["temperature"] = _parse_label_number(part[1:])
         else:
             raise ConfigError(f"[strategy] label {label!r}: {part!r} is no option of {name!r}")
     cfg = StrategyConfig(name=name, options=options, **shared)
@@ -502,7 +498,16 @@ def strategy_from_label(label: str) -> StrategyConfig:
     return cfg
 
 
-def _number(text: str) -> float | None:
+def _label_number(prefix: str, value: float) -> str:
+    """A numeric label part: ``t10``, ``thrm0.5`` ('-' separates parts, so a minus is 'm')."""
+    return f"{prefix}{value:g}".replace("-", "m")
+
+
+def _parse_label_number(text: str, *, integer: bool = False) -> float | None:
+    """The number a label part writes after its prefix (the inverse of :func:`_label_number`)."""
+    text = text.replace("m", "-")
+    if integer:
+        return int(text) if re.fullmatch(r"-?[0-9]+", text) else None
     try:
         return float(text)
     except ValueError:

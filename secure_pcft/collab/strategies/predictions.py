@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 
 from secure_pcft.collab.strategy import (
-    DEFAULT_REFERENCE_BATCHES,
     Discovery,
     ScoreSoftmaxStrategy,
     StrategyOptions,
@@ -58,6 +57,7 @@ if TYPE_CHECKING:
 SignatureKind = Literal["top-logits", "logprob-shift"]
 SIGNATURES: tuple[str, ...] = get_args(SignatureKind)
 SIGNATURE_TOP_K = 100
+DEFAULT_REFERENCE_BATCHES = 4  # public reference batches a round compares signatures on
 PAPER_GAIN = 10.0
 CALIBRATED_GAIN = 4.0
 SHIFT = "shift"  # the one tensor of a logprob-shift signature: the unit sketch (dim,)

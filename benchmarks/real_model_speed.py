@@ -12,7 +12,8 @@ train step             ``LocalTrainer.step`` on ``attach_lora``  ``get_peft_mode
 DP-SGD step            ``DpTrainer._update`` (same batch)      Opacus ``GradSampleModule`` + ``DPOptimizer``
                                                                over AdamW, per-example LM loss
 validation scores      ``validation_losses`` (per block)       ``no_grad`` forward, per-block loss
-test / eval scoring    ``evaluate_lm``                         ``no_grad`` forward, loss and accuracy
+test / eval scoring    ``evaluate_lm`` (a round's test blocks:  ``no_grad`` forward, loss and accuracy
+                       merged LoRA view)                       (and the base model with no adapter)
 reference logits       ``last_position_logits`` (one pass,     ``no_grad`` forward in scoring batches,
                        only the last position's LM head)       last position
 =====================  ======================================  =========================================
@@ -169,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--eval-batch", type=int, default=16, help="blocks per scoring forward pass")
-    ap.add_argument("--eval-blocks", type=int, default=32, help="blocks one scoring call reads")
+    ap.add_argument(
+        "--eval-blocks", type=int, default=32, help="blocks one validation / reference call reads"
+    )
     ap.add_argument("--steps", type=int, default=4, help="measured repetitions per piece")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--local-steps", type=int, default=10, help="training steps in one round")
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         "--test-blocks",
         type=int,
         default=128,
-        help="test blocks scored per round (eval_batches 8 × 16)",
+        help="test blocks scored per round (eval_batches 8 × 16): the scoring piece is one call "
+        "of this size",
     )
     ap.add_argument("--val-blocks", type=int, default=16, help="a peer's validation blocks")
     ap.add_argument(
@@ -215,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = torch.randint(0, vocab, (256, args.block), generator=gen)
     batch_idx = torch.arange(args.batch)
     evals = pool[: args.eval_blocks]
+    tests = pool[: args.test_blocks]  # one round's test scoring call, at its real size
     tcfg = TrainConfig(batch_size=args.batch)
 
     tk_plain = LocalTrainer(attach_lora(model, settings, 1), pool[: args.batch], tcfg, gen)
@@ -245,24 +250,34 @@ def main(argv: list[str] | None = None) -> int:
         "dp_step/bare": lambda: bare_dp_step(gsm, dp_opt, pool[: args.batch]),
         "validation/toolkit": lambda: validation_losses(scorer, evals, args.eval_batch),
         "validation/bare": lambda: bare_eval(bare_plain, evals, args.eval_batch),
-        "scoring/toolkit": lambda: evaluate_lm(scorer, evals, args.eval_batch),
-        "scoring/bare": lambda: bare_eval(bare_plain, evals, args.eval_batch),
+        "scoring/toolkit": lambda: evaluate_lm(scorer, tests, args.eval_batch),
+        "scoring/bare": lambda: bare_eval(bare_plain, tests, args.eval_batch),
+        "scoring/base": lambda: bare_eval(model, tests, args.eval_batch),
         "reference/toolkit": lambda: last_position_logits(scorer, evals),
         "reference/bare": lambda: bare_last_logits(bare_plain, evals, args.eval_batch),
     }
     times = median_times(pieces, args.warmup, args.steps)
 
     params = count.layer_params
+    blocks = {"train": args.batch, "dp_step": args.batch, "validation": args.eval_blocks,
+              "scoring": args.test_blocks, "reference": args.eval_blocks}  # fmt: skip
     flops = {"train": 2 * args.batch * count.full_logits, "dp_step": 2 * args.batch * count.full_logits,
              "validation": args.eval_blocks * count.full_logits,
-             "scoring": args.eval_blocks * count.full_logits,
+             "scoring": args.test_blocks * count.full_logits,
              "reference": args.eval_blocks * count.last_logit}  # fmt: skip
     rows = []
     for piece, f in flops.items():
         tk, bare = times[f"{piece}/toolkit"]["median_s"], times[f"{piece}/bare"]["median_s"]
-        rows.append({"piece": piece, "toolkit_s": tk, "bare_s": bare, "toolkit_over_bare": tk / bare,
+        rows.append({"piece": piece, "blocks": blocks[piece], "toolkit_s": tk, "bare_s": bare,
+                     "toolkit_over_bare": tk / bare,
                      "toolkit_gflops": f / tk / 1e9, "toolkit_fraction_of_peak": f / tk / 1e9 / peak,
                      "bare_fraction_of_peak": f / bare / 1e9 / peak})  # fmt: skip
+    base_s = times["scoring/base"]["median_s"]  # the ceiling: no adapter at all
+    scoring = next(r for r in rows if r["piece"] == "scoring")
+    scoring.update(
+        base_model_s=base_s, base_model_fraction_of_peak=flops["scoring"] / base_s / 1e9 / peak
+    )
+    peak_after = matmul_peak(args.threads)  # drift check: the fractions use the peak at the start
     one_round = round_model(rows, args)
     round_parts = one_round["seconds"]
     total = sum(round_parts.values())
@@ -273,12 +288,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['piece']:12}{r['toolkit_s']:>11.3f}{r['bare_s']:>9.3f}"
               f"{r['toolkit_over_bare']:>7.2f}{100 * r['toolkit_fraction_of_peak']:>8.1f}"
               f"{100 * r['bare_fraction_of_peak']:>8.1f}")  # fmt: skip
+    print(f"(scoring, the base model with no adapter: {scoring['base_model_s']:.3f} s, "
+          f"{100 * scoring['base_model_fraction_of_peak']:.1f} % of peak; "
+          f"peak at the end {peak_after:.0f} GFLOP/s)")  # fmt: skip
     print("one round (" + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f} %)"
                                     for k, v in round_parts.items()) + ")")  # fmt: skip
     write_json("real_model_speed.json", {
         "_meta": {**stamp, "base": args.base, "base_params_outside_embedding": params,
                   "lora_targets": list(targets), "args": vars(args),
-                  "matmul_peak_gflops": peak, "flops_per_block": count._asdict(),
+                  "matmul_peak_gflops": peak, "matmul_peak_gflops_at_end": peak_after,
+                  "flops_per_block": count._asdict(),
                   "flops_model": "forward: 2P/token through the layers + attention 4Td per "
                                  "layer/token + LM head 2Vd per computed logit; train = 2 x forward"},
         "pieces": rows, "raw": times,
@@ -292,8 +311,8 @@ ROUND_ARGS = ("local_steps", "candidates", "val_blocks", "test_blocks", "referen
 
 def round_model(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """One collaboration round's time per part, from the measured per-piece times."""
-    piece = {r["piece"]: r["toolkit_s"] for r in rows}
-    per_block = {k: piece[k] / args.eval_blocks for k in ("validation", "scoring", "reference")}
+    piece = {r["piece"]: r["toolkit_s"] for r in rows}  # per call
+    per_block = {r["piece"]: r["toolkit_s"] / r["blocks"] for r in rows}
     parts = {
         "training": args.local_steps * piece["train"],
         "validation": args.candidates * args.val_blocks * per_block["validation"],

@@ -46,6 +46,7 @@ from torch import nn
 
 from secure_pcft.config import PrivacyConfig
 from secure_pcft.errors import ConfigError, PrivacyError
+from secure_pcft.model.merged_scoring import scoring_model
 from secure_pcft.privacy.events import DpEvent
 from secure_pcft.privacy.losses import per_example_lm_loss
 from secure_pcft.privacy.randomness import OsUrandomSource, RandomSource, SeededSource
@@ -88,8 +89,9 @@ def validation_losses(
     model.train(False)
     try:
         use = blocks if max_blocks is None else blocks[:max_blocks]
+        scorer = scoring_model(model, use.numel())  # merged LoRA view for a large pass
         parts = [
-            per_example_lm_loss(model, use[s : s + batch_size]).float().cpu()
+            per_example_lm_loss(scorer, use[s : s + batch_size]).float().cpu()
             for s in range(0, use.shape[0], batch_size)
         ]
     finally:

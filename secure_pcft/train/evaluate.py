@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from secure_pcft.data.blocks import PAD, model_inputs
+from secure_pcft.model.merged_scoring import scoring_model
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,23 @@ def evaluate_lm(
 
     Every block contributes T-1 predicted tokens (fewer where it ends in
     :data:`~secure_pcft.data.blocks.PAD` padding: padding is never a target). ``max_batches`` caps the work (the first batches
-    are used, so repeated calls score the same tokens).
+    are used, so repeated calls score the same tokens). A large pass runs through a merged view of
+    a LoRA model (:func:`~secure_pcft.model.merged_scoring.scoring_model`: the same function, at
+    the base model's speed).
     """
     was_training = model.training
     model.train(False)
     total_loss, total_correct, total_tokens = 0.0, 0, 0
+    scored = (
+        blocks.shape[0] if max_batches is None else min(blocks.shape[0], max_batches * batch_size)
+    )
+    scorer = scoring_model(model, scored * blocks.shape[1])
     try:
         for b, start in enumerate(range(0, blocks.shape[0], batch_size)):
             if max_batches is not None and b >= max_batches:
                 break
             batch = blocks[start : start + batch_size]  # (B, T)
-            logits = model(input_ids=model_inputs(batch)).logits[:, :-1, :]  # (B, T-1, V)
+            logits = scorer(input_ids=model_inputs(batch)).logits[:, :-1, :]  # (B, T-1, V)
             targets = batch[:, 1:]  # (B, T-1)
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum",
@@ -63,14 +70,16 @@ def evaluate_lm(
 def last_position_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """The model's logits at the last position of each block (R, T) → (R, V), float32 on the CPU,
     in eval mode (the caller's mode is restored). Only the last position goes through the LM head
-    where the model supports ``logits_to_keep``."""
+    where the model supports ``logits_to_keep``; a large pass runs through a merged LoRA view
+    (:func:`~secure_pcft.model.merged_scoring.scoring_model`)."""
     was = model.training
     model.train(False)
+    scorer = scoring_model(model, tokens.numel())
     try:
         try:
-            out = model(input_ids=tokens, logits_to_keep=1)
+            out = scorer(input_ids=tokens, logits_to_keep=1)
         except TypeError:  # a model class without ``logits_to_keep``
-            out = model(input_ids=tokens)
+            out = scorer(input_ids=tokens)
         return out.logits[:, -1, :].float().cpu()
     finally:
         model.train(was)

@@ -46,8 +46,11 @@ def evaluate_lm(
             if max_batches is not None and b >= max_batches:
                 break
             batch = blocks[start : start + batch_size]  # (B, T)
-            logits = scorer(input_ids=model_inputs(batch)).logits[:, :-1, :]  # (B, T-1, V)
-            targets = batch[:, 1:]  # (B, T-1)
+            logits = scorer(input_ids=model_inputs(batch)).logits  # (B, T, V)
+            # Position t predicts token t+1; the last position predicts nothing (PAD). Scoring
+            # all T positions against shifted targets reads the logits as they are: slicing off
+            # the last position first would copy the whole (B, T-1, V) tensor.
+            targets = nn.functional.pad(batch[:, 1:], (0, 1), value=PAD)  # (B, T)
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum",
                 ignore_index=PAD,

@@ -3,7 +3,7 @@
 A peft LoRA layer computes ``base(x) + s·B(A(x))``: next to every adapted matmul it runs two thin
 ones (rank r) and a scale and an add over the output. With no gradients needed, the same function
 is one matmul with ``W + s·B·A``. On SmolLM2-135M (LoRA r 4 on its seven linear types, 2 threads)
-the side path costs 7–11 % of a scoring pass, and building the merged weights about 0.2 s (one
+the side path costs 7–11 % of a scoring pass, and building the merged weights 0.1–0.2 s (one
 pass over the adapted weights): it pays off beyond ≈ 20 blocks of 64 tokens.
 
 :func:`scoring_model` therefore gives a *separate* module for large no-grad passes: every module is

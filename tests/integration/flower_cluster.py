@@ -221,9 +221,17 @@ class Cluster:
         value: dict[str, Any] = json.loads(results.read_text())
         return value
 
-    def logs(self) -> str:
-        return "\n".join(f"==== {n}\n{self.procs.log(n)[-3000:]}" for n in sorted(
+    def logs(self, tail: int = 3000) -> str:
+        """The last ``tail`` characters of every process log; ``full_logs`` for a post-mortem."""
+        return "\n".join(f"==== {n}\n{self.procs.log(n)[-tail:]}" for n in sorted(
             p.stem for p in (self.root / "logs").glob("*.log")))  # fmt: skip
+
+    def full_logs(self) -> str:
+        """Every log of the cluster in full, the SuperNodes' own included (for a failing test's
+        captured output: a flaky fault shows its whole timeline, not a truncated repr)."""
+        files = sorted([*(self.root / "logs").glob("*.log"), *self.root.glob("sites/*/logs/*.log")])
+        return "\n".join(f"==== {f.relative_to(self.root)}\n{f.read_text(errors='replace')}"
+                         for f in files)  # fmt: skip
 
     def stop(self) -> None:
         self.procs.stop_all()

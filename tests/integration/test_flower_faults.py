@@ -19,6 +19,7 @@ import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,14 +99,23 @@ def test_dropout_peer_restart_and_relay_restart(tmp_path: Path) -> None:
         cluster.submit(second, step_timeout=45, wait=120)
         run2 = cluster.wait_results_complete(second, rounds=ROUNDS, timeout=420)
     except BaseException:
-        print(cluster.logs())
+        print(cluster.full_logs())
         raise
     finally:
         cluster.stop()
+    try:
+        _check_runs(tmp_path, cluster, run1, run2, back)
+    except AssertionError:
+        print(cluster.full_logs())  # pytest shows a failing test's output whole
+        raise
 
+
+def _check_runs(
+    tmp_path: Path, cluster: Cluster, run1: dict[str, Any], run2: dict[str, Any], back: int
+) -> None:
     missing1 = {r["round"]: r["extra"]["missing_peers"] for r in run1["rounds"]}
     assert missing1[0] == []
-    assert all(missing1[r] == ["peer-2"] for r in range(1, back)), (missing1, cluster.logs())
+    assert all(missing1[r] == ["peer-2"] for r in range(1, back)), missing1
     assert missing1[back] == []
     r1 = run1["rounds"][1]
     assert r1["test_ppl"][2] is None and all(v is not None for v in r1["test_ppl"][:2])
@@ -115,7 +125,7 @@ def test_dropout_peer_restart_and_relay_restart(tmp_path: Path) -> None:
     abandoned = back + 1
     assert [r["round"] for r in run2["rounds"]] == list(range(abandoned + 1, ROUNDS + 1))
     missing2 = {r["round"]: r["extra"]["missing_peers"] for r in run2["rounds"]}
-    assert all(not m for m in missing2.values()), (missing2, cluster.logs())
+    assert all(not m for m in missing2.values()), missing2
     assert run2["extra"]["abandoned_rounds"] == [abandoned]
 
     present = {

@@ -18,8 +18,9 @@ float rounding (one addition order).
 Falls back to the model itself — never to an approximation — when the pass is small
 (< :data:`MERGE_MIN_TOKENS`), the merged weights would take more than
 :data:`MERGE_MAX_BYTES` of memory, gradients are on, or the model is anything but plain LoRA
-on linear layers with one active, enabled, unmerged adapter (DoRA, LoRA bias, other variants,
-adapters switched off for a base-model pass, instance-level ``forward`` overrides).
+on linear layers with one active, enabled, unmerged adapter in the base's own fp32 / fp64 dtype (DoRA,
+LoRA bias, other variants, adapters switched off for a base-model pass, half-precision weights, where
+W + s·B·A would round the update away, instance-level ``forward`` overrides).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ MERGE_MIN_TOKENS = 4096
 # The merged view holds one extra copy of every adapted weight while it lives (SmolLM2-135M: 0.42
 # GB in fp32); beyond this a device keeps the slower, memory-free side path.
 MERGE_MAX_BYTES = 2 * 1024**3
+
+_EXACT_DTYPES = (torch.float32, torch.float64)
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -101,6 +104,9 @@ def _mergeable_layers(model: nn.Module) -> dict[int, LoraLinear] | None:
             or module.lora_variant.get(name) is not None
         ):
             return None
+        weight = _base_weight(module)
+        if weight.dtype not in _EXACT_DTYPES or module.lora_B[name].weight.dtype != weight.dtype:
+            return None  # a low-precision merge would round the small update away
         layers[id(module)] = module
     return layers or None
 

@@ -97,6 +97,10 @@ def test_not_merged_where_it_would_not_be_exact(
         layer.use_dora["default"] = False
         monkeypatch.setattr(merged_scoring, "MERGE_MAX_BYTES", 0)  # no memory for the view
         assert scoring_model(model, BIG) is model
+        monkeypatch.undo()
+        assert scoring_model(model, BIG) is not model  # the same model, nothing in the way
+        half = attach_lora(tiny_base.model.to(torch.bfloat16), LoraSettings(), peer_seed=1)
+        assert scoring_model(half, BIG) is half  # bf16 W + s·B·A would round the update away
 
 
 def test_view_does_not_fire_the_models_hooks(tiny_base: BaseModel) -> None:

@@ -88,8 +88,15 @@ def option(
                                             "late": late})  # fmt: skip
 
 
-# label parts of the shared keys; a strategy's option may not spell one of them
-_SHARED_PARTS = ("t", "top", "thr", "accept")
+# The shared numeric keys a label writes when they differ from their defaults: (key, prefix,
+# integer), in label order; ``accept`` is a flag part written last. A strategy's option may not
+# spell a part that starts with one of these prefixes.
+_SHARED_NUMBERS: tuple[tuple[str, str, bool], ...] = (
+    ("temperature", "t", False),
+    ("top_k", "top", True),
+    ("threshold", "thr", False),
+)
+_SHARED_PARTS = (*(prefix for _, prefix, _ in _SHARED_NUMBERS), "accept")
 
 
 @dataclass(frozen=True)
@@ -254,12 +261,10 @@ class TrustStrategy(ABC):
         ``predictions-calibrated`` or ``validation-t50-top3`` (names result folders and rows)."""
         c = self.cfg
         parts = [self.name, *self.options.label_parts(late=False)]
-        if c.temperature != 1.0:
-            parts.append(_label_number("t", c.temperature))
-        if c.top_k:
-            parts.append(_label_number("top", c.top_k))
-        if c.threshold is not None:
-            parts.append(_label_number("thr", c.threshold))
+        defaults = {f.name: f.default for f in fields(StrategyConfig)}
+        for key, prefix, _ in _SHARED_NUMBERS:
+            if getattr(c, key) != defaults[key]:
+                parts.append(_label_number(prefix, getattr(c, key)))
         parts.extend(self.options.label_parts(late=True))
         if c.accept:
             parts.append("accept")
@@ -485,17 +490,23 @@ def strategy_from_label(label: str) -> StrategyConfig:
             options[own[0]] = own[1]
         elif part == "accept":
             shared["accept"] = True
-        elif part[:3] == "thr" and _parse_label_number(part[3:]) is not None:
-            shared["threshold"] = _parse_label_number(part[3:])
-        elif part[:3] == "top" and _parse_label_number(part[3:], integer=True) is not None:
-            shared["top_k"] = _parse_label_number(part[3:], integer=True)
-        elif part[:1] == "t" and _parse_label_number(part[1:]) is not None:
-            shared["temperature"] = _parse_label_number(part[1:])
+        elif (number := _parse_shared_number(part)) is not None:
+            shared[number[0]] = number[1]
         else:
             raise ConfigError(f"[strategy] label {label!r}: {part!r} is no option of {name!r}")
     cfg = StrategyConfig(name=name, options=options, **shared)
     cls(cfg)  # the options' own checks
     return cfg
+
+
+def _parse_shared_number(part: str) -> tuple[str, float] | None:
+    """``(key, value)`` of the shared numeric key that writes ``part`` (longest prefix first)."""
+    for key, prefix, integer in sorted(_SHARED_NUMBERS, key=lambda s: -len(s[1])):
+        if part.startswith(prefix):
+            value = _parse_label_number(part[len(prefix) :], integer=integer)
+            if value is not None:
+                return key, value
+    return None
 
 
 def _label_number(prefix: str, value: float) -> str:

@@ -3,8 +3,9 @@
 A peft LoRA layer computes ``base(x) + s·B(A(x))``: next to every adapted matmul it runs two thin
 ones (rank r) and a scale and an add over the output. With no gradients needed, the same function
 is one matmul with ``W + s·B·A``. On SmolLM2-135M (LoRA r 4 on its seven linear types, 2 threads)
-the side path costs 7–11 % of a scoring pass, and building the merged weights 0.1–0.2 s (one
-pass over the adapted weights): it pays off beyond ≈ 20 blocks of 64 tokens.
+the side path costs 5–12 % of a scoring pass (four interleaved measurements against the base
+alone), and building the merged weights 0.1–0.2 s (one pass over the adapted weights): it pays off
+beyond ≈ 6–30 blocks of 64 tokens.
 
 :func:`scoring_model` therefore gives a *separate* module for large no-grad passes: every module is
 a shallow twin of the peer's own (the same tensors, fresh parameter dicts, no hooks), and each LoRA
@@ -34,8 +35,8 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-# Break-even on SmolLM2-135M at 2 threads is ≈ 1,300 tokens (0.2 s of merging against 7–11 % of
-# ≈ 0.13 s per 64-token block); 4,096 keeps a margin for other shapes and machines. A round's test
+# Break-even on SmolLM2-135M at 2 threads is ≈ 400–2,000 tokens (0.1–0.2 s of merging against
+# 5–12 % of ≈ 0.13 s per 64-token block); 4,096 keeps a margin for other shapes and machines. A round's test
 # scoring (eval_batches 8 × 16 blocks × 64 tokens = 8,192) is merged; validation and reference
 # passes (a few to 32 blocks) are not.
 MERGE_MIN_TOKENS = 4096
@@ -70,10 +71,7 @@ def scoring_model(model: nn.Module, tokens: int) -> nn.Module:
     layers = _mergeable_layers(model)
     if layers is None:
         return model
-    size = sum(
-        _base_weight(layer).numel() * _base_weight(layer).element_size()
-        for layer in layers.values()
-    )
+    size = sum(_base_weight(layer).nbytes for layer in layers.values())
     if size > MERGE_MAX_BYTES:
         return model
     get_base_model = getattr(model, "get_base_model", None)  # a PeftModel's wrapped transformer

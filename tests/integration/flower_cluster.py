@@ -221,9 +221,9 @@ class Cluster:
         value: dict[str, Any] = json.loads(results.read_text())
         return value
 
-    def logs(self, tail: int = 3000) -> str:
-        """The last ``tail`` characters of every process log; ``full_logs`` for a post-mortem."""
-        return "\n".join(f"==== {n}\n{self.procs.log(n)[-tail:]}" for n in sorted(
+    def logs(self) -> str:
+        """The end of every process log (``full_logs`` for a post-mortem)."""
+        return "\n".join(f"==== {n}\n{self.procs.log(n)[-3000:]}" for n in sorted(
             p.stem for p in (self.root / "logs").glob("*.log")))  # fmt: skip
 
     def full_logs(self) -> str:
